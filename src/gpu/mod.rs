@@ -1,0 +1,297 @@
+//! GPU context: adapter selection, device with the adapter's real limits, tensors
+//! (storage buffers with a shape), a pipeline cache, and [`Program`]: a list of
+//! prepared dispatches recorded into one command encoder and submitted once.
+//!
+//! Nothing here blocks or spawns threads, so the same code runs on wasm32 (WebGPU)
+//! and natively (Vulkan, Metal, DX12). Native callers drive the futures with
+//! `pollster::block_on`.
+
+mod program;
+pub mod shaders;
+mod tensor;
+
+pub use program::{Dispatch, Kernel, Program};
+pub use tensor::Tensor;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+/// Errors from the GPU layer. Messages say what failed and, where it helps, what to try.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no GPU adapter found{0}")]
+    NoAdapter(String),
+    #[error("could not open the GPU device: {0}")]
+    RequestDevice(String),
+    #[error("{what} needs {bytes} bytes but this GPU allows at most {limit} bytes per {kind}")]
+    TooLarge { what: String, bytes: u64, limit: u64, kind: &'static str },
+    #[error("reading back {0} from the GPU failed: {1}")]
+    Readback(String, String),
+    #[error("GPU error: {0}")]
+    Device(String),
+}
+
+/// What the chosen adapter is and what it allows; `webtune info` prints this.
+#[derive(Debug, Clone)]
+pub struct AdapterReport {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub shader_f16: bool,
+}
+
+impl std::fmt::Display for AdapterReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}, {}, driver {}); max storage binding {} MiB, max buffer {} MiB, \
+             workgroup storage {} KiB, shader-f16 {}",
+            self.name,
+            self.backend,
+            self.device_type,
+            self.driver,
+            self.max_storage_buffer_binding_size >> 20,
+            self.max_buffer_size >> 20,
+            self.max_compute_workgroup_storage_size >> 10,
+            if self.shader_f16 { "yes" } else { "no" }
+        )
+    }
+}
+
+/// Device, queue and the caches every kernel shares.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub report: AdapterReport,
+    pub limits: wgpu::Limits,
+    modules: RefCell<HashMap<String, Rc<wgpu::ShaderModule>>>,
+    pipelines: RefCell<HashMap<String, Rc<wgpu::ComputePipeline>>>,
+    first_error: Arc<Mutex<Option<String>>>,
+}
+
+fn device_type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+impl Gpu {
+    /// Opens a device. `adapter_filter` (e.g. from `WEBTUNE_ADAPTER`) picks the first
+    /// adapter whose name contains it (case-insensitive); otherwise a discrete GPU is
+    /// preferred over an integrated one, over a software one.
+    pub async fn new(adapter_filter: Option<&str>) -> Result<Gpu, GpuError> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = Self::pick_adapter(&instance, adapter_filter).await?;
+        let info = adapter.get_info();
+        let adapter_limits = adapter.limits();
+        let features = adapter.features() & wgpu::Features::SHADER_F16;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("webtune"),
+                required_features: features,
+                required_limits: adapter_limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
+        let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let sink = first_error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut slot) = sink.lock() {
+                slot.get_or_insert_with(|| e.to_string());
+            }
+        }));
+        let limits = device.limits();
+        let report = AdapterReport {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_buffer_size: limits.max_buffer_size,
+            max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            shader_f16: device.features().contains(wgpu::Features::SHADER_F16),
+        };
+        Ok(Gpu {
+            device,
+            queue,
+            report,
+            limits,
+            modules: RefCell::new(HashMap::new()),
+            pipelines: RefCell::new(HashMap::new()),
+            first_error,
+        })
+    }
+
+    /// Opens a device, honouring `WEBTUNE_ADAPTER` where the platform has an environment.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(adapter_filter: Option<&str>) -> Result<Gpu, GpuError> {
+        let env = std::env::var("WEBTUNE_ADAPTER").ok();
+        let filter = adapter_filter.or(env.as_deref()).filter(|s| !s.is_empty());
+        pollster::block_on(Gpu::new(filter))
+    }
+
+    /// Every adapter the platform offers, as reports (for `webtune info`).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn list_adapters() -> Vec<String> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+            })
+            .collect()
+    }
+
+    async fn pick_adapter(instance: &wgpu::Instance, filter: Option<&str>) -> Result<wgpu::Adapter, GpuError> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let mut adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+            if adapters.is_empty() {
+                return Err(GpuError::NoAdapter(
+                    " (install a Vulkan driver, e.g. `apt-get install mesa-vulkan-drivers`)".into(),
+                ));
+            }
+            if let Some(f) = filter {
+                let needle = f.to_lowercase();
+                let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+                return match adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&needle)) {
+                    Some(a) => Ok(a),
+                    None => Err(GpuError::NoAdapter(format!(
+                        " matching WEBTUNE_ADAPTER/--adapter '{f}'; available: {}",
+                        names.join(", ")
+                    ))),
+                };
+            }
+            adapters.sort_by_key(|a| {
+                let i = a.get_info();
+                let backend = if i.backend == wgpu::Backend::Gl { 1 } else { 0 };
+                (device_type_rank(i.device_type), backend)
+            });
+            Ok(adapters.remove(0))
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = filter;
+            instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    force_fallback_adapter: false,
+                    compatible_surface: None,
+                })
+                .await
+                .map_err(|e| GpuError::NoAdapter(format!(": {e} (does this browser support WebGPU?)")))
+        }
+    }
+
+    /// The first error the device reported since it was opened (validation, out of
+    /// memory, lost device), if any. Checked after each submitted step.
+    pub fn check(&self) -> Result<(), GpuError> {
+        let slot = self.first_error.lock().map_err(|_| GpuError::Device("error sink poisoned".into()))?;
+        match slot.as_ref() {
+            Some(e) => Err(GpuError::Device(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// A compute pipeline for `entry` in the WGSL `source`, compiled once per
+    /// (`key`, entry, constants) and cached. `key` names the shader variant
+    /// (file name plus any template parameters); `constants` set `override`s.
+    pub fn pipeline(
+        &self,
+        key: &str,
+        source: &dyn Fn() -> String,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Rc<wgpu::ComputePipeline> {
+        let mut pkey = format!("{key}::{entry}");
+        for (k, v) in constants {
+            pkey.push_str(&format!(":{k}={v}"));
+        }
+        if let Some(p) = self.pipelines.borrow().get(&pkey) {
+            return p.clone();
+        }
+        let module = self.module(key, source);
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&pkey),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: true },
+            cache: None,
+        });
+        let pipeline = Rc::new(pipeline);
+        self.pipelines.borrow_mut().insert(pkey, pipeline.clone());
+        pipeline
+    }
+
+    fn module(&self, key: &str, source: &dyn Fn() -> String) -> Rc<wgpu::ShaderModule> {
+        if let Some(m) = self.modules.borrow().get(key) {
+            return m.clone();
+        }
+        let module = Rc::new(self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(key),
+            source: wgpu::ShaderSource::Wgsl(source().into()),
+        }));
+        self.modules.borrow_mut().insert(key.to_string(), module.clone());
+        module
+    }
+
+    /// Fails with a clear message if one buffer of `bytes` cannot be bound on this GPU.
+    pub fn check_binding(&self, what: &str, bytes: u64) -> Result<(), GpuError> {
+        let limit = (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        if bytes > limit {
+            return Err(GpuError::TooLarge { what: what.into(), bytes, limit, kind: "storage binding" });
+        }
+        Ok(())
+    }
+
+    /// Submits a finished encoder and returns at once (the GPU works on).
+    pub fn submit(&self, encoder: wgpu::CommandEncoder) {
+        self.queue.submit(Some(encoder.finish()));
+    }
+
+    pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+
+    /// Waits for the queue natively; a no-op in the browser, where the event loop drives it.
+    pub fn poll_wait(&self) {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        }
+    }
+}
+
+/// Workgroup grid for `n` workgroups laid out in 2D, since one dimension stops at
+/// 65535. Shaders rebuild the linear id as `wid.x + wid.y * num_workgroups.x`.
+pub fn grid(n: u32) -> (u32, u32, u32) {
+    let n = n.max(1);
+    if n <= 65535 {
+        (n, 1, 1)
+    } else {
+        let y = n.div_ceil(65535);
+        (n.div_ceil(y), y, 1)
+    }
+}
+
+/// Workgroups needed to cover `n` items with `per_group` items each.
+pub fn groups(n: usize, per_group: usize) -> u32 {
+    n.div_ceil(per_group).max(1) as u32
+}

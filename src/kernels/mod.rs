@@ -1,0 +1,43 @@
+//! Rust side of each WGSL shader: shapes, uniform params, bind groups, grid sizes.
+//!
+//! Conventions every kernel file follows:
+//! - Its shader is `shaders/<name>.wgsl`, included with `include_str!`; forward and
+//!   backward entry points live side by side in it. Variants come from `override`
+//!   constants or a small text substitution in the owner file, never a copied shader.
+//! - Binding 0 is the uniform params (a `#[repr(C)]` Pod struct), storage buffers
+//!   follow at 1, 2, ... Tensors are bound whole; offsets into them travel in params.
+//! - A kernel call (`pub fn name(gpu, prog, tensors.., dims..)`) prepares its
+//!   dispatches once and pushes them onto a [`Program`](crate::gpu::Program); the
+//!   training step replays the program, so nothing is created per step.
+//! - `variants()` returns every (name, WGSL source) the file can produce, so the naga
+//!   test validates all of them.
+//! - Grids above 65535 workgroups use [`grid`](crate::gpu::grid) (2D); shaders rebuild
+//!   the linear id as `wid.x + wid.y * nwg.x`.
+
+pub mod residual;
+
+/// Every shader variant of every kernel, for validation.
+pub fn all_variants() -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    v.extend(residual::variants());
+    v
+}
+
+/// `T` as the bytes of a uniform block.
+pub(crate) fn bytes_of<T: bytemuck::Pod>(t: &T) -> &[u8] {
+    bytemuck::bytes_of(t)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_shader_variant_validates_with_naga() {
+        let variants = super::all_variants();
+        assert!(!variants.is_empty());
+        for (name, src) in variants {
+            if let Err(e) = crate::gpu::shaders::validate(&name, &src) {
+                panic!("{e}");
+            }
+        }
+    }
+}

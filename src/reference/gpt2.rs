@@ -1,0 +1,1 @@
+//! Whole-model CPU reference (filled in later).
