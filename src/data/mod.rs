@@ -1,4 +1,11 @@
-//! Datasets: records of token ids -> one token stream -> windows of T+1 -> batches.
+//! Datasets: records of token ids -> one token stream (each record followed by EOS) ->
+//! non-overlapping windows of T+1 tokens -> batches of B windows.
+
+pub mod batch;
+pub mod records;
+
+pub use batch::{Batch, Batcher};
+pub use records::{Record, TokenStream};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {

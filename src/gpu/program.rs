@@ -25,17 +25,24 @@ pub struct Dispatch {
 
 #[derive(Default)]
 pub struct Program {
+    /// Buffers zeroed before the first dispatch (gradient accumulators).
+    pub clears: Vec<wgpu::Buffer>,
     pub dispatches: Vec<Dispatch>,
 }
 
 impl Program {
     pub fn new() -> Program {
-        Program { dispatches: Vec::new() }
+        Program::default()
+    }
+    /// Zero `t` at the start of every run of this program.
+    pub fn clear(&mut self, t: &super::Tensor) {
+        self.clears.push(t.buffer.clone());
     }
     pub fn push(&mut self, d: Dispatch) {
         self.dispatches.push(d);
     }
     pub fn append(&mut self, other: Program) {
+        self.clears.extend(other.clears);
         self.dispatches.extend(other.dispatches);
     }
     pub fn len(&self) -> usize {
@@ -45,9 +52,12 @@ impl Program {
         self.dispatches.is_empty()
     }
 
-    /// Records every dispatch, in order, into one compute pass of `encoder`.
+    /// Records the clears, then every dispatch in order into one compute pass of `encoder`.
     /// wgpu orders dispatches in a pass by their storage-buffer dependencies.
     pub fn record(&self, encoder: &mut wgpu::CommandEncoder) {
+        for b in &self.clears {
+            encoder.clear_buffer(b, 0, None);
+        }
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
         for d in &self.dispatches {
             pass.set_pipeline(&d.pipeline);
