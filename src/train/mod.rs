@@ -1,4 +1,10 @@
-//! Training: AdamW on the GPU, the trainer loop and checkpoints.
+//! Training: AdamW on the GPU ([`optimizer`]) and the step loop ([`trainer`]).
+
+pub mod optimizer;
+pub mod trainer;
+
+pub use optimizer::{AdamWConfig, Optimizer};
+pub use trainer::{StepLog, TrainConfig, Trainer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

@@ -1,0 +1,63 @@
+//! AdamW with PyTorch's semantics over every trained tensor, after global-norm
+//! clipping, all on the GPU: no gradient is read back.
+
+use crate::gpu::{Gpu, GpuError, Program, Tensor};
+use crate::kernels::optimizer::{self, AdamWStep, GradNorm};
+use crate::model::gpt2::Gpt2Gpu;
+use crate::reference::ops::AdamW;
+
+/// The user's optimiser settings (PyTorch defaults but for weight decay).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// Max global gradient norm; <= 0 turns clipping off.
+    pub grad_clip: f32,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, grad_clip: 1.0 }
+    }
+}
+
+pub struct Optimizer {
+    pub config: AdamWConfig,
+    /// Steps taken so far (AdamW's t after the next `begin_step` is step + 1).
+    pub step: u32,
+    /// (m, v) per trained tensor, in `Gpt2Gpu::trained` order.
+    pub moments: Vec<(Tensor, Tensor)>,
+    step_params: Tensor,
+    pub norm: GradNorm,
+}
+
+impl Optimizer {
+    /// Allocates AdamW state and pushes the clip + update dispatches onto `prog`.
+    pub fn new(gpu: &Gpu, prog: &mut Program, model: &Gpt2Gpu, config: AdamWConfig) -> Result<Optimizer, GpuError> {
+        let trained = model.trained();
+        let grads: Vec<&Tensor> = trained.iter().filter_map(|p| p.grad.as_ref()).collect();
+        let norm = GradNorm::new(gpu, prog, &grads, config.grad_clip)?;
+        let step_params = gpu.zeros("adamw step", &[8])?;
+        let mut moments = Vec::with_capacity(trained.len());
+        for p in &trained {
+            let m = gpu.zeros(&format!("adam m {}", p.name), &p.value.shape)?;
+            let v = gpu.zeros(&format!("adam v {}", p.name), &p.value.shape)?;
+            if let Some(g) = &p.grad {
+                optimizer::adamw(gpu, prog, &step_params, &norm.out, &p.value, g, &m, &v);
+            }
+            moments.push((m, v));
+        }
+        Ok(Optimizer { config, step: 0, moments, step_params, norm })
+    }
+
+    /// Advances t and writes this step's scalars (learning rate `lr`, bias corrections).
+    pub fn begin_step(&mut self, gpu: &Gpu, lr: f32) {
+        self.step += 1;
+        let c = self.config;
+        let h = AdamW { lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: c.weight_decay };
+        gpu.write(&self.step_params, &AdamWStep::new(h, self.step).as_f32s());
+    }
+}
