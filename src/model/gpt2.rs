@@ -404,6 +404,22 @@ impl Gpt2Gpu {
         }
     }
 
+    /// The gradient part of a training step: zero the trained gradients, forward, head
+    /// + loss, backward. After it runs, a.loss holds the batch loss and every trained
+    /// `Param::grad` its gradient.
+    pub fn gradient_program(&self, gpu: &Gpu, a: &Activations) -> Program {
+        let mut prog = Program::new();
+        for p in self.trained() {
+            if let Some(g) = &p.grad {
+                prog.clear(g);
+            }
+        }
+        self.forward(gpu, &mut prog, a);
+        self.head_loss(gpu, &mut prog, a);
+        self.backward(gpu, &mut prog, a);
+        prog
+    }
+
     /// y [N, out] = x [N, in] · W + bias, plus scale · (x · Aᵀ) · Bᵀ when adapted (xa = x · Aᵀ [N, r] is kept).
     fn linear_forward(&self, gpu: &Gpu, prog: &mut Program, lin: &LinearParams, x: &Tensor, y: &Tensor, xa: Option<&Tensor>, n: usize) {
         matmul(gpu, prog, &Matmul::new(n, lin.fout, lin.fin), x, &lin.w.value, y, Some(&lin.b.value));

@@ -69,15 +69,7 @@ impl Trainer {
             ))
         };
         let acts = Activations::new(gpu, &model, config.batch, config.seq, true, config.head_bytes).map_err(fit)?;
-        let mut program = Program::new();
-        for p in model.trained() {
-            if let Some(g) = &p.grad {
-                program.clear(g);
-            }
-        }
-        model.forward(gpu, &mut program, &acts);
-        model.head_loss(gpu, &mut program, &acts);
-        model.backward(gpu, &mut program, &acts);
+        let mut program = model.gradient_program(gpu, &acts);
         let optimizer = Optimizer::new(gpu, &mut program, &model, config.adamw).map_err(fit)?;
         let history = gpu.zeros("loss history", &[config.readback_every.max(1), 2]).map_err(fit)?;
         Ok(Trainer { model, acts, optimizer, batcher, config, program, history, pending: Vec::new() })
