@@ -302,3 +302,55 @@ pub fn adamw_step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], step: 
         v[i] = vi as f32;
     }
 }
+
+/// Elementwise sum (the residual connection, and gradient accumulation): out = a + b.
+pub fn residual_forward(a: &[f32], b: &[f32]) -> Vec<f32> {
+    assert_eq!(a.len(), b.len(), "residual_forward: lengths {} and {}", a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+/// LoRA branch of an adapted linear layer: delta[n, out] = scale · (x[n, in] · aᵀ) · bᵀ with
+/// a [r, in], b [out, r]. Returns (delta [n, out], u = x · aᵀ [n, r]); `u` is kept for the backward.
+#[allow(clippy::too_many_arguments)]
+pub fn lora_forward(
+    x: &[f32],
+    a: &[f32],
+    b: &[f32],
+    scale: f32,
+    n: usize,
+    fin: usize,
+    fout: usize,
+    r: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let u = matmul(x, a, n, r, fin, false, true); // [n, r]
+    let mut delta = matmul(&u, b, n, fout, r, false, true); // [n, out]
+    delta.iter_mut().for_each(|v| *v = (*v as f64 * scale as f64) as f32);
+    (delta, u)
+}
+
+/// Backward of [`lora_forward`] from ddelta [n, out]: (dx [n, in], da [r, in], db [out, r]).
+#[allow(clippy::too_many_arguments)]
+pub fn lora_backward(
+    ddelta: &[f32],
+    x: &[f32],
+    u: &[f32],
+    a: &[f32],
+    b: &[f32],
+    scale: f32,
+    n: usize,
+    fin: usize,
+    fout: usize,
+    r: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let s = scale as f64;
+    // du[n, r] = scale · ddelta · b
+    let mut du = matmul(ddelta, b, n, r, fout, false, false);
+    du.iter_mut().for_each(|v| *v = (*v as f64 * s) as f32);
+    // db[out, r] = scale · ddeltaᵀ · u
+    let mut db = matmul(ddelta, u, fout, r, n, true, false);
+    db.iter_mut().for_each(|v| *v = (*v as f64 * s) as f32);
+    // da[r, in] = duᵀ · x;  dx[n, in] = du · a
+    let da = matmul(&du, x, r, fin, n, true, false);
+    let dx = matmul(&du, a, n, fin, r, false, false);
+    (dx, da, db)
+}
