@@ -1,0 +1,91 @@
+// Token + position embedding over n = B*T token rows of width c:
+//   forward:   x[r, :] = wte[tokens[r], :] + wpe[r % t, :]          (one workgroup per row)
+//   dwte_add:  dwte[unique[u], :] += sum of dx[positions[k], :] over k in offsets[u]..offsets[u+1]
+//              (one workgroup per unique token; the host groups positions by token, so no
+//              atomics and a fixed summation order; workgroups past unique_count return)
+//   dwpe_add:  dwpe[s, :] += sum over b of dx[b*t + s, :]              (one workgroup per position)
+// A token id >= vocab reads as a zero row and gets no gradient (the data layer rejects them).
+
+struct Params {
+    n: u32,      // B * T token rows
+    t: u32,
+    c: u32,
+    vocab: u32,
+}
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> tokens: array<u32>;
+@group(0) @binding(2) var<storage, read> wte: array<f32>;
+@group(0) @binding(3) var<storage, read> wpe: array<f32>;
+@group(0) @binding(4) var<storage, read_write> x: array<f32>;
+@group(0) @binding(5) var<storage, read> dx: array<f32>;
+@group(0) @binding(6) var<storage, read> unique_count: array<u32>;
+@group(0) @binding(7) var<storage, read> unique: array<u32>;
+@group(0) @binding(8) var<storage, read> offsets: array<u32>;
+@group(0) @binding(9) var<storage, read> positions: array<u32>;
+@group(0) @binding(10) var<storage, read_write> dwte: array<f32>;
+@group(0) @binding(11) var<storage, read_write> dwpe: array<f32>;
+
+@compute @workgroup_size(256)
+fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let r = wid.x + wid.y * nwg.x;
+    if (r >= p.n) {
+        return;
+    }
+    let tok = tokens[r];
+    let pos = (r % p.t) * p.c;
+    let base = r * p.c;
+    if (tok < p.vocab) {
+        let row = tok * p.c;
+        for (var j = lid; j < p.c; j += WG) {
+            x[base + j] = wte[row + j] + wpe[pos + j];
+        }
+    } else {
+        for (var j = lid; j < p.c; j += WG) {
+            x[base + j] = wpe[pos + j];
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn dwte_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let u = wid.x + wid.y * nwg.x;
+    if (u >= unique_count[0]) {
+        return;
+    }
+    let tok = unique[u];
+    if (tok >= p.vocab) {
+        return;
+    }
+    let k0 = offsets[u];
+    let k1 = offsets[u + 1u];
+    let row = tok * p.c;
+    for (var j = lid; j < p.c; j += WG) {
+        var s = 0.0;
+        for (var k = k0; k < k1; k++) {
+            s += dx[positions[k] * p.c + j];
+        }
+        dwte[row + j] += s;
+    }
+}
+
+@compute @workgroup_size(256)
+fn dwpe_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let s_pos = wid.x + wid.y * nwg.x;
+    if (s_pos >= p.t) {
+        return;
+    }
+    let row = s_pos * p.c;
+    for (var j = lid; j < p.c; j += WG) {
+        var s = 0.0;
+        for (var r = s_pos; r < p.n; r += p.t) {
+            s += dx[r * p.c + j];
+        }
+        dwpe[row + j] += s;
+    }
+}

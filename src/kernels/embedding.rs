@@ -1,0 +1,193 @@
+//! Token + position embedding (shaders/embedding.wgsl) and its backward.
+//!
+//! The backward is a scatter-add done without float atomics, so it is deterministic: the
+//! host groups the batch's positions by token once ([`TokenIndex`], CSR), uploads it with
+//! the batch ([`TokenIndexBuffers::write`]), and one workgroup per unique token sums its
+//! positions' rows of dx in position order. The dispatch size is fixed at plan time
+//! (B·T workgroups); those past the uploaded unique count return at once.
+
+use crate::gpu::{grid, Gpu, GpuError, Program, Tensor};
+
+const SRC: &str = include_str!("../../shaders/embedding.wgsl");
+
+fn source() -> String {
+    SRC.to_string()
+}
+
+pub fn variants() -> Vec<(String, String)> {
+    vec![("embedding".into(), source())]
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    t: u32,
+    c: u32,
+    vocab: u32,
+}
+
+/// tokens: u32 tensor [B*T]; x[b,t,:] = wte[tokens[b,t],:] + wpe[t,:].
+/// The vocabulary size is `wte.len() / c`; a token id beyond it reads as a zero row
+/// (the data layer is expected to reject such ids before they get here).
+#[allow(clippy::too_many_arguments)]
+pub fn embedding_forward(
+    gpu: &Gpu,
+    prog: &mut Program,
+    tokens: &Tensor,
+    wte: &Tensor,
+    wpe: &Tensor,
+    x: &Tensor,
+    b: usize,
+    t: usize,
+    c: usize,
+) {
+    let n = b * t;
+    debug_assert!(tokens.len() >= n && x.len() >= n * c && wpe.len() >= t * c);
+    if n == 0 || c == 0 {
+        return;
+    }
+    let k = gpu.kernel("embedding", &source, "forward", &[]);
+    let params = Params {
+        n: n as u32,
+        t: t as u32,
+        c: c as u32,
+        vocab: (wte.len() / c) as u32,
+    };
+    prog.push(gpu.dispatch(
+        "embedding.forward",
+        &k,
+        super::bytes_of(&params),
+        &[(1, &tokens.buffer), (2, &wte.buffer), (3, &wpe.buffer), (4, &x.buffer)],
+        grid(n as u32),
+    ));
+}
+
+/// Positions grouped by token (CSR): the positions of `unique[i]` are
+/// `positions[offsets[i]..offsets[i + 1]]`, ascending; `unique` is sorted ascending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIndex {
+    pub unique: Vec<u32>,
+    pub offsets: Vec<u32>,
+    pub positions: Vec<u32>,
+}
+
+impl TokenIndex {
+    /// Groups the flat positions (b·T + t) of `tokens` by token id.
+    pub fn build(tokens: &[u32]) -> TokenIndex {
+        let mut positions: Vec<u32> = (0..tokens.len() as u32).collect();
+        // stable: positions stay ascending within a token
+        positions.sort_by_key(|&p| tokens[p as usize]);
+        let mut unique = Vec::new();
+        let mut offsets = Vec::new();
+        for (k, &p) in positions.iter().enumerate() {
+            let tok = tokens[p as usize];
+            if unique.last() != Some(&tok) {
+                unique.push(tok);
+                offsets.push(k as u32);
+            }
+        }
+        offsets.push(positions.len() as u32);
+        TokenIndex {
+            unique,
+            offsets,
+            positions,
+        }
+    }
+}
+
+/// GPU buffers for a TokenIndex, sized for n = B*T tokens, created once; `write` uploads a batch's index.
+pub struct TokenIndexBuffers {
+    pub n: usize,
+    /// u32 [1]: how many entries of `unique` the current batch uses.
+    pub unique_count: Tensor,
+    /// u32 [n]
+    pub unique: Tensor,
+    /// u32 [n + 1]
+    pub offsets: Tensor,
+    /// u32 [n]
+    pub positions: Tensor,
+}
+
+impl TokenIndexBuffers {
+    pub fn new(gpu: &Gpu, n: usize) -> Result<TokenIndexBuffers, GpuError> {
+        Ok(TokenIndexBuffers {
+            n,
+            unique_count: gpu.zeros("token_index.unique_count", &[1])?,
+            unique: gpu.zeros("token_index.unique", &[n])?,
+            offsets: gpu.zeros("token_index.offsets", &[n + 1])?,
+            positions: gpu.zeros("token_index.positions", &[n])?,
+        })
+    }
+
+    /// Uploads `idx` (queued; lands before the next submit runs). An index built from
+    /// more than `n` tokens is a caller bug: only the unique tokens whose positions all
+    /// fit are uploaded (debug builds assert).
+    pub fn write(&self, gpu: &Gpu, idx: &TokenIndex) {
+        debug_assert!(idx.positions.len() <= self.n && idx.offsets.len() == idx.unique.len() + 1);
+        let pos = idx.positions.len().min(self.n);
+        let u = idx
+            .unique
+            .iter()
+            .enumerate()
+            .take_while(|&(i, _)| idx.offsets.get(i + 1).is_some_and(|&end| end as usize <= pos))
+            .count()
+            .min(self.n);
+        gpu.write_u32(&self.unique_count, &[u as u32]);
+        gpu.write_u32(&self.unique, &idx.unique[..u]);
+        gpu.write_u32(&self.offsets, &idx.offsets[..(u + 1).min(idx.offsets.len())]);
+        gpu.write_u32(&self.positions, &idx.positions[..pos]);
+    }
+}
+
+/// ACCUMULATES (+=) dwte [V, C] and rows 0..t of dwpe [P, C] from dx [B*T, C], using the
+/// batch's index (uploaded with [`TokenIndexBuffers::write`]). Deterministic, no float
+/// atomics. V is `dwte.len() / c`.
+#[allow(clippy::too_many_arguments)]
+pub fn embedding_backward(
+    gpu: &Gpu,
+    prog: &mut Program,
+    dx: &Tensor,
+    index: &TokenIndexBuffers,
+    dwte: &Tensor,
+    dwpe: &Tensor,
+    b: usize,
+    t: usize,
+    c: usize,
+) {
+    let n = b * t;
+    debug_assert!(index.n >= n && dx.len() >= n * c && dwpe.len() >= t * c);
+    if n == 0 || c == 0 {
+        return;
+    }
+    let params = Params {
+        n: n as u32,
+        t: t as u32,
+        c: c as u32,
+        vocab: (dwte.len() / c) as u32,
+    };
+    let p = super::bytes_of(&params);
+    let k = gpu.kernel("embedding", &source, "dwte_add", &[]);
+    prog.push(gpu.dispatch(
+        "embedding.dwte_add",
+        &k,
+        p,
+        &[
+            (5, &dx.buffer),
+            (6, &index.unique_count.buffer),
+            (7, &index.unique.buffer),
+            (8, &index.offsets.buffer),
+            (9, &index.positions.buffer),
+            (10, &dwte.buffer),
+        ],
+        grid(n as u32),
+    ));
+    let k = gpu.kernel("embedding", &source, "dwpe_add", &[]);
+    prog.push(gpu.dispatch(
+        "embedding.dwpe_add",
+        &k,
+        p,
+        &[(5, &dx.buffer), (11, &dwpe.buffer)],
+        grid(t as u32),
+    ));
+}
