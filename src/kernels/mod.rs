@@ -16,12 +16,16 @@
 
 pub mod matmul;
 pub mod residual;
+pub mod optimizer;
+pub mod cross_entropy;
 
 /// Every shader variant of every kernel, for validation.
 pub fn all_variants() -> Vec<(String, String)> {
     let mut v = Vec::new();
     v.extend(matmul::variants());
     v.extend(residual::variants());
+    v.extend(optimizer::variants());
+    v.extend(cross_entropy::variants());
     v
 }
 
