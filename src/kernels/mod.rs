@@ -14,22 +14,26 @@
 //! - Grids above 65535 workgroups use [`grid`](crate::gpu::grid) (2D); shaders rebuild
 //!   the linear id as `wid.x + wid.y * nwg.x`.
 
+pub mod cross_entropy;
 pub mod embedding;
 pub mod gelu;
 pub mod layernorm;
 pub mod matmul;
+pub mod optimizer;
 pub mod reduce;
 pub mod residual;
 
 /// Every shader variant of every kernel, for validation.
 pub fn all_variants() -> Vec<(String, String)> {
     let mut v = Vec::new();
-    v.extend(matmul::variants());
-    v.extend(residual::variants());
-    v.extend(layernorm::variants());
-    v.extend(gelu::variants());
+    v.extend(cross_entropy::variants());
     v.extend(embedding::variants());
+    v.extend(gelu::variants());
+    v.extend(layernorm::variants());
+    v.extend(matmul::variants());
+    v.extend(optimizer::variants());
     v.extend(reduce::variants());
+    v.extend(residual::variants());
     v
 }
 
