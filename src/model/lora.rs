@@ -3,6 +3,12 @@
 //! `base_model.model.transformer.h.{i}.{module}.lora_A.weight` [r, in] and `lora_B.weight` [out, r]).
 //! The forward adds `scale * (x · Aᵀ) · Bᵀ` to the base layer's output, scale = alpha / r.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::weights::{
+    io_error, parse_safetensors, read_bytes, read_text, serialize_f32, st_error, view_to_f32, write_atomic,
+};
 use super::{Gpt2Config, HostTensor, Linear, ModelError};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -53,4 +59,392 @@ impl LoraAdapter {
     pub fn get(&self, layer: usize, linear: Linear) -> Option<&LoraModule> {
         self.modules.iter().find(|m| m.layer == layer && m.linear == linear)
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Config validation, PEFT-style target matching, init, and PEFT's on-disk format.
+
+/// Target names that match GPT-2 linears under PEFT's rule, whatever the layer.
+pub const VALID_TARGETS: [&str; 7] =
+    ["c_attn", "c_proj", "c_fc", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"];
+
+/// The PEFT version whose adapter_config.json key set we write (and whose format we read).
+pub const PEFT_FORMAT_VERSION: &str = "0.21.2";
+
+/// PEFT's prefix for tensors of a `PeftModelForCausalLM` wrapping `GPT2LMHeadModel`.
+const PEFT_PREFIX: &str = "base_model.model.";
+
+/// PEFT's rule: a module is targeted if its full name equals the target or ends with "." + target.
+fn peft_match(full_name: &str, target: &str) -> bool {
+    full_name == target
+        || (full_name.len() > target.len() && full_name.ends_with(target) && {
+            let cut = full_name.len() - target.len() - 1;
+            full_name.as_bytes()[cut] == b'.'
+        })
+}
+
+impl LoraConfig {
+    /// Validates r > 0, alpha finite > 0, dropout in [0,1), and that every target matches at least one
+    /// GPT-2 linear (PEFT rule on the full module name
+    /// `transformer.h.{i}.<attn.c_attn|attn.c_proj|mlp.c_fc|mlp.c_proj>`: name == target or name ends with
+    /// "." + target), whatever the layer. Targets are kept sorted and deduplicated (PEFT stores a set).
+    pub fn new(r: usize, alpha: f32, targets: Vec<String>, dropout: f32) -> Result<LoraConfig, ModelError> {
+        if r == 0 {
+            return Err(ModelError::Lora("LoRA rank r must be at least 1, found 0".into()));
+        }
+        if !(alpha.is_finite() && alpha > 0.0) {
+            return Err(ModelError::Lora(format!("LoRA alpha must be a finite number above 0, found {alpha}")));
+        }
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(ModelError::Lora(format!("LoRA dropout must lie in [0, 1), found {dropout}")));
+        }
+        if targets.is_empty() {
+            return Err(ModelError::Lora(format!(
+                "no LoRA target modules given; valid targets are {}",
+                VALID_TARGETS.join(", ")
+            )));
+        }
+        for t in &targets {
+            let hits = Linear::ALL.iter().any(|lin| peft_match(&format!("transformer.h.0.{}", lin.hf_name()), t));
+            if !hits || !VALID_TARGETS.contains(&t.as_str()) {
+                return Err(ModelError::Lora(format!(
+                    "LoRA target '{t}' matches no GPT-2 linear layer; valid targets are {}",
+                    VALID_TARGETS.join(", ")
+                )));
+            }
+        }
+        let mut targets = targets;
+        targets.sort();
+        targets.dedup();
+        Ok(LoraConfig { r, alpha, targets, dropout })
+    }
+
+    /// Whether the adapter covers this linear layer (in every block).
+    pub fn matches(&self, linear: Linear) -> bool {
+        let full = format!("transformer.h.0.{}", linear.hf_name());
+        self.targets.iter().any(|t| peft_match(&full, t))
+    }
+}
+
+/// PEFT's on-disk name of a module's `lora_A` / `lora_B` weight.
+fn peft_tensor_name(layer: usize, linear: Linear, ab: &str) -> String {
+    format!("{PEFT_PREFIX}transformer.h.{layer}.{}.{ab}.weight", linear.hf_name())
+}
+
+/// An f32 as a JSON float with its shortest decimal form (0.05, not 0.05000000074505806).
+fn json_float(x: f32) -> serde_json::Value {
+    format!("{x}")
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(serde_json::Value::Null, Into::into)
+}
+
+/// Like [`json_float`], but an integer when the value is one (PEFT writes `lora_alpha: 8`).
+fn json_number(x: f32) -> serde_json::Value {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        serde_json::Value::from(x as i64)
+    } else {
+        json_float(x)
+    }
+}
+
+impl LoraAdapter {
+    /// PEFT's init: A ~ kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)) from crate::rng::Rng(seed);
+    /// B = 0. Modules sorted by (layer, linear); A filled row-major, module by module, from one stream.
+    pub fn init(config: LoraConfig, model: &Gpt2Config, seed: u64) -> LoraAdapter {
+        let mut rng = crate::rng::Rng::new(seed);
+        let mut modules = Vec::new();
+        for layer in 0..model.n_layer {
+            for linear in Linear::ALL {
+                if !config.matches(linear) {
+                    continue;
+                }
+                let (fan_in, fan_out) = linear.dims(model.n_embd);
+                let bound = 1.0 / (fan_in as f32).sqrt();
+                let a = (0..config.r * fan_in).map(|_| rng.uniform_in(-bound, bound)).collect();
+                modules.push(LoraModule {
+                    layer,
+                    linear,
+                    a: HostTensor { shape: vec![config.r, fan_in], data: a },
+                    b: HostTensor::zeros(&[fan_out, config.r]),
+                });
+            }
+        }
+        LoraAdapter { config, modules }
+    }
+
+    /// PEFT on-disk format in `dir` (created if missing): adapter_config.json and adapter_model.safetensors,
+    /// each written to a temp name and renamed.
+    pub fn save_peft(&self, dir: &Path, base_model_name_or_path: &str) -> Result<(), ModelError> {
+        let (config, bytes) = self.to_peft_bytes(base_model_name_or_path)?;
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        write_atomic(&dir.join("adapter_model.safetensors"), &bytes)?;
+        write_atomic(&dir.join("adapter_config.json"), config.as_bytes())
+    }
+
+    /// (adapter_config.json text, adapter_model.safetensors bytes), as PEFT 0.21 writes them.
+    pub fn to_peft_bytes(&self, base_model_name_or_path: &str) -> Result<(String, Vec<u8>), ModelError> {
+        let c = &self.config;
+        let mut named = Vec::with_capacity(2 * self.modules.len());
+        for m in &self.modules {
+            let ok = m.a.shape.len() == 2
+                && m.b.shape.len() == 2
+                && m.a.shape[0] == c.r
+                && m.b.shape[1] == c.r
+                && m.a.data.len() == m.a.shape.iter().product::<usize>()
+                && m.b.data.len() == m.b.shape.iter().product::<usize>();
+            if !ok {
+                return Err(ModelError::Lora(format!(
+                    "LoRA module {}: A {:?} / B {:?} do not fit rank {}",
+                    m.name(),
+                    m.a.shape,
+                    m.b.shape,
+                    c.r
+                )));
+            }
+            named.push((peft_tensor_name(m.layer, m.linear, "lora_A"), &m.a));
+            named.push((peft_tensor_name(m.layer, m.linear, "lora_B"), &m.b));
+        }
+        let bytes = serialize_f32(named, "adapter_model.safetensors")?;
+        let base = if base_model_name_or_path.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::Value::from(base_model_name_or_path)
+        };
+        let null = serde_json::Value::Null;
+        let empty = || serde_json::Value::Object(serde_json::Map::new());
+        // The key set PEFT 0.21 writes (see tests/fixtures/tiny/adapter_init), defaults for what we do not use.
+        let json: serde_json::Map<String, serde_json::Value> = [
+            ("alora_invocation_tokens", null.clone()),
+            ("alpha_pattern", empty()),
+            ("arrow_config", null.clone()),
+            ("auto_mapping", null.clone()),
+            ("base_model_name_or_path", base),
+            ("bias", "none".into()),
+            ("corda_config", null.clone()),
+            ("ensure_weight_tying", false.into()),
+            ("eva_config", null.clone()),
+            ("exclude_modules", null.clone()),
+            ("fan_in_fan_out", true.into()),
+            ("inference_mode", true.into()),
+            ("init_lora_weights", true.into()),
+            ("kasa_config", null.clone()),
+            ("layer_replication", null.clone()),
+            ("layers_pattern", null.clone()),
+            ("layers_to_transform", null.clone()),
+            ("loftq_config", empty()),
+            ("lora_alpha", json_number(c.alpha)),
+            ("lora_bias", false.into()),
+            ("lora_dropout", json_float(c.dropout)),
+            ("lora_ga_config", null.clone()),
+            ("megatron_config", null.clone()),
+            ("megatron_core", "megatron.core".into()),
+            ("modules_to_save", null.clone()),
+            ("monteclora_config", null.clone()),
+            ("peft_type", "LORA".into()),
+            ("peft_version", PEFT_FORMAT_VERSION.into()),
+            ("qalora_group_size", 16.into()),
+            ("r", c.r.into()),
+            ("rank_pattern", empty()),
+            ("revision", null.clone()),
+            ("target_modules", c.targets.clone().into()),
+            ("target_parameters", null.clone()),
+            ("task_type", "CAUSAL_LM".into()),
+            ("trainable_token_indices", null.clone()),
+            ("use_bdlora", null.clone()),
+            ("use_dora", false.into()),
+            ("use_qalora", false.into()),
+            ("use_rslora", false.into()),
+            ("velora_config", null),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let text = serde_json::to_string_pretty(&serde_json::Value::Object(json))
+            .map_err(|e| ModelError::Json { path: "adapter_config.json".into(), msg: e.to_string() })?;
+        Ok((text, bytes))
+    }
+
+    /// Reads a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) for `model`.
+    pub fn load_peft(dir: &Path, model: &Gpt2Config) -> Result<LoraAdapter, ModelError> {
+        if !dir.is_dir() {
+            return Err(ModelError::Io {
+                path: dir.display().to_string(),
+                msg: "not a directory (expected a PEFT adapter folder with adapter_config.json and \
+                      adapter_model.safetensors)"
+                    .into(),
+            });
+        }
+        let config_path = dir.join("adapter_config.json");
+        let weights_path = dir.join("adapter_model.safetensors");
+        let config = read_text(&config_path)?;
+        if !weights_path.exists() && dir.join("adapter_model.bin").exists() {
+            return Err(ModelError::Io {
+                path: weights_path.display().to_string(),
+                msg: "file not found; found adapter_model.bin: save the adapter with safetensors".into(),
+            });
+        }
+        let bytes = read_bytes(&weights_path)?;
+        from_peft(&config, &config_path.display().to_string(), &bytes, &weights_path.display().to_string(), model)
+    }
+
+    /// The same from bytes; `name` (e.g. the adapter's folder) prefixes the file names in messages.
+    pub fn from_peft_bytes(
+        config_json: &str,
+        safetensors: &[u8],
+        model: &Gpt2Config,
+        name: &str,
+    ) -> Result<LoraAdapter, ModelError> {
+        from_peft(
+            config_json,
+            &format!("{name}/adapter_config.json"),
+            safetensors,
+            &format!("{name}/adapter_model.safetensors"),
+            model,
+        )
+    }
+}
+
+/// Parses adapter_config.json into a [`LoraConfig`], refusing settings webtune does not implement.
+fn parse_peft_config(text: &str, path: &str) -> Result<LoraConfig, ModelError> {
+    let raw: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ModelError::Json { path: path.into(), msg: e.to_string() })?;
+    let obj =
+        raw.as_object().ok_or_else(|| ModelError::Config { path: path.into(), msg: "not a JSON object".into() })?;
+    let bad = |msg: String| ModelError::Config { path: path.into(), msg };
+    match obj.get("peft_type").and_then(|v| v.as_str()) {
+        Some("LORA") => {}
+        Some(other) => return Err(bad(format!("peft_type is '{other}'; webtune reads LoRA adapters (\"LORA\")"))),
+        None => return Err(bad("missing field 'peft_type' (must be \"LORA\")".into())),
+    }
+    let r = match obj.get("r") {
+        None => return Err(bad("missing field 'r'".into())),
+        Some(v) => v
+            .as_u64()
+            .filter(|x| *x > 0)
+            .ok_or_else(|| bad(format!("field 'r' must be a positive integer, found {v}")))?,
+    };
+    let alpha = match obj.get("lora_alpha") {
+        None => return Err(bad("missing field 'lora_alpha'".into())),
+        Some(v) => v.as_f64().ok_or_else(|| bad(format!("field 'lora_alpha' must be a number, found {v}")))? as f32,
+    };
+    let dropout = match obj.get("lora_dropout") {
+        None | Some(serde_json::Value::Null) => 0.0,
+        Some(v) => v.as_f64().ok_or_else(|| bad(format!("field 'lora_dropout' must be a number, found {v}")))? as f32,
+    };
+    let targets = match obj.get("target_modules") {
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad(format!("target_modules holds {v}, not a name"))))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(serde_json::Value::String(s)) => {
+            return Err(bad(format!(
+                "target_modules is the string '{s}', which PEFT treats as a regular expression; webtune needs \
+                 a list of module names (valid: {})",
+                VALID_TARGETS.join(", ")
+            )))
+        }
+        Some(v) => return Err(bad(format!("target_modules must be a list of module names, found {v}"))),
+        None => return Err(bad("missing field 'target_modules'".into())),
+    };
+    match obj.get("bias").and_then(|v| v.as_str()) {
+        None | Some("none") => {}
+        Some(other) => return Err(bad(format!("bias is '{other}'; webtune implements only bias \"none\""))),
+    }
+    // Settings that change the forward or the tensors: refuse anything but PEFT's default, naming the field.
+    for field in [
+        "use_dora",
+        "use_rslora",
+        "lora_bias",
+        "use_qalora",
+        "use_bdlora",
+        "alpha_pattern",
+        "rank_pattern",
+        "layers_to_transform",
+        "layer_replication",
+        "modules_to_save",
+        "exclude_modules",
+        "target_parameters",
+        "trainable_token_indices",
+        "alora_invocation_tokens",
+    ] {
+        let v = obj.get(field).unwrap_or(&serde_json::Value::Null);
+        let default = match v {
+            serde_json::Value::Null | serde_json::Value::Bool(false) => true,
+            serde_json::Value::Object(m) => m.is_empty(),
+            serde_json::Value::Array(a) => a.is_empty(),
+            _ => false,
+        };
+        if !default {
+            return Err(bad(format!("'{field}' is {v}; webtune does not implement it (needs {field} unset/false)")));
+        }
+    }
+    LoraConfig::new(r as usize, alpha, targets, dropout).map_err(|e| match e {
+        ModelError::Lora(msg) => bad(msg),
+        e => e,
+    })
+}
+
+fn from_peft(
+    config_json: &str,
+    config_path: &str,
+    safetensors: &[u8],
+    weights_path: &str,
+    model: &Gpt2Config,
+) -> Result<LoraAdapter, ModelError> {
+    let config = parse_peft_config(config_json, config_path)?;
+    let st = parse_safetensors(safetensors, weights_path)?;
+    let r = config.r;
+    // Every (layer, linear) the config targets, with its A/B file names and shapes.
+    let mut wanted: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for layer in 0..model.n_layer {
+        for linear in Linear::ALL.into_iter().filter(|l| config.matches(*l)) {
+            let (fan_in, fan_out) = linear.dims(model.n_embd);
+            wanted.insert(format!("h.{layer}.{}.lora_A.weight", linear.hf_name()), vec![r, fan_in]);
+            wanted.insert(format!("h.{layer}.{}.lora_B.weight", linear.hf_name()), vec![fan_out, r]);
+            order.push((layer, linear));
+        }
+    }
+    let mut found: BTreeMap<String, HostTensor> = BTreeMap::new();
+    let mut names = st.names();
+    names.sort_unstable();
+    for file_name in names {
+        let rest = file_name.strip_prefix(PEFT_PREFIX).unwrap_or(file_name);
+        let canon = rest.strip_prefix("transformer.").unwrap_or(rest);
+        let Some(want) = wanted.get(canon) else {
+            return Err(ModelError::Lora(format!(
+                "{weights_path}: unexpected tensor '{file_name}' (the config targets {} of a {}-layer GPT-2)",
+                config.targets.join(", "),
+                model.n_layer
+            )));
+        };
+        let view = st.tensor(file_name).map_err(|e| st_error(weights_path, e))?;
+        if view.shape() != want.as_slice() {
+            return Err(ModelError::Shape {
+                path: weights_path.into(),
+                name: file_name.into(),
+                found: view.shape().to_vec(),
+                expected: want.clone(),
+            });
+        }
+        let data = view_to_f32(&view, weights_path, file_name)?;
+        if found.insert(canon.to_string(), HostTensor { shape: want.clone(), data }).is_some() {
+            return Err(ModelError::Lora(format!("{weights_path}: tensor '{canon}' appears twice")));
+        }
+    }
+    let mut modules = Vec::with_capacity(order.len());
+    for (layer, linear) in order {
+        let mut take = |ab: &str| {
+            found.remove(&format!("h.{layer}.{}.{ab}.weight", linear.hf_name())).ok_or_else(|| ModelError::Missing {
+                path: weights_path.into(),
+                name: peft_tensor_name(layer, linear, ab),
+            })
+        };
+        let a = take("lora_A")?;
+        let b = take("lora_B")?;
+        modules.push(LoraModule { layer, linear, a, b });
+    }
+    Ok(LoraAdapter { config, modules })
 }

@@ -3,8 +3,11 @@
 //! ([in, out], Conv1D layout), ..., `ln_f.bias`, and `lm_head.weight` only when untied.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use super::{Gpt2Config, Linear};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use super::{Gpt2Config, Linear, ModelError};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostTensor {
@@ -98,4 +101,222 @@ impl Gpt2Weights {
         }
         Gpt2Weights { config: config.clone(), tensors }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Files: Hugging Face GPT-2 folders (config.json + model.safetensors), from disk or bytes.
+
+/// HF's name prefix for the transformer body inside `GPT2LMHeadModel`.
+const HF_PREFIX: &str = "transformer.";
+
+impl Gpt2Weights {
+    /// A Hugging Face GPT-2 folder: config.json + model.safetensors.
+    pub fn load_dir(dir: &Path) -> Result<Gpt2Weights, ModelError> {
+        if !dir.is_dir() {
+            return Err(ModelError::Io {
+                path: dir.display().to_string(),
+                msg: "not a directory (expected a Hugging Face GPT-2 folder with config.json and model.safetensors)"
+                    .into(),
+            });
+        }
+        let config_path = dir.join("config.json");
+        let weights_path = dir.join("model.safetensors");
+        let config_text = read_text(&config_path)?;
+        if !weights_path.exists() {
+            let hint = if dir.join("model.safetensors.index.json").exists() {
+                "; sharded checkpoints (model.safetensors.index.json) are not supported, save the model as one file"
+            } else if dir.join("pytorch_model.bin").exists() {
+                "; found pytorch_model.bin: convert it to safetensors (save_pretrained in transformers does)"
+            } else {
+                ""
+            };
+            return Err(ModelError::Io {
+                path: weights_path.display().to_string(),
+                msg: format!("file not found{hint}"),
+            });
+        }
+        let bytes = read_bytes(&weights_path)?;
+        Gpt2Weights::from_bytes(
+            &config_text,
+            &config_path.display().to_string(),
+            &bytes,
+            &weights_path.display().to_string(),
+        )
+    }
+
+    /// The same from bytes (the browser has no file system). Names are for messages.
+    pub fn from_bytes(
+        config_json: &str,
+        config_name: &str,
+        safetensors: &[u8],
+        weights_name: &str,
+    ) -> Result<Gpt2Weights, ModelError> {
+        let config = Gpt2Config::from_json(config_json, config_name)?;
+        let st = parse_safetensors(safetensors, weights_name)?;
+        let expected: BTreeMap<String, Vec<usize>> = param_shapes(&config).into_iter().collect();
+        let head_shape = vec![config.vocab_size, config.n_embd];
+        let mut tensors: BTreeMap<String, HostTensor> = BTreeMap::new();
+        // Sorted, so messages name the same tensor every time.
+        let mut names: Vec<&str> = st.names();
+        names.sort_unstable();
+        for file_name in names {
+            let canon = file_name.strip_prefix(HF_PREFIX).unwrap_or(file_name);
+            if is_hf_buffer(canon) {
+                continue;
+            }
+            let want = if canon == "lm_head.weight" {
+                &head_shape
+            } else {
+                expected.get(canon).ok_or_else(|| ModelError::Config {
+                    path: weights_name.into(),
+                    msg: format!(
+                        "unexpected tensor '{file_name}' (not a parameter of a GPT-2 with n_layer {})",
+                        config.n_layer
+                    ),
+                })?
+            };
+            let view = st.tensor(file_name).map_err(|e| st_error(weights_name, e))?;
+            if view.shape() != want.as_slice() {
+                return Err(ModelError::Shape {
+                    path: weights_name.into(),
+                    name: file_name.into(),
+                    found: view.shape().to_vec(),
+                    expected: want.clone(),
+                });
+            }
+            let data = view_to_f32(&view, weights_name, file_name)?;
+            if tensors.insert(canon.to_string(), HostTensor { shape: want.clone(), data }).is_some() {
+                return Err(ModelError::Config {
+                    path: weights_name.into(),
+                    msg: format!("tensor '{canon}' appears twice (with and without the '{HF_PREFIX}' prefix)"),
+                });
+            }
+        }
+        for (name, _) in param_shapes(&config) {
+            if !tensors.contains_key(&name) {
+                return Err(ModelError::Missing { path: weights_name.into(), name: format!("{HF_PREFIX}{name}") });
+            }
+        }
+        // An untied head equal to wte bit for bit is the tied head written out: drop it.
+        if let (Some(head), Some(wte)) = (tensors.get("lm_head.weight"), tensors.get("wte.weight")) {
+            if head.data.iter().zip(&wte.data).all(|(a, b)| a.to_bits() == b.to_bits()) {
+                tensors.remove("lm_head.weight");
+            }
+        } else if !tensors.contains_key("lm_head.weight")
+            && config.raw.get("tie_word_embeddings").and_then(|v| v.as_bool()) == Some(false)
+        {
+            return Err(ModelError::Missing { path: weights_name.into(), name: "lm_head.weight".into() });
+        }
+        Ok(Gpt2Weights { config, tensors })
+    }
+
+    /// Writes config.json + model.safetensors (f32, HF names with the `transformer.` prefix, tied head
+    /// omitted), each file written to a temp name and renamed, so no half-written file is left.
+    pub fn save_dir(&self, dir: &Path) -> Result<(), ModelError> {
+        let bytes = self.to_safetensors()?;
+        let config = self.config_json()?;
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        write_atomic(&dir.join("model.safetensors"), &bytes)?;
+        write_atomic(&dir.join("config.json"), config.as_bytes())
+    }
+
+    /// model.safetensors bytes: f32, HF names (`transformer.` prefix, `lm_head.weight` only when untied).
+    pub fn to_safetensors(&self) -> Result<Vec<u8>, ModelError> {
+        let named: Vec<(String, &HostTensor)> = self
+            .tensors
+            .iter()
+            .map(|(k, t)| (if k == "lm_head.weight" { k.clone() } else { format!("{HF_PREFIX}{k}") }, t))
+            .collect();
+        serialize_f32(named, "model.safetensors")
+    }
+
+    /// config.json for [`Gpt2Weights::save_dir`]: the loaded config, marked f32 and tied iff no
+    /// `lm_head.weight` is kept.
+    fn config_json(&self) -> Result<String, ModelError> {
+        let mut raw = self.config.raw.clone();
+        if let Some(obj) = raw.as_object_mut() {
+            for key in ["dtype", "torch_dtype"] {
+                if obj.contains_key(key) {
+                    obj.insert(key.into(), "float32".into());
+                }
+            }
+            obj.insert("tie_word_embeddings".into(), (!self.tensors.contains_key("lm_head.weight")).into());
+        }
+        serde_json::to_string_pretty(&raw)
+            .map_err(|e| ModelError::Json { path: "config.json".into(), msg: e.to_string() })
+    }
+}
+
+/// HF's non-parameter attention buffers (`h.{i}.attn.bias`, `h.{i}.attn.masked_bias`).
+fn is_hf_buffer(canon: &str) -> bool {
+    let Some(rest) = canon.strip_prefix("h.") else { return false };
+    let Some((layer, tail)) = rest.split_once('.') else { return false };
+    layer.parse::<usize>().is_ok() && (tail == "attn.bias" || tail == "attn.masked_bias")
+}
+
+pub(crate) fn io_error(path: &Path, e: std::io::Error) -> ModelError {
+    ModelError::Io { path: path.display().to_string(), msg: e.to_string() }
+}
+
+pub(crate) fn read_text(path: &Path) -> Result<String, ModelError> {
+    std::fs::read_to_string(path).map_err(|e| io_error(path, e))
+}
+
+pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>, ModelError> {
+    std::fs::read(path).map_err(|e| io_error(path, e))
+}
+
+/// Writes `bytes` to a temporary sibling of `path`, flushes it and renames it over `path`.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    use std::io::Write;
+    let file_name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io_error(path, e)
+    })
+}
+
+pub(crate) fn st_error(path: &str, e: safetensors::SafeTensorError) -> ModelError {
+    ModelError::Safetensors { path: path.into(), msg: e.to_string() }
+}
+
+pub(crate) fn parse_safetensors<'a>(bytes: &'a [u8], path: &str) -> Result<SafeTensors<'a>, ModelError> {
+    SafeTensors::deserialize(bytes).map_err(|e| st_error(path, e))
+}
+
+/// A tensor's elements as f32 (F32, F16 and BF16 accepted; little-endian as the format says).
+pub(crate) fn view_to_f32(view: &TensorView<'_>, path: &str, name: &str) -> Result<Vec<f32>, ModelError> {
+    let data = view.data();
+    match view.dtype() {
+        Dtype::F32 => Ok(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+        Dtype::F16 => Ok(data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+        Dtype::BF16 => Ok(data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+        other => Err(ModelError::Dtype { path: path.into(), name: name.into(), dtype: format!("{other:?}") }),
+    }
+}
+
+/// Serializes named f32 tensors (HF's `{"format": "pt"}` metadata). `path` is for messages.
+pub(crate) fn serialize_f32(named: Vec<(String, &HostTensor)>, path: &str) -> Result<Vec<u8>, ModelError> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = named
+        .into_iter()
+        .map(|(name, t)| (name, t.shape.clone(), t.data.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let mut views = Vec::with_capacity(bytes.len());
+    for (name, shape, data) in &bytes {
+        let view = TensorView::new(Dtype::F32, shape.clone(), data).map_err(|e| ModelError::Safetensors {
+            path: path.into(),
+            msg: format!("tensor '{name}': shape {shape:?} does not match its {} bytes: {e}", data.len()),
+        })?;
+        views.push((name.clone(), view));
+    }
+    let metadata = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
+    safetensors::serialize(views, metadata).map_err(|e| st_error(path, e))
 }
