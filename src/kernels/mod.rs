@@ -14,12 +14,14 @@
 //! - Grids above 65535 workgroups use [`grid`](crate::gpu::grid) (2D); shaders rebuild
 //!   the linear id as `wid.x + wid.y * nwg.x`.
 
+pub mod attention;
 pub mod matmul;
 pub mod residual;
 
 /// Every shader variant of every kernel, for validation.
 pub fn all_variants() -> Vec<(String, String)> {
     let mut v = Vec::new();
+    v.extend(attention::variants());
     v.extend(matmul::variants());
     v.extend(residual::variants());
     v
