@@ -4,9 +4,10 @@
 //! Every product runs over batch z = b·nh + h (batch_inner = nh) on strided views:
 //! head h of q, k, v is columns h·hd.., c + h·hd.., 2c + h·hd.. of qkv [B, T, 3C];
 //! att [B, nh, T, T] is packed per head; out [B, T, C] and dout hold head h in
-//! columns h·hd..(h+1)·hd.
+//! columns h·hd..(h+1)·hd. The products tell the matmul which triangle matters
+//! ([`Causal`]), so tiles above the diagonal are neither computed nor read.
 
-use super::matmul::{matmul, Matmul};
+use super::matmul::{matmul_causal, Causal, Matmul};
 use crate::gpu::{grid, Gpu, Program, Tensor};
 
 const SRC: &str = include_str!("../../shaders/attention.wgsl");
@@ -97,13 +98,13 @@ pub fn attention_forward(gpu: &Gpu, prog: &mut Program, d: &Attention, qkv: &Ten
     // att = q · kᵀ / √hd   [T, T] per head
     let mut s = d.per_head(Matmul::new(t, t, hd).tb().alpha(d.scale()), qkv_s, qkv_s, att_s);
     (s.lda, s.ldb, s.b_offset) = (3 * c, 3 * c, c);
-    matmul(gpu, prog, &s, qkv, qkv, att, None);
+    matmul_causal(gpu, prog, &s, qkv, qkv, att, None, Causal::LowerC);
     // att = causal softmax(att), in place
     softmax(gpu, prog, d, "softmax_forward", att, att);
     // out = att · v   [T, hd] per head, into out's head columns
     let mut s = d.per_head(Matmul::new(t, hd, t), att_s, qkv_s, out_s);
     (s.ldb, s.b_offset, s.ldc) = (3 * c, 2 * c, c);
-    matmul(gpu, prog, &s, att, qkv, out, None);
+    matmul_causal(gpu, prog, &s, att, qkv, out, None, Causal::LowerA);
 }
 
 /// dout [B,T,C] -> dqkv [B,T,3C] (overwritten). datt [B,nh,T,T] is scratch.
@@ -128,19 +129,19 @@ pub fn attention_backward(
     // datt = dout · vᵀ   [T, T] per head
     let mut s = d.per_head(Matmul::new(t, t, hd).tb(), out_s, qkv_s, att_s);
     (s.lda, s.ldb, s.b_offset) = (c, 3 * c, 2 * c);
-    matmul(gpu, prog, &s, dout, qkv, datt, None);
+    matmul_causal(gpu, prog, &s, dout, qkv, datt, None, Causal::LowerC);
     // dv = attᵀ · dout   [T, hd] per head, into dqkv's v columns
     let mut s = d.per_head(Matmul::new(t, hd, t).ta(), att_s, out_s, qkv_s);
     (s.ldb, s.ldc, s.c_offset) = (c, 3 * c, 2 * c);
-    matmul(gpu, prog, &s, att, dout, dqkv, None);
+    matmul_causal(gpu, prog, &s, att, dout, dqkv, None, Causal::UpperA);
     // datt = softmax backward (unscaled dscores), in place
     softmax(gpu, prog, d, "softmax_backward", att, datt);
     // dq = datt · k / √hd, into dqkv's q columns
     let mut s = d.per_head(Matmul::new(t, hd, t).alpha(d.scale()), att_s, qkv_s, qkv_s);
     (s.ldb, s.b_offset, s.ldc) = (3 * c, c, 3 * c);
-    matmul(gpu, prog, &s, datt, qkv, dqkv, None);
+    matmul_causal(gpu, prog, &s, datt, qkv, dqkv, None, Causal::LowerA);
     // dk = dattᵀ · q / √hd, into dqkv's k columns
     let mut s = d.per_head(Matmul::new(t, hd, t).ta().alpha(d.scale()), att_s, qkv_s, qkv_s);
     (s.ldb, s.ldc, s.c_offset) = (3 * c, 3 * c, c);
-    matmul(gpu, prog, &s, datt, qkv, dqkv, None);
+    matmul_causal(gpu, prog, &s, datt, qkv, dqkv, None, Causal::UpperA);
 }
