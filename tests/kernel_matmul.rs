@@ -216,8 +216,8 @@ fn check_two(gpu: &Gpu, what: &str, s: &Matmul, a_len: usize, _b_len: usize, c_l
 #[test]
 fn matmul_batch_needs_2d_grid() {
     let gpu = gpu();
-    // 70001 tiny products (one workgroup each): more than 65535 workgroups.
-    let batch = 70001;
+    // 65537 tiny products (one workgroup each): just over the 65535 of one grid dimension.
+    let batch = 65537;
     let mut s = Matmul::new(1, 2, 3);
     s.batch = batch;
     s.batch_inner = 7;

@@ -14,6 +14,7 @@
 //! - Grids above 65535 workgroups use [`grid`](crate::gpu::grid) (2D); shaders rebuild
 //!   the linear id as `wid.x + wid.y * nwg.x`.
 
+pub mod attention;
 pub mod cross_entropy;
 pub mod embedding;
 pub mod gelu;
@@ -26,6 +27,7 @@ pub mod residual;
 /// Every shader variant of every kernel, for validation.
 pub fn all_variants() -> Vec<(String, String)> {
     let mut v = Vec::new();
+    v.extend(attention::variants());
     v.extend(cross_entropy::variants());
     v.extend(embedding::variants());
     v.extend(gelu::variants());
