@@ -379,10 +379,9 @@ impl Gpt2Gpu {
         let cfg = &self.config;
         let (b, t, c, n) = (a.b, a.t, cfg.n_embd, a.b * a.t);
         let dims = Attention { b, t, c, nh: cfg.n_head };
-        let ln_grads = |p: &(Param, Param)| match (&p.0.grad, &p.1.grad) {
-            (Some(gw), Some(gb)) => Some((gw, gb)),
-            _ => None,
-        };
+        fn ln_grads(p: &(Param, Param)) -> Option<(&Tensor, &Tensor)> {
+            p.0.grad.as_ref().zip(p.1.grad.as_ref())
+        }
         let last = a.layers.last().map(|la| &la.x_out).unwrap_or(&a.x0);
         layernorm::layernorm_backward(gpu, prog, &g.dln, last, &self.ln_f.0.value, &a.lnf_mean, &a.lnf_rstd, &g.dresid, false, ln_grads(&self.ln_f), n, c);
         for (l, (blk, la)) in self.blocks.iter().zip(&a.layers).enumerate().rev() {
