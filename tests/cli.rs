@@ -1,0 +1,614 @@
+//! The `webtune` binary end to end: `train` against the PyTorch + PEFT fixtures (LoRA and
+//! full), a fresh seeded LoRA run (reproducible, PEFT files only), every bad input ending in
+//! one `error:` line with nothing written to --out, and `info`.
+mod common;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::assert_close;
+use webtune::model::{Gpt2Config, Gpt2Weights, LoraAdapter};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
+}
+
+fn model_dir() -> PathBuf {
+    fixtures().join("model")
+}
+
+fn data_file() -> PathBuf {
+    fixtures().join("data.jsonl")
+}
+
+fn webtune(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_webtune")).args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `webtune` and requires exit 0, showing stderr otherwise.
+fn webtune_ok(args: &[&str]) -> Output {
+    let out = webtune(args);
+    assert!(
+        out.status.success(),
+        "webtune {args:?} failed ({:?}):\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    out
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+struct Expected {
+    tensors: HashMap<String, Vec<f32>>,
+    json: serde_json::Value,
+}
+
+fn expected() -> Expected {
+    let bytes = std::fs::read(fixtures().join("expected.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (name.to_string(), bytemuck::pod_collect_to_vec::<u8, f32>(view.data())))
+        .collect();
+    let json = serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap()).unwrap();
+    Expected { tensors, json }
+}
+
+impl Expected {
+    fn get(&self, name: &str) -> &[f32] {
+        self.tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("fixture has no tensor {name}"))
+    }
+    fn floats(&self, key: &str) -> Vec<f32> {
+        self.json[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    }
+    /// The training flags recorded for `section` ("lora" or "full").
+    fn optimizer_args(&self, section: &str) -> Vec<String> {
+        let o = &self.json[section]["optimizer"];
+        let f = |v: &serde_json::Value| v.as_f64().unwrap().to_string();
+        vec![
+            format!("--lr={}", f(&o["lr"])),
+            format!("--weight-decay={}", f(&o["weight_decay"])),
+            format!("--beta1={}", f(&o["betas"][0])),
+            format!("--beta2={}", f(&o["betas"][1])),
+            format!("--eps={}", f(&o["eps"])),
+            format!("--grad-clip={}", f(&self.json[section]["clip_grad_norm"])),
+        ]
+    }
+}
+
+/// (step, loss, lr, grad_norm) per line of a --log-json file.
+fn read_log(path: &Path) -> Vec<(u64, f32, f32, f32)> {
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("log line lacks {k}: {v}")) as f32;
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            (
+                v["step"].as_u64().unwrap(),
+                f(&v, "loss"),
+                f(&v, "lr"),
+                f(&v, "grad_norm"),
+            )
+        })
+        .collect()
+}
+
+/// `webtune train` on the fixture's three batches with its recorded hyperparameters; returns the
+/// output folder (inside `tmp`) after checking the logged losses, lrs and grad norms.
+fn train_like_fixture(tmp: &Path, ex: &Expected, section: &str) -> PathBuf {
+    let out = tmp.join("out");
+    let log = tmp.join("log.jsonl");
+    let mut args: Vec<String> = [
+        "train",
+        "--model",
+        s(&model_dir()),
+        "--data",
+        s(&data_file()),
+        "--out",
+        s(&out),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    if section == "full" {
+        args.push("--full".into());
+    } else {
+        args.extend([
+            "--init-adapter".to_string(),
+            s(&fixtures().join("adapter_init")).to_string(),
+        ]);
+    }
+    let steps = ex.json[section]["steps"].as_u64().unwrap();
+    assert_eq!(steps, 3);
+    for a in [
+        "--steps",
+        "3",
+        "--batch",
+        "2",
+        "--seq",
+        "16",
+        "--no-shuffle",
+        "--log-json",
+        s(&log),
+    ] {
+        args.push(a.into());
+    }
+    args.extend(ex.optimizer_args(section));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    webtune_ok(&argv);
+
+    let logs = read_log(&log);
+    assert_eq!(
+        logs.iter().map(|l| l.0).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "logged steps"
+    );
+    let lr = ex.json[section]["optimizer"]["lr"].as_f64().unwrap() as f32;
+    for l in &logs {
+        assert_eq!(l.2, lr, "logged lr at step {}", l.0);
+    }
+    let loss: Vec<f32> = logs.iter().map(|l| l.1).collect();
+    let norm: Vec<f32> = logs.iter().map(|l| l.3).collect();
+    assert_close(
+        "logged losses",
+        &loss,
+        &ex.floats(&format!("{section}.losses")),
+        1e-4,
+        0.0,
+    );
+    assert_close(
+        "logged grad norms",
+        &norm,
+        &ex.floats(&format!("{section}.grad_norms")),
+        1e-4,
+        0.0,
+    );
+    out
+}
+
+fn tiny_config() -> Gpt2Config {
+    let path = model_dir().join("config.json");
+    Gpt2Config::from_json(&std::fs::read_to_string(&path).unwrap(), s(&path)).unwrap()
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn lora_train_matches_peft() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ex = expected();
+    let out = train_like_fixture(tmp.path(), &ex, "lora");
+    assert_eq!(file_names(&out), ["adapter_config.json", "adapter_model.safetensors"]);
+    let adapter = LoraAdapter::load_peft(&out, &tiny_config()).unwrap();
+    assert_eq!(
+        (adapter.config.r, adapter.config.alpha),
+        (4, 8.0),
+        "rank and alpha come from --init-adapter"
+    );
+    assert_eq!(adapter.modules.len(), 8, "4 linears x 2 layers");
+    for m in &adapter.modules {
+        for (ab, t) in [("lora_A", &m.a), ("lora_B", &m.b)] {
+            let key = format!("lora.step3.base_model.model.transformer.{}.{ab}.weight", m.name());
+            assert_close(&key, &t.data, ex.get(&key), 0.0, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn full_train_matches_pytorch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ex = expected();
+    let out = train_like_fixture(tmp.path(), &ex, "full");
+    assert_eq!(file_names(&out), ["config.json", "model.safetensors"]);
+    let w = Gpt2Weights::load_dir(&out).unwrap();
+    // The fields webtune uses survive the round trip (the raw JSON gains dtype float32 etc.).
+    let shape = |c: &Gpt2Config| Gpt2Config {
+        raw: serde_json::Value::Null,
+        ..c.clone()
+    };
+    assert_eq!(shape(&w.config), shape(&tiny_config()));
+    assert_eq!(
+        w.tensors.len(),
+        ex.tensors.keys().filter(|k| k.starts_with("full.step3.")).count()
+    );
+    for (name, t) in &w.tensors {
+        let key = format!("full.step3.{name}");
+        assert_close(&key, &t.data, ex.get(&key), 0.0, 1e-4);
+    }
+}
+
+/// A fresh adapter (no --init-adapter, default rank/alpha/targets), 4 shuffled steps.
+fn fresh_lora(tmp: &Path, name: &str, seed: &str) -> (Vec<u8>, Vec<u8>) {
+    let out = tmp.join(name);
+    let log = tmp.join(format!("{name}.jsonl"));
+    let (model, data) = (model_dir(), data_file());
+    webtune_ok(&[
+        "train",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--steps",
+        "4",
+        "--batch",
+        "2",
+        "--seq",
+        "16",
+        "--lr",
+        "1e-2",
+        "--seed",
+        seed,
+        "--log-json",
+        s(&log),
+    ]);
+    assert_eq!(
+        file_names(&out),
+        ["adapter_config.json", "adapter_model.safetensors"],
+        "{name}: exactly PEFT's files"
+    );
+    let logs = read_log(&log);
+    assert_eq!(logs.iter().map(|l| l.0).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert!(logs.iter().all(|l| l.1.is_finite() && l.3.is_finite()), "{logs:?}");
+    let adapter = LoraAdapter::load_peft(&out, &tiny_config()).unwrap();
+    assert_eq!((adapter.config.r, adapter.config.alpha), (8, 16.0));
+    assert_eq!(adapter.config.targets, ["c_attn", "c_fc", "c_proj"]);
+    assert_eq!(adapter.modules.len(), 8);
+    // Trained: B moved away from its zero init.
+    assert!(adapter.modules.iter().all(|m| m.b.data.iter().any(|&x| x != 0.0)));
+    (
+        std::fs::read(out.join("adapter_config.json")).unwrap(),
+        std::fs::read(out.join("adapter_model.safetensors")).unwrap(),
+    )
+}
+
+#[test]
+fn fresh_lora_run_is_reproducible_from_its_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = fresh_lora(tmp.path(), "a", "1");
+    let b = fresh_lora(tmp.path(), "b", "1");
+    let c = fresh_lora(tmp.path(), "c", "2");
+    assert!(a.0 == b.0, "same seed: adapter_config.json differs");
+    assert!(a.1 == b.1, "same seed: adapter_model.safetensors differs");
+    assert!(a.0 == c.0, "the config does not depend on the seed");
+    assert!(a.1 != c.1, "seeds 1 and 2 gave the same adapter");
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad inputs.
+
+/// A copy of the fixture model in `dir` with its config.json / model.safetensors replaced.
+fn model_copy(dir: &Path, config: Option<&[u8]>, weights: Option<&[u8]>) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = config
+        .map(<[u8]>::to_vec)
+        .unwrap_or_else(|| std::fs::read(model_dir().join("config.json")).unwrap());
+    let weights = weights
+        .map(<[u8]>::to_vec)
+        .unwrap_or_else(|| std::fs::read(model_dir().join("model.safetensors")).unwrap());
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    std::fs::write(dir.join("model.safetensors"), weights).unwrap();
+    dir.to_path_buf()
+}
+
+/// The fixture's model.safetensors with `name`'s shape replaced by `shape` (same bytes).
+fn reshaped_weights(name: &str, shape: &[usize]) -> Vec<u8> {
+    let bytes = std::fs::read(model_dir().join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            if n == name {
+                let v = safetensors::tensor::TensorView::new(v.dtype(), shape.to_vec(), v.data()).unwrap();
+                (n, v)
+            } else {
+                (n, v)
+            }
+        })
+        .collect();
+    assert!(views.iter().any(|(n, _)| n == name));
+    safetensors::serialize(views, None).unwrap()
+}
+
+struct Case {
+    what: &'static str,
+    args: Vec<String>,
+    /// Substrings the error line must contain.
+    want: Vec<String>,
+    how: Exit,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Exit {
+    /// webtune's own error: exit 1, one `error: ...` line containing every `want`.
+    Error,
+    /// A clap usage error: exit 2, clap's own format.
+    Usage,
+    /// Either of the two (clap's parsing of the value may change).
+    Either,
+}
+
+/// Lines on stderr that are not webtune's: the Vulkan loader's environment warnings.
+fn is_loader_noise(line: &str) -> bool {
+    line.contains("XDG_RUNTIME_DIR")
+}
+
+fn check_case(c: &Case, out_dir: &Path) {
+    let argv: Vec<&str> = c.args.iter().map(String::as_str).collect();
+    let out = webtune(&argv);
+    let stderr = text(&out.stderr);
+    let code = out.status.code();
+    assert_ne!(code, Some(101), "{}: webtune panicked:\n{stderr}", c.what);
+    assert!(!out.status.success(), "{}: exit 0 on bad input", c.what);
+    assert!(!out_dir.exists(), "{}: --out {} was created", c.what, out_dir.display());
+    if c.how == Exit::Usage || (c.how == Exit::Either && code == Some(2)) {
+        assert_eq!(code, Some(2), "{}: clap usage errors exit 2:\n{stderr}", c.what);
+        assert!(stderr.starts_with("error:"), "{}: {stderr}", c.what);
+    } else {
+        assert_eq!(code, Some(1), "{}: webtune errors exit 1:\n{stderr}", c.what);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !is_loader_noise(l)).collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{}: want exactly one stderr line, got:\n{stderr}",
+            c.what
+        );
+        assert!(lines[0].starts_with("error: "), "{}: {stderr}", c.what);
+        for w in &c.want {
+            assert!(
+                lines[0].contains(w.as_str()),
+                "{}: the message should name '{w}': {}",
+                c.what,
+                lines[0]
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_end_in_one_error_line_and_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let out = t.join("out-never-written");
+    let (model, data) = (model_dir(), data_file());
+    let good_config = std::fs::read(model.join("config.json")).unwrap();
+    let good_weights = std::fs::read(model.join("model.safetensors")).unwrap();
+
+    // Broken models.
+    let missing_dir = t.join("no-such-model");
+    let no_weights = t.join("no-weights");
+    std::fs::create_dir_all(&no_weights).unwrap();
+    std::fs::write(no_weights.join("config.json"), &good_config).unwrap();
+    let bad_json = model_copy(&t.join("bad-config"), Some(b"{\"n_layer\": 2,"), None);
+    let truncated = model_copy(
+        &t.join("truncated"),
+        None,
+        Some(&good_weights[..good_weights.len() / 2]),
+    );
+    let reshaped = model_copy(
+        &t.join("reshaped"),
+        None,
+        Some(&reshaped_weights("transformer.h.1.attn.c_attn.weight", &[144, 48])),
+    );
+
+    // Broken data.
+    let write = |name: &str, body: &str| {
+        let p = t.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    let missing_data = t.join("no-such-data.jsonl");
+    let bad_line = write(
+        "bad-line.jsonl",
+        "{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [4, 5]}\n{\"input_ids\": [6,\n",
+    );
+    let big_id = write(
+        "big-id.jsonl",
+        "{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [4, 200, 5]}\n",
+    );
+    let empty = write("empty.jsonl", "");
+    let short = write("short.jsonl", "{\"input_ids\": [1, 2, 3, 4, 5]}\n");
+    let no_adapter = t.join("not-an-adapter");
+    std::fs::create_dir_all(&no_adapter).unwrap();
+
+    let case = |what: &'static str, model: &Path, data: &Path, extra: &[&str], want: &[&str], how: Exit| {
+        let mut args: Vec<String> = [
+            "train",
+            "--model",
+            s(model),
+            "--data",
+            s(data),
+            "--out",
+            s(&out),
+            "--steps",
+            "1",
+            "--batch",
+            "2",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        if !extra.contains(&"--seq") {
+            args.extend(["--seq".to_string(), "16".to_string()]);
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Case {
+            what,
+            args,
+            want: want.iter().map(|w| w.to_string()).collect(),
+            how,
+        }
+    };
+    let cases = [
+        case(
+            "missing --model dir",
+            &missing_dir,
+            &data,
+            &[],
+            &[s(&missing_dir), "not a directory"],
+            Exit::Error,
+        ),
+        case(
+            "no model.safetensors",
+            &no_weights,
+            &data,
+            &[],
+            &["model.safetensors", "not found"],
+            Exit::Error,
+        ),
+        case(
+            "malformed config.json",
+            &bad_json,
+            &data,
+            &[],
+            &["config.json", "invalid JSON"],
+            Exit::Error,
+        ),
+        case(
+            "truncated model.safetensors",
+            &truncated,
+            &data,
+            &[],
+            &["model.safetensors", "not a valid safetensors"],
+            Exit::Error,
+        ),
+        case(
+            "tensor with a wrong shape",
+            &reshaped,
+            &data,
+            &[],
+            &["transformer.h.1.attn.c_attn.weight", "[144, 48]", "[48, 144]"],
+            Exit::Error,
+        ),
+        case(
+            "missing data file",
+            &model,
+            &missing_data,
+            &[],
+            &[s(&missing_data)],
+            Exit::Error,
+        ),
+        case(
+            "bad JSON line",
+            &model,
+            &bad_line,
+            &[],
+            &[&format!("{}:3:", s(&bad_line)), "invalid JSON"],
+            Exit::Error,
+        ),
+        case(
+            "token id >= vocab",
+            &model,
+            &big_id,
+            &[],
+            &[&format!("{}:2:", s(&big_id)), "200", "97"],
+            Exit::Error,
+        ),
+        case(
+            "empty data file",
+            &model,
+            &empty,
+            &[],
+            &[s(&empty), "empty"],
+            Exit::Error,
+        ),
+        case(
+            "--seq > n_positions",
+            &model,
+            &data,
+            &["--seq", "65"],
+            &["--seq 65", "n_positions 64"],
+            Exit::Error,
+        ),
+        case(
+            "unknown --lora-targets",
+            &model,
+            &data,
+            &["--lora-targets", "c_attn,q_proj"],
+            &["q_proj"],
+            Exit::Error,
+        ),
+        case(
+            "--lora-rank 0",
+            &model,
+            &data,
+            &["--lora-rank", "0"],
+            &["rank"],
+            Exit::Error,
+        ),
+        case("--lr=-1", &model, &data, &["--lr=-1"], &["--lr -1"], Exit::Error),
+        case("--lr nan", &model, &data, &["--lr", "nan"], &["--lr NaN"], Exit::Error),
+        case(
+            "--init-adapter without adapter_config.json",
+            &model,
+            &data,
+            &["--init-adapter", s(&no_adapter)],
+            &["adapter_config.json"],
+            Exit::Error,
+        ),
+        case(
+            "data too short for one window",
+            &model,
+            &short,
+            &[],
+            &["seq + 1 = 17"],
+            Exit::Error,
+        ),
+        case(
+            "--init-adapter with --full",
+            &model,
+            &data,
+            &["--full", "--init-adapter", s(&no_adapter)],
+            &[],
+            Exit::Usage,
+        ),
+        case(
+            "--lr -1 (clap reads -1 as a flag unless negative numbers are allowed)",
+            &model,
+            &data,
+            &["--lr", "-1"],
+            &["--lr -1"],
+            Exit::Either,
+        ),
+    ];
+    for c in &cases {
+        check_case(c, &out);
+    }
+}
+
+#[test]
+fn info_names_the_chosen_adapter() {
+    let out = webtune_ok(&["info"]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("GPU adapters:"), "{stdout}");
+    let chosen = stdout
+        .lines()
+        .find(|l| l.starts_with("chosen: "))
+        .unwrap_or_else(|| panic!("no 'chosen:' line:\n{stdout}"));
+    assert!(chosen.len() > "chosen: ".len() + 3, "{chosen}");
+}
