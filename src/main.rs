@@ -44,7 +44,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 8)]
     lora_rank: usize,
     /// LoRA alpha (the update is scaled by alpha / r)
-    #[arg(long, default_value_t = 16.0)]
+    #[arg(long, default_value_t = 16.0, allow_negative_numbers = true)]
     lora_alpha: f32,
     /// Comma-separated PEFT target modules: c_attn, c_proj (attention and MLP), c_fc, attn.c_proj, mlp.c_proj
     #[arg(long, default_value = "c_attn,c_proj,c_fc", value_delimiter = ',')]
@@ -64,18 +64,18 @@ struct TrainArgs {
     /// Tokens per sequence (at most the model's n_positions)
     #[arg(long, default_value_t = 128)]
     seq: usize,
-    #[arg(long, default_value_t = 2e-4)]
+    #[arg(long, default_value_t = 2e-4, allow_negative_numbers = true)]
     lr: f32,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     weight_decay: f32,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     beta1: f32,
-    #[arg(long, default_value_t = 0.999)]
+    #[arg(long, default_value_t = 0.999, allow_negative_numbers = true)]
     beta2: f32,
-    #[arg(long, default_value_t = 1e-8)]
+    #[arg(long, default_value_t = 1e-8, allow_negative_numbers = true)]
     eps: f32,
     /// Clip the global gradient norm to this (0 = off)
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     grad_clip: f32,
     /// Seed for LoRA init and shuffling
     #[arg(long, default_value_t = 0)]
@@ -91,7 +91,7 @@ struct TrainArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train(args) => train(cli.adapter.as_deref(), args),
+        Command::Train(args) => with_out_dir(&args.out.clone(), || train(cli.adapter.as_deref(), args)),
         Command::Info => info(cli.adapter.as_deref()),
     };
     match result {
@@ -113,6 +113,20 @@ fn info(adapter: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs `f` with `out` created up front (so an unwritable --out fails before training),
+/// and removes `out` again if `f` fails and the folder is one we made and left empty.
+fn with_out_dir(out: &Path, f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    if out.is_file() {
+        return Err(format!("--out {}: is a file, not a folder", out.display()));
+    }
+    let created = !out.exists();
+    let result = std::fs::create_dir_all(out).map_err(|e| format!("--out {}: cannot create the folder: {e}", out.display())).and_then(|_| f());
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir(out); // only succeeds when empty
+    }
+    result
+}
+
 fn check_range(name: &str, v: f32, ok: bool, want: &str) -> Result<(), String> {
     if ok && v.is_finite() {
         Ok(())
@@ -131,9 +145,6 @@ fn train(adapter_filter: Option<&str>, a: TrainArgs) -> Result<(), String> {
     check_range("grad-clip", a.grad_clip, a.grad_clip >= 0.0, ">= 0 (0 turns clipping off)")?;
     if a.steps == 0 || a.batch == 0 || a.seq == 0 {
         return Err("--steps, --batch and --seq must be at least 1".into());
-    }
-    if a.out.is_file() {
-        return Err(format!("--out {}: is a file, not a folder", a.out.display()));
     }
     let weights = Gpt2Weights::load_dir(&a.model).map_err(|e| e.to_string())?;
     let cfg = weights.config.clone();
@@ -189,7 +200,9 @@ fn train(adapter_filter: Option<&str>, a: TrainArgs) -> Result<(), String> {
                 return Err(format!("step {}: the loss is {} (diverged); try a smaller --lr", l.step, l.loss));
             }
             if let Some(f) = log.as_mut() {
-                let line = serde_json::json!({"step": l.step, "loss": l.loss, "lr": l.lr, "grad_norm": l.grad_norm});
+                let line = serde_json::json!({
+                    "step": l.step, "loss": f32_json(l.loss), "lr": f32_json(l.lr), "grad_norm": f32_json(l.grad_norm)
+                });
                 writeln!(f, "{line}").map_err(|e| format!("--log-json: {e}"))?;
             }
             let secs = start.elapsed().as_secs_f64();
@@ -199,6 +212,11 @@ fn train(adapter_filter: Option<&str>, a: TrainArgs) -> Result<(), String> {
     }
     gpu.check().map_err(|e| e.to_string())?;
     save(&gpu, &trainer.model, &a.out, &a.model)
+}
+
+/// An f32 as the JSON number with its shortest decimal form (0.01, not 0.009999999776).
+fn f32_json(x: f32) -> serde_json::Value {
+    x.to_string().parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(serde_json::Value::Null, Into::into)
 }
 
 fn save(gpu: &Gpu, model: &Gpt2Gpu, out: &Path, model_dir: &Path) -> Result<(), String> {

@@ -588,17 +588,26 @@ fn bad_inputs_end_in_one_error_line_and_write_nothing() {
             Exit::Usage,
         ),
         case(
-            "--lr -1 (clap reads -1 as a flag unless negative numbers are allowed)",
+            "--lr -1 (a negative number, not a flag)",
             &model,
             &data,
             &["--lr", "-1"],
             &["--lr -1"],
-            Exit::Either,
+            Exit::Error,
         ),
     ];
     for c in &cases {
         check_case(c, &out);
     }
+}
+
+#[test]
+fn unwritable_out_fails_before_training() {
+    let out = Path::new("/proc/webtune-no-such-dir/out");
+    let r = webtune(&["train", "--model", s(&model_dir()), "--data", s(&data_file()), "--out", s(out), "--steps", "1"]);
+    let stderr = text(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot create the folder") && !stderr.contains("training "), "{stderr}");
 }
 
 #[test]

@@ -76,6 +76,7 @@ pub struct Gpu {
     first_error: Arc<Mutex<Option<String>>>,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn device_type_rank(t: wgpu::DeviceType) -> u32 {
     match t {
         wgpu::DeviceType::DiscreteGpu => 0,
@@ -191,8 +192,7 @@ impl Gpu {
             instance
                 .request_adapter(&wgpu::RequestAdapterOptions {
                     power_preference: wgpu::PowerPreference::HighPerformance,
-                    force_fallback_adapter: false,
-                    compatible_surface: None,
+                    ..Default::default()
                 })
                 .await
                 .map_err(|e| GpuError::NoAdapter(format!(": {e} (does this browser support WebGPU?)")))
