@@ -84,6 +84,43 @@ impl Batcher {
     pub fn seek(&mut self, position: u64) {
         self.position = position;
     }
+
+    /// Every window exactly once, in file order (never shuffled), grouped B at a time: batch k
+    /// holds windows k·B .. min(k·B + B, n_windows). The last batch is short when B does not
+    /// divide the window count: it then holds B' = n_windows − k·B windows, i.e. `tokens` and
+    /// `targets` have B'·T entries (evaluate it with activations for B' sequences). The tokens
+    /// after the last whole window are not evaluated. Does not move the training position.
+    /// The eval loss is the mean over all counted positions of all windows, see [`eval_loss`].
+    pub fn eval_batches(&self) -> Vec<Batch> {
+        let (b, t) = (self.b, self.t);
+        (0..self.n_windows)
+            .step_by(b)
+            .map(|w0| {
+                let w1 = (w0 + b).min(self.n_windows);
+                let (start, end) = (w0 * (t + 1), w1 * (t + 1));
+                let mut batch =
+                    Batch { tokens: Vec::with_capacity((w1 - w0) * t), targets: Vec::with_capacity((w1 - w0) * t) };
+                for s in (start..end).step_by(t + 1) {
+                    batch.tokens.extend_from_slice(&self.stream.tokens[s..s + t]);
+                    batch.targets.extend_from_slice(&self.stream.labels[s + 1..s + t + 1]);
+                }
+                batch
+            })
+            .collect()
+    }
+}
+
+/// The loss of a whole evaluation from per-batch results `(mean loss of the batch,
+/// batch.counted())`: Σ loss·counted / Σ counted, i.e. the mean cross-entropy over all counted
+/// positions of all windows (a batch's weight is its number of counted positions, not 1).
+/// None when no position counts.
+pub fn eval_loss(parts: &[(f32, usize)]) -> Option<f32> {
+    let counted: usize = parts.iter().map(|p| p.1).sum();
+    if counted == 0 {
+        return None;
+    }
+    let sum: f64 = parts.iter().map(|&(loss, n)| loss as f64 * n as f64).sum();
+    Some((sum / counted as f64) as f32)
 }
 
 #[cfg(test)]

@@ -328,9 +328,15 @@ impl Activations {
     /// Uploads one batch: tokens [N], targets [N] (-100 = ignored) and, for full
     /// fine-tuning, the token index the embedding backward scatters with.
     pub fn write_batch(&self, gpu: &Gpu, tokens: &[u32], targets: &[i32]) {
+        self.write_micro_batch(gpu, tokens, targets, 1);
+    }
+
+    /// As `write_batch`, for one of `micro_batches` accumulated into one step: the loss
+    /// scale is 1 / (counted · micro_batches), so a.loss is this batch's mean loss / micro_batches.
+    pub fn write_micro_batch(&self, gpu: &Gpu, tokens: &[u32], targets: &[i32], micro_batches: usize) {
         gpu.write_u32(&self.tokens, tokens);
         gpu.write_u32(&self.targets, bytemuck::cast_slice(targets));
-        let counted = targets.iter().filter(|&&y| y >= 0).count();
+        let counted = targets.iter().filter(|&&y| y >= 0).count() * micro_batches;
         gpu.write(&self.scale, &[if counted == 0 { 0.0 } else { 1.0 / counted as f32 }]);
         if let Some(ix) = self.grads.as_ref().and_then(|g| g.token_index.as_ref()) {
             ix.write(gpu, &embedding::TokenIndex::build(tokens));

@@ -1,6 +1,7 @@
 //! Training: AdamW on the GPU ([`optimizer`]) and the step loop ([`trainer`]).
 
 pub mod optimizer;
+pub mod schedule;
 pub mod trainer;
 
 pub use optimizer::{AdamWConfig, Optimizer};

@@ -2,6 +2,13 @@
 //! [clear grads -> forward -> LM head + loss -> backward -> clip -> AdamW], submitted
 //! once. Loss and gradient norm are copied into a small history ring on the GPU and
 //! read back every `readback_every` steps, so the CPU never waits on each step.
+//!
+//! Gradient accumulation (`grad_accum` = k > 1): one optimizer step is k micro-batches of
+//! `batch` sequences, each uploaded and submitted as its own encoder [forward -> loss ->
+//! backward] (the first one clears the gradients first, later ones add to them; the last
+//! one adds clip + AdamW). Each micro-batch's loss is its mean over its counted positions,
+//! and its loss scale is 1 / (counted · k), so the step's gradient is the mean of the
+//! micro-batch gradients (Hugging Face Trainer's loss / gradient_accumulation_steps).
 
 use super::optimizer::{AdamWConfig, Optimizer};
 use super::TrainError;
@@ -14,6 +21,8 @@ pub struct TrainConfig {
     pub batch: usize,
     pub seq: usize,
     pub adamw: AdamWConfig,
+    /// Micro-batches of `batch` sequences per optimizer step (gradient accumulation); 1 = off.
+    pub grad_accum: usize,
     /// Steps between loss readbacks (1 = every step).
     pub readback_every: usize,
     /// Bytes allowed for the chunked LM head's logits scratch.
@@ -22,7 +31,7 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     pub fn new(batch: usize, seq: usize, adamw: AdamWConfig) -> TrainConfig {
-        TrainConfig { batch, seq, adamw, readback_every: 16, head_bytes: 64 << 20 }
+        TrainConfig { batch, seq, adamw, grad_accum: 1, readback_every: 16, head_bytes: 64 << 20 }
     }
 }
 
@@ -30,7 +39,8 @@ impl TrainConfig {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepLog {
     pub step: u32,
-    /// Mean cross-entropy of the step's batch, before the update.
+    /// Mean cross-entropy of the step's batch, before the update; with gradient
+    /// accumulation the mean of the micro-batches' losses.
     pub loss: f32,
     pub lr: f32,
     /// Global gradient norm before clipping.
@@ -43,9 +53,11 @@ pub struct Trainer {
     pub optimizer: Optimizer,
     pub batcher: Batcher,
     pub config: TrainConfig,
-    program: Program,
-    history: Tensor, // [readback_every, 2]: (loss, grad_norm) per pending step
-    pending: Vec<(u32, f32)>, // (step, lr) of steps whose history is not read yet
+    program: Program,               // forward + loss + backward (no gradient clears)
+    grad_clears: Vec<wgpu::Buffer>, // zeroed before a step's first micro-batch
+    update: Program,                // clip + AdamW, once per optimizer step
+    history: Tensor,                // [readback_every, grad_accum + 1]: micro-batch losses / grad_accum, grad_norm
+    pending: Vec<(u32, f32)>,       // (step, lr) of steps whose history is not read yet
 }
 
 impl Trainer {
@@ -59,6 +71,9 @@ impl Trainer {
                 config.seq, cfg.n_positions
             )));
         }
+        if config.grad_accum == 0 {
+            return Err(TrainError::Invalid("--grad-accum must be at least 1".into()));
+        }
         if model.trained().is_empty() {
             return Err(TrainError::Invalid("nothing to train: give LoRA targets or use full fine-tuning".into()));
         }
@@ -70,23 +85,42 @@ impl Trainer {
         };
         let acts = Activations::new(gpu, &model, config.batch, config.seq, true, config.head_bytes).map_err(fit)?;
         let mut program = model.gradient_program(gpu, &acts);
-        let optimizer = Optimizer::new(gpu, &mut program, &model, config.adamw).map_err(fit)?;
-        let history = gpu.zeros("loss history", &[config.readback_every.max(1), 2]).map_err(fit)?;
-        Ok(Trainer { model, acts, optimizer, batcher, config, program, history, pending: Vec::new() })
+        let grad_clears = std::mem::take(&mut program.clears);
+        let mut update = Program::new();
+        let optimizer = Optimizer::new(gpu, &mut update, &model, config.adamw).map_err(fit)?;
+        let history = gpu.zeros("loss history", &[config.readback_every.max(1), config.grad_accum + 1]).map_err(fit)?;
+        let pending = Vec::new();
+        Ok(Trainer { model, acts, optimizer, batcher, config, program, grad_clears, update, history, pending })
     }
 
     /// Queues one training step at learning rate `lr`. Returns the logs that became
     /// available (every `readback_every` steps), in step order.
+    /// With gradient accumulation a step takes `grad_accum` batches (one submit each).
     pub async fn step(&mut self, gpu: &Gpu, lr: f32) -> Result<Vec<StepLog>, GpuError> {
-        let batch = self.batcher.next_batch();
-        self.acts.write_batch(gpu, &batch.tokens, &batch.targets);
-        self.optimizer.begin_step(gpu, lr);
+        let k = self.config.grad_accum;
+        let row = (k as u64 + 1) * 4; // bytes per history row
         let slot = self.pending.len() as u64;
-        let mut enc = gpu.encoder("train step");
-        self.program.record(&mut enc);
-        enc.copy_buffer_to_buffer(&self.acts.loss.buffer, 0, &self.history.buffer, slot * 8, 4);
-        enc.copy_buffer_to_buffer(&self.optimizer.norm.out.buffer, 0, &self.history.buffer, slot * 8 + 4, 4);
-        gpu.submit(enc);
+        self.optimizer.begin_step(gpu, lr);
+        for micro in 0..k {
+            // queue writes land at the next submit, so each micro-batch is its own submit
+            let batch = self.batcher.next_batch();
+            self.acts.write_micro_batch(gpu, &batch.tokens, &batch.targets, k);
+            let mut enc = gpu.encoder("train step");
+            if micro == 0 {
+                for g in &self.grad_clears {
+                    enc.clear_buffer(g, 0, None);
+                }
+            }
+            self.program.record(&mut enc);
+            let at = slot * row + micro as u64 * 4;
+            enc.copy_buffer_to_buffer(&self.acts.loss.buffer, 0, &self.history.buffer, at, 4);
+            if micro + 1 == k {
+                self.update.record(&mut enc);
+                let at = slot * row + k as u64 * 4;
+                enc.copy_buffer_to_buffer(&self.optimizer.norm.out.buffer, 0, &self.history.buffer, at, 4);
+            }
+            gpu.submit(enc);
+        }
         self.pending.push((self.optimizer.step, lr));
         if self.pending.len() >= self.config.readback_every.max(1) {
             self.flush(gpu).await
@@ -101,11 +135,15 @@ impl Trainer {
             return Ok(Vec::new());
         }
         let h = gpu.read(&self.history).await?;
+        let k = self.config.grad_accum;
         let logs = self
             .pending
             .iter()
-            .enumerate()
-            .map(|(i, &(step, lr))| StepLog { step, loss: h[2 * i], lr, grad_norm: h[2 * i + 1] })
+            .zip(h.chunks_exact(k + 1))
+            .map(|(&(step, lr), row)| {
+                // each entry is a micro-batch's mean loss / k: their sum is the mean of the losses
+                StepLog { step, loss: row[..k].iter().sum(), lr, grad_norm: row[k] }
+            })
             .collect();
         self.pending.clear();
         Ok(logs)
