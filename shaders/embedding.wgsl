@@ -89,3 +89,30 @@ fn dwpe_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         dwpe[row + j] += s;
     }
 }
+
+// Decoding: x[r, :] = wte[tokens[r], :] + wpe[pos[0] + r, :] for r < n, the position offset
+// read on the GPU (so one prepared dispatch serves every step); p.t = rows of wpe, and a
+// position at or past it reads as a zero row.
+@group(0) @binding(12) var<storage, read> pos: array<u32>;
+
+@compute @workgroup_size(256)
+fn forward_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let r = wid.x + wid.y * nwg.x;
+    if (r >= p.n) {
+        return;
+    }
+    let tok = tokens[r];
+    let at = pos[0] + r;
+    let base = r * p.c;
+    for (var j = lid; j < p.c; j += WG) {
+        var v = 0.0;
+        if (tok < p.vocab) {
+            v = wte[tok * p.c + j];
+        }
+        if (at < p.t) {
+            v += wpe[at * p.c + j];
+        }
+        x[base + j] = v;
+    }
+}

@@ -7,6 +7,7 @@
 //! oracle that tests compare the GPU against.
 
 pub mod data;
+pub mod generate;
 pub mod gpu;
 pub mod kernels;
 pub mod model;

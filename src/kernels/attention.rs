@@ -10,6 +10,9 @@
 use super::matmul::{matmul_causal, Causal, Matmul};
 use crate::gpu::{grid, Gpu, Program, Tensor};
 
+/// The largest head dimension [`attention_decode`] supports (shaders/attention.wgsl `MAX_HD`).
+pub const DECODE_MAX_HEAD_DIM: usize = 256;
+
 const SRC: &str = include_str!("../../shaders/attention.wgsl");
 
 fn source() -> String {
@@ -66,6 +69,9 @@ impl Attention {
 struct Params {
     t: u32,
     rows: u32,
+    /// Decoding only (0 for the softmax).
+    c: u32,
+    nh: u32,
 }
 
 fn softmax(gpu: &Gpu, prog: &mut Program, d: &Attention, entry: &str, att: &Tensor, x: &Tensor) {
@@ -74,6 +80,8 @@ fn softmax(gpu: &Gpu, prog: &mut Program, d: &Attention, entry: &str, att: &Tens
     let params = Params {
         t: d.t as u32,
         rows: rows as u32,
+        c: 0,
+        nh: 0,
     };
     prog.push(gpu.dispatch(
         &format!("attention.{entry}"),
@@ -144,4 +152,99 @@ pub fn attention_backward(
     let mut s = d.per_head(Matmul::new(t, hd, t).ta().alpha(d.scale()), att_s, qkv_s, qkv_s);
     (s.ldb, s.ldc, s.c_offset) = (3 * c, 3 * c, c);
     matmul_causal(gpu, prog, &s, datt, qkv, dqkv, None, Causal::UpperA);
+}
+
+/// Shapes of KV-cached decoding for one sequence: channels `c`, heads `nh` (c divisible
+/// by nh, head dim at most [`DECODE_MAX_HEAD_DIM`]), cache rows `max_len`.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionDecode {
+    pub c: usize,
+    pub nh: usize,
+    pub max_len: usize,
+}
+
+impl AttentionDecode {
+    fn params(&self, rows: usize) -> Params {
+        Params {
+            t: self.max_len as u32,
+            rows: rows as u32,
+            c: self.c as u32,
+            nh: self.nh as u32,
+        }
+    }
+}
+
+/// Copies k and v of `rows` rows of qkv [rows, 3C] into rows pos[0].. of k_cache and
+/// v_cache [max_len, C]. `pos` is a u32 tensor [1] read on the GPU, so one prepared
+/// dispatch serves every position; rows past max_len are dropped.
+#[allow(clippy::too_many_arguments)]
+pub fn kv_store(
+    gpu: &Gpu,
+    prog: &mut Program,
+    d: &AttentionDecode,
+    qkv: &Tensor,
+    rows: usize,
+    pos: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+) {
+    debug_assert!(qkv.len() >= rows * 3 * d.c && k_cache.len() >= d.max_len * d.c && v_cache.len() >= d.max_len * d.c);
+    if rows == 0 || d.c == 0 || d.max_len == 0 {
+        return;
+    }
+    let k = gpu.kernel("attention", &source, "kv_store", &[]);
+    prog.push(gpu.dispatch(
+        "attention.kv_store",
+        &k,
+        super::bytes_of(&d.params(rows)),
+        &[
+            (3, &qkv.buffer),
+            (4, &pos.buffer),
+            (5, &k_cache.buffer),
+            (6, &v_cache.buffer),
+        ],
+        grid(rows as u32),
+    ));
+}
+
+/// One query against the cache: out [C] (head h in columns h·hd..) = softmax(q·kᵀ/√hd)·v
+/// over cache rows 0..=pos[0], q = columns 0..C of qkv row 0. Run [`kv_store`] for the
+/// query's own row first. One workgroup per head, numerically stable (online) softmax.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_decode(
+    gpu: &Gpu,
+    prog: &mut Program,
+    d: &AttentionDecode,
+    qkv: &Tensor,
+    pos: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    out: &Tensor,
+) {
+    debug_assert!(
+        d.nh > 0 && d.c.is_multiple_of(d.nh),
+        "attention_decode: c must be divisible by nh"
+    );
+    debug_assert!(
+        d.c / d.nh.max(1) <= DECODE_MAX_HEAD_DIM,
+        "attention_decode: head dim above {DECODE_MAX_HEAD_DIM}"
+    );
+    debug_assert!(qkv.len() >= d.c && out.len() >= d.c && k_cache.len() >= d.max_len * d.c);
+    if d.c == 0 || d.nh == 0 || d.max_len == 0 {
+        return;
+    }
+    let k = gpu.kernel("attention", &source, "decode", &[]);
+    prog.push(gpu.dispatch(
+        "attention.decode",
+        &k,
+        super::bytes_of(&d.params(1)),
+        &[
+            (3, &qkv.buffer),
+            (4, &pos.buffer),
+            (5, &k_cache.buffer),
+            (6, &v_cache.buffer),
+            (7, &out.buffer),
+        ],
+        (d.nh as u32, 1, 1),
+    ));
 }

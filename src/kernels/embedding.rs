@@ -191,3 +191,44 @@ pub fn embedding_backward(
         grid(t as u32),
     ));
 }
+
+/// Decoding: x[r, :] = wte[tokens[r], :] + wpe[pos[0] + r, :] for r < n, with the position
+/// offset `pos` (u32 [1]) read on the GPU, so one prepared dispatch serves every step.
+/// Out-of-range token ids or positions read as zero rows.
+#[allow(clippy::too_many_arguments)]
+pub fn embedding_forward_at(
+    gpu: &Gpu,
+    prog: &mut Program,
+    tokens: &Tensor,
+    pos: &Tensor,
+    wte: &Tensor,
+    wpe: &Tensor,
+    x: &Tensor,
+    n: usize,
+    c: usize,
+) {
+    debug_assert!(tokens.len() >= n && x.len() >= n * c && !pos.is_empty());
+    if n == 0 || c == 0 {
+        return;
+    }
+    let k = gpu.kernel("embedding", &source, "forward_at", &[]);
+    let params = Params {
+        n: n as u32,
+        t: (wpe.len() / c) as u32,
+        c: c as u32,
+        vocab: (wte.len() / c) as u32,
+    };
+    prog.push(gpu.dispatch(
+        "embedding.forward_at",
+        &k,
+        super::bytes_of(&params),
+        &[
+            (1, &tokens.buffer),
+            (2, &wte.buffer),
+            (3, &wpe.buffer),
+            (4, &x.buffer),
+            (12, &pos.buffer),
+        ],
+        grid(n as u32),
+    ));
+}

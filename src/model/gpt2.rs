@@ -426,7 +426,7 @@ impl Gpt2Gpu {
     }
 
     /// y [N, out] = x [N, in] · W + bias, plus scale · (x · Aᵀ) · Bᵀ when adapted (xa = x · Aᵀ [N, r] is kept).
-    fn linear_forward(&self, gpu: &Gpu, prog: &mut Program, lin: &LinearParams, x: &Tensor, y: &Tensor, xa: Option<&Tensor>, n: usize) {
+    pub(crate) fn linear_forward(&self, gpu: &Gpu, prog: &mut Program, lin: &LinearParams, x: &Tensor, y: &Tensor, xa: Option<&Tensor>, n: usize) {
         matmul(gpu, prog, &Matmul::new(n, lin.fout, lin.fin), x, &lin.w.value, y, Some(&lin.b.value));
         if let (Some(lo), Some(xa)) = (&lin.lora, xa) {
             matmul(gpu, prog, &Matmul::new(n, lo.r, lin.fin).tb(), x, &lo.a.value, xa, None);

@@ -1,0 +1,333 @@
+//! KV-cached generation for one sequence, and sampling from a logits row.
+//!
+//! [`Generator::new`] makes, once per (model, max_len), a K and a V cache [max_len, C] per
+//! layer and the program of one decoding step (N = 1 row): embedding at position pos[0] ->
+//! L x [LN -> qkv (+LoRA) -> store k, v in cache row pos -> attention of q against cache
+//! rows 0..=pos -> proj (+LoRA) -> residual -> LN -> fc (+LoRA) -> GELU -> proj (+LoRA) ->
+//! residual] -> LN -> logits [V] = h · headᵀ. The token and its position travel in two
+//! small u32 storage buffers written before each step, so nothing is created per token
+//! except the staging buffer that reads the logits back.
+//!
+//! [`Generator::generate`] prefills the prompt with the batched forward (B = 1, T = prompt
+//! length; the prompt's K/V rows are copied out of its qkv activations into the caches),
+//! samples the first new token from the prompt's last logits row, then runs one decoding
+//! step per further token. Sampling is on the CPU ([`sample`]), from one seeded
+//! [`Rng`](crate::rng::Rng) per call, so a seed fixes the output on a given device.
+
+use crate::gpu::{Gpu, GpuError, Program, Tensor};
+use crate::kernels::attention::{self, AttentionDecode, DECODE_MAX_HEAD_DIM};
+use crate::kernels::embedding;
+use crate::kernels::matmul::{matmul, Matmul};
+use crate::kernels::{gelu, layernorm, residual};
+use crate::model::gpt2::{Activations, Gpt2Gpu, Param};
+use crate::rng::Rng;
+
+/// How new tokens are chosen.
+#[derive(Clone, Debug)]
+pub struct SampleConfig {
+    pub max_new_tokens: usize,
+    /// 0 (or below) = greedy.
+    pub temperature: f32,
+    /// Keep only the k most likely tokens; 0 = off.
+    pub top_k: usize,
+    /// Nucleus: keep the smallest set of most likely tokens whose mass reaches top_p; 1 = off.
+    pub top_p: f32,
+    pub seed: u64,
+    /// Stop after the model's `eos_token_id` (which is returned as the last token).
+    pub stop_at_eos: bool,
+}
+
+impl Default for SampleConfig {
+    fn default() -> SampleConfig {
+        SampleConfig {
+            max_new_tokens: 64,
+            temperature: 0.8,
+            top_k: 50,
+            top_p: 0.95,
+            seed: 0,
+            stop_at_eos: true,
+        }
+    }
+}
+
+fn invalid(msg: String) -> GpuError {
+    GpuError::Device(msg)
+}
+
+/// The tensors of one decoding step (N = 1), kept alive with the program that binds them.
+struct StepBuffers {
+    x: Tensor,       // [1, C] residual stream (block input, then block output)
+    x_mid: Tensor,   // [1, C] residual after attention
+    ln: Tensor,      // [1, C] a LayerNorm output
+    mean: Tensor,    // [1]
+    rstd: Tensor,    // [1]
+    qkv: Tensor,     // [1, 3C]
+    atty: Tensor,    // [1, C]
+    tmp: Tensor,     // [1, C] a projection before its residual add
+    fc: Tensor,      // [1, 4C]
+    fc_gelu: Tensor, // [1, 4C]
+    lora_xa: Tensor, // [1, max rank] x · Aᵀ of the adapted linear being run
+}
+
+/// KV-cached decoding for one sequence: buffers and per-token programs made once per (model, max_len).
+pub struct Generator {
+    max_len: usize,
+    /// The model's token embedding buffer: identifies the model the step program binds.
+    wte: wgpu::Buffer,
+    dims: AttentionDecode,
+    /// Per layer: (K, V) caches [max_len, C].
+    caches: Vec<(Tensor, Tensor)>,
+    /// u32 [1]: the token a step feeds.
+    token: Tensor,
+    /// u32 [1]: the position of that token (0 while prefilling: the first row of the prompt).
+    pos: Tensor,
+    /// [V]: logits of the last position run.
+    logits: Tensor,
+    step: Program,
+    _bufs: StepBuffers,
+}
+
+impl Generator {
+    /// max_len <= n_positions (error otherwise, naming both).
+    pub fn new(gpu: &Gpu, model: &Gpt2Gpu, max_len: usize) -> Result<Generator, GpuError> {
+        let cfg = &model.config;
+        let (c, nh, v, eps) = (cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.layer_norm_epsilon);
+        if max_len == 0 || max_len > cfg.n_positions {
+            return Err(invalid(format!(
+                "generation max_len {max_len} must be between 1 and the model's n_positions {}",
+                cfg.n_positions
+            )));
+        }
+        if nh == 0 || !c.is_multiple_of(nh) || c / nh > DECODE_MAX_HEAD_DIM {
+            return Err(invalid(format!(
+                "generation supports head dimensions up to {DECODE_MAX_HEAD_DIM}; \
+                 this model has n_embd {c} and n_head {nh}"
+            )));
+        }
+        let dims = AttentionDecode { c, nh, max_len };
+        let mut caches = Vec::with_capacity(cfg.n_layer);
+        for l in 0..cfg.n_layer {
+            caches.push((
+                gpu.zeros(&format!("h.{l}.k_cache"), &[max_len, c])?,
+                gpu.zeros(&format!("h.{l}.v_cache"), &[max_len, c])?,
+            ));
+        }
+        let max_rank = model
+            .blocks
+            .iter()
+            .flat_map(|b| [&b.c_attn, &b.attn_proj, &b.c_fc, &b.mlp_proj])
+            .filter_map(|l| l.lora.as_ref().map(|lo| lo.r))
+            .max()
+            .unwrap_or(0);
+        let z = |name: &str, shape: &[usize]| gpu.zeros(&format!("decode {name}"), shape);
+        let b = StepBuffers {
+            x: z("x", &[1, c])?,
+            x_mid: z("x_mid", &[1, c])?,
+            ln: z("ln", &[1, c])?,
+            mean: z("mean", &[1])?,
+            rstd: z("rstd", &[1])?,
+            qkv: z("qkv", &[1, 3 * c])?,
+            atty: z("atty", &[1, c])?,
+            tmp: z("tmp", &[1, c])?,
+            fc: z("fc", &[1, 4 * c])?,
+            fc_gelu: z("fc_gelu", &[1, 4 * c])?,
+            lora_xa: z("lora_xa", &[1, max_rank.max(1)])?,
+        };
+        let token = z("token", &[1])?;
+        let pos = z("pos", &[1])?;
+        let logits = z("logits", &[v])?;
+
+        // One decoding step: the token at position pos[0] -> logits [V].
+        let mut prog = Program::new();
+        let p = &mut prog;
+        let xa = Some(&b.lora_xa);
+        let ln = |p: &mut Program, x: &Tensor, (w, bias): &(Param, Param)| {
+            layernorm::layernorm_forward(gpu, p, x, &w.value, &bias.value, &b.ln, &b.mean, &b.rstd, 1, c, eps)
+        };
+        let (wte, wpe) = (&model.wte.value, &model.wpe.value);
+        embedding::embedding_forward_at(gpu, p, &token, &pos, wte, wpe, &b.x, 1, c); // x [1, C]
+        for (blk, (kc, vc)) in model.blocks.iter().zip(&caches) {
+            ln(p, &b.x, &blk.ln_1); // ln [1, C]
+            model.linear_forward(gpu, p, &blk.c_attn, &b.ln, &b.qkv, xa, 1); // qkv [1, 3C]
+            attention::kv_store(gpu, p, &dims, &b.qkv, 1, &pos, kc, vc); // cache row pos = k, v
+            attention::attention_decode(gpu, p, &dims, &b.qkv, &pos, kc, vc, &b.atty); // atty [1, C]
+            model.linear_forward(gpu, p, &blk.attn_proj, &b.atty, &b.tmp, xa, 1); // [1, C]
+            residual::add_forward(gpu, p, &b.x, &b.tmp, &b.x_mid); // x_mid [1, C]
+            ln(p, &b.x_mid, &blk.ln_2); // ln [1, C]
+            model.linear_forward(gpu, p, &blk.c_fc, &b.ln, &b.fc, xa, 1); // fc [1, 4C]
+            gelu::gelu_forward(gpu, p, &b.fc, &b.fc_gelu); // [1, 4C]
+            model.linear_forward(gpu, p, &blk.mlp_proj, &b.fc_gelu, &b.tmp, xa, 1); // [1, C]
+            residual::add_forward(gpu, p, &b.x_mid, &b.tmp, &b.x); // x [1, C]: the block output
+        }
+        ln(p, &b.x, &model.ln_f); // ln [1, C]
+        matmul(gpu, p, &Matmul::new(1, v, c).tb(), &b.ln, head(model), &logits, None); // logits [V]
+
+        Ok(Generator {
+            max_len,
+            wte: model.wte.value.buffer.clone(),
+            dims,
+            caches,
+            token,
+            pos,
+            logits,
+            step: prog,
+            _bufs: b,
+        })
+    }
+
+    /// The most tokens (prompt and new ones together) one sequence may hold.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Logits [V] of the last position run by [`generate`](Self::generate): the
+    /// distribution the last returned token was drawn from.
+    pub fn logits(&self) -> &Tensor {
+        &self.logits
+    }
+
+    /// Prompt ids (non-empty; prompt.len() + max_new_tokens is clipped to max_len) -> new token
+    /// ids (without the prompt), stopping at eos if asked (the eos token is the last one returned).
+    /// Async (readback of each step's logits), no blocking: works on wasm too.
+    pub async fn generate(
+        &mut self,
+        gpu: &Gpu,
+        model: &Gpt2Gpu,
+        prompt: &[u32],
+        cfg: &SampleConfig,
+    ) -> Result<Vec<u32>, GpuError> {
+        let mc = &model.config;
+        if model.wte.value.buffer != self.wte {
+            return Err(invalid(
+                "generate: the model is not the one this Generator was made for".into(),
+            ));
+        }
+        if prompt.is_empty() {
+            return Err(invalid(
+                "generate: the prompt is empty (give at least one token)".into(),
+            ));
+        }
+        if prompt.len() > self.max_len {
+            return Err(invalid(format!(
+                "generate: the prompt has {} tokens but this Generator holds at most max_len {}",
+                prompt.len(),
+                self.max_len
+            )));
+        }
+        if let Some((i, &t)) = prompt.iter().enumerate().find(|(_, &t)| t as usize >= mc.vocab_size) {
+            return Err(invalid(format!(
+                "generate: prompt token {i} has id {t}, not below the model's vocab_size {}",
+                mc.vocab_size
+            )));
+        }
+        let new_tokens = cfg.max_new_tokens.min(self.max_len - prompt.len());
+        let mut out = Vec::with_capacity(new_tokens);
+        if new_tokens == 0 {
+            return Ok(out);
+        }
+        let mut rng = Rng::new(cfg.seed);
+
+        // Prefill: the batched forward over the prompt; its k, v rows go to cache rows 0..len.
+        let len = prompt.len();
+        let (c, v) = (mc.n_embd, mc.vocab_size);
+        let mut logits = {
+            let a = Activations::new(gpu, model, 1, len, false, 0)?;
+            gpu.write_u32(&a.tokens, prompt);
+            gpu.write_u32(&self.pos, &[0]);
+            let mut prog = Program::new();
+            model.forward(gpu, &mut prog, &a);
+            for (la, (kc, vc)) in a.layers.iter().zip(&self.caches) {
+                attention::kv_store(gpu, &mut prog, &self.dims, &la.qkv, len, &self.pos, kc, vc);
+            }
+            let last_row = Matmul {
+                a_offset: (len - 1) * c,
+                ..Matmul::new(1, v, c).tb()
+            };
+            matmul(gpu, &mut prog, &last_row, &a.lnf, head(model), &self.logits, None);
+            prog.run(gpu);
+            gpu.read(&self.logits).await?
+        };
+
+        // Decode: sample, then feed the new token at the next position.
+        for i in 0..new_tokens {
+            let tok = sample(&logits, cfg, &mut rng);
+            out.push(tok);
+            if (cfg.stop_at_eos && tok == mc.eos_token_id) || i + 1 == new_tokens {
+                break;
+            }
+            gpu.write_u32(&self.token, &[tok]);
+            gpu.write_u32(&self.pos, &[(len + i) as u32]);
+            self.step.run(gpu);
+            logits = gpu.read(&self.logits).await?;
+        }
+        Ok(out)
+    }
+}
+
+/// The head weight [V, C]: the untied `lm_head` if the model has one, else `wte`.
+fn head(model: &Gpt2Gpu) -> &Tensor {
+    &model.lm_head.as_ref().unwrap_or(&model.wte).value
+}
+
+/// Sampling from one logits row on the CPU: greedy when temperature == 0, else softmax(logits/temperature)
+/// restricted to top_k then top_p (nucleus, keep the smallest prefix with mass >= top_p), drawn with `rng`.
+/// Pure function, unit-tested.
+///
+/// Ties rank by lower token id (so greedy and top_k = 1 agree); NaN logits are never chosen
+/// unless every logit is NaN (then 0). An empty row gives 0. One draw from `rng` per call
+/// when sampling, none when greedy.
+pub fn sample(logits: &[f32], cfg: &SampleConfig, rng: &mut Rng) -> u32 {
+    let key = |x: f32| if x.is_nan() { f32::NEG_INFINITY } else { x };
+    let better = |a: usize, b: usize| key(logits[b]).total_cmp(&key(logits[a])).then(a.cmp(&b));
+    let argmax = || (0..logits.len()).min_by(|&a, &b| better(a, b)).unwrap_or(0) as u32;
+    if cfg.temperature.is_nan() || cfg.temperature <= 0.0 || logits.is_empty() {
+        return argmax();
+    }
+    // Candidates in rank order, cut to top_k.
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    let k = if cfg.top_k == 0 {
+        idx.len()
+    } else {
+        cfg.top_k.min(idx.len())
+    };
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k - 1, |&a, &b| better(a, b));
+        idx.truncate(k);
+    }
+    idx.sort_unstable_by(|&a, &b| better(a, b));
+    let max = key(logits[idx[0]]);
+    if max == f32::NEG_INFINITY || max.is_nan() {
+        return argmax();
+    }
+    // Softmax of logits / temperature over the candidates (f64, unnormalised).
+    let t = cfg.temperature as f64;
+    let mut w: Vec<f64> = idx
+        .iter()
+        .map(|&i| ((key(logits[i]) as f64 - max as f64) / t).exp())
+        .collect();
+    let total: f64 = w.iter().sum();
+    // Nucleus: the smallest prefix whose mass reaches top_p (at least one token).
+    if cfg.top_p < 1.0 {
+        let target = cfg.top_p.max(0.0) as f64 * total;
+        let mut acc = 0.0;
+        let mut keep = w.len();
+        for (j, &wj) in w.iter().enumerate() {
+            acc += wj;
+            if acc >= target {
+                keep = j + 1;
+                break;
+            }
+        }
+        w.truncate(keep);
+    }
+    let mass: f64 = w.iter().sum();
+    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * mass;
+    let mut acc = 0.0;
+    for (j, &wj) in w.iter().enumerate() {
+        acc += wj;
+        if u < acc {
+            return idx[j] as u32;
+        }
+    }
+    idx[0] as u32
+}
