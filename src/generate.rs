@@ -51,7 +51,7 @@ impl Default for SampleConfig {
 }
 
 fn invalid(msg: String) -> GpuError {
-    GpuError::Device(msg)
+    GpuError::Invalid(msg)
 }
 
 /// The tensors of one decoding step (N = 1), kept alive with the program that binds them.

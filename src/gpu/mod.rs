@@ -31,6 +31,9 @@ pub enum GpuError {
     Readback(String, String),
     #[error("GPU error: {0}")]
     Device(String),
+    /// A request the GPU layer refuses before running anything (bad shape, id, length).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// What the chosen adapter is and what it allows; `webtune info` prints this.
