@@ -3,9 +3,11 @@
 
 pub mod batch;
 pub mod records;
+pub mod tokenizer;
 
 pub use batch::{Batch, Batcher};
 pub use records::{Record, TokenStream};
+pub use tokenizer::Tokenizer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
