@@ -6,6 +6,8 @@
 //! trainer). [`data`] turns files into batches; [`reference`] is the plain-Rust CPU
 //! oracle that tests compare the GPU against.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
 pub mod data;
 pub mod generate;
 pub mod gpu;

@@ -77,6 +77,8 @@ pub struct Gpu {
     modules: RefCell<HashMap<String, Rc<wgpu::ShaderModule>>>,
     pipelines: RefCell<HashMap<String, Rc<wgpu::ComputePipeline>>>,
     first_error: Arc<Mutex<Option<String>>>,
+    /// Bytes of every tensor created on this device so far (see [`Gpu::allocated_bytes`]).
+    allocated: std::cell::Cell<u64>,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -138,7 +140,16 @@ impl Gpu {
             modules: RefCell::new(HashMap::new()),
             pipelines: RefCell::new(HashMap::new()),
             first_error,
+            allocated: std::cell::Cell::new(0),
         })
+    }
+
+    /// Total bytes of the tensors (storage buffers made by `zeros`/`upload`) created on
+    /// this device so far. It only grows (dropped tensors are not subtracted), so the
+    /// difference across a setup is what that setup holds; uniform buffers, kernel
+    /// scratch and the driver's own memory are not included.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.get()
     }
 
     /// Opens a device, honouring `WEBTUNE_ADAPTER` where the platform has an environment.

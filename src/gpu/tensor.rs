@@ -29,6 +29,7 @@ impl Gpu {
     fn raw_buffer(&self, label: &str, elems: usize) -> Result<wgpu::Buffer, GpuError> {
         let bytes = (4 * elems.max(4)) as u64;
         self.check_binding(label, bytes)?;
+        self.allocated.set(self.allocated.get() + bytes);
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,

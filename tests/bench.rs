@@ -1,0 +1,203 @@
+//! `webtune bench` smoke tests: the tiniest configs run once, and the report's
+//! arithmetic (tokens/s, FLOP counts, medians, parameter counts) is checked against
+//! numbers worked out by hand. Timings themselves are never asserted.
+mod common;
+use common::*;
+use webtune::bench::{self, Layout, MatmulBench, Mode, TrainBench};
+use webtune::model::{Gpt2Config, LoraConfig};
+
+fn close(what: &str, got: f64, want: f64) {
+    assert!(
+        (got - want).abs() <= 1e-9 * want.abs().max(1e-300),
+        "{what}: got {got}, want {want}"
+    );
+}
+
+fn lora(r: usize, targets: &[&str]) -> LoraConfig {
+    LoraConfig::new(r, 2.0 * r as f32, targets.iter().map(|s| s.to_string()).collect(), 0.0).unwrap()
+}
+
+/// 1 layer, C = 8, 2 heads, V = 16, n_positions 8.
+fn micro() -> Gpt2Config {
+    Gpt2Config::new(1, 2, 8, 16, 8)
+}
+
+#[test]
+fn train_flops_match_the_closed_forms() {
+    let (b, t) = (1, 5); // N = 5
+                         // full: 72·L·N·C² + 12·L·B·T²·C + 6·N·C·V = 23040 + 2400 + 3840
+    assert_eq!(bench::train_flops(&micro(), b, t, None), 29_280);
+    // LoRA r 2 on every linear: 48·L·N·C² + 12·L·B·T²·C + 4·N·C·V + 96·L·N·r·C
+    // = 15360 + 2400 + 2560 + 7680
+    assert_eq!(
+        bench::train_flops(&micro(), b, t, Some(&lora(2, &["c_attn", "c_proj", "c_fc"]))),
+        28_000
+    );
+    // LoRA r 2 on c_attn only: 15360 + 2400 + 2560 + 6·N·r·(C + 3C) = ... + 1920
+    assert_eq!(bench::train_flops(&micro(), b, t, Some(&lora(2, &["c_attn"]))), 22_240);
+    // GPT-2 124M, full, B·T = 1 x 1: 72·12·768² + 12·12·768 + 6·768·50257
+    let gpt2 = Gpt2Config::new(12, 12, 768, 50257, 1024);
+    assert_eq!(
+        bench::train_flops(&gpt2, 1, 1, None),
+        509_607_936 + 110_592 + 231_584_256
+    );
+    assert_eq!(bench::matmul_flops(33, 17, 9), 10_098);
+}
+
+#[test]
+fn shapes_presets_and_statistics() {
+    assert_eq!(bench::parse_shape("512").unwrap(), (512, 512, 512));
+    assert_eq!(bench::parse_shape("33x17x9").unwrap(), (33, 17, 9));
+    for bad in ["", "0", "12x3", "axbxc", "1x2x0", "-4"] {
+        let e = bench::parse_shape(bad).unwrap_err().to_string();
+        assert!(e.contains("MxNxK"), "{bad}: {e}");
+    }
+    let p = bench::preset("small").unwrap();
+    assert_eq!(
+        (p.n_layer, p.n_embd, p.n_head, p.vocab, p.batch, p.seq),
+        (2, 128, 4, 512, 4, 64)
+    );
+    let p = bench::preset("gpt2").unwrap();
+    assert_eq!(
+        (p.n_layer, p.n_embd, p.n_head, p.vocab, p.n_positions),
+        (12, 768, 12, 50257, 1024)
+    );
+    let e = bench::preset("huge").unwrap_err().to_string();
+    assert!(
+        e.contains("huge") && e.contains("tiny, small, gpt2, gpt2-medium"),
+        "{e}"
+    );
+    assert_eq!(bench::median(&[3.0, 1.0, 2.0]), 2.0);
+    assert_eq!(bench::median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+    assert_eq!(bench::mean(&[1.0, 2.0, 6.0]), 3.0);
+}
+
+#[test]
+fn matmul_bench_reports_consistent_numbers() {
+    let gpu = gpu();
+    let cfg = MatmulBench {
+        shapes: vec![bench::parse_shape("33x17x9").unwrap()],
+        layouts: Layout::ALL.to_vec(),
+        iters: 3,
+        warmup: 1,
+        reps: Some(2),
+    };
+    let mut seen = 0;
+    let results = bench::bench_matmul(&gpu, &cfg, &mut |_| seen += 1).unwrap();
+    assert_eq!((results.len(), seen), (3, 3));
+    for (r, layout) in results.iter().zip(Layout::ALL) {
+        assert_eq!(
+            (r.layout, r.m, r.n, r.k, r.reps, r.samples_s.len()),
+            (layout, 33, 17, 9, 2, 3)
+        );
+        assert_eq!(r.flops, 10_098);
+        let (lo, hi) = r
+            .samples_s
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+        assert!(lo > 0.0 && lo <= r.median_s && r.median_s <= hi, "{r:?}");
+        close("gflops", r.gflops, 10_098.0 / r.median_s / 1e9);
+    }
+}
+
+#[test]
+fn train_bench_reports_consistent_numbers() {
+    let gpu = gpu();
+    for (mode, flops, total, trained) in [
+        (Mode::Lora, 28_000u64, 1336u64, 256u64),
+        (Mode::Full, 29_280, 1080, 1080),
+    ] {
+        let mut tb = TrainBench::new("micro", micro(), 1, 5, mode).unwrap();
+        tb.lora = lora(2, &["c_attn", "c_proj", "c_fc"]);
+        (tb.warmup, tb.steps) = (1, 3);
+        let r = bench::bench_train(&gpu, &tb).unwrap();
+        assert_eq!(
+            (r.batch, r.seq, r.steps, r.warmup, r.mode, r.step_s.len()),
+            (1, 5, 3, 1, mode, 3)
+        );
+        assert_eq!(r.lora_rank, (mode == Mode::Lora).then_some(2));
+        // wte 128 + wpe 64 + ln 3·16 + c_attn 216 + attn.c_proj 72 + c_fc 288 + mlp.c_proj 264 = 1080;
+        // LoRA r 2 adds r·(in + out) per linear: 64 + 32 + 80 + 80 = 256.
+        assert_eq!((r.params_total, r.params_trained), (total, trained));
+        assert_eq!(r.flops_per_step, flops);
+        let sum: f64 = r.step_s.iter().sum();
+        close("seconds", r.seconds, sum);
+        close("tokens/s", r.tokens_per_s, 15.0 / r.seconds); // B·T·steps = 1·5·3
+        close("mean ms", r.mean_ms, 1e3 * sum / 3.0);
+        close("median ms", r.median_ms, 1e3 * bench::median(&r.step_s));
+        close(
+            "pipelined tokens/s",
+            r.pipelined_tokens_per_s,
+            15.0 / r.pipelined_seconds,
+        );
+        close("GFLOP/s", r.gflops, flops as f64 / (r.median_ms / 1e3) / 1e9);
+        // Every parameter's value, plus gradient and AdamW m, v of the trained ones, at least.
+        assert!(r.tensor_bytes >= 4 * (total + 3 * trained), "{} bytes", r.tensor_bytes);
+        // A random init predicts about uniformly: the loss stays near ln V after a few tiny steps.
+        assert!((r.final_loss - 16f32.ln()).abs() < 0.5, "loss {}", r.final_loss);
+    }
+    let e = bench::bench_train(&gpu, &TrainBench::new("micro", micro(), 1, 9, Mode::Lora).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("--seq 9 is longer than n_positions 8"), "{e}");
+}
+
+#[test]
+fn cli_writes_a_json_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webtune"))
+        .args([
+            "bench", "--sizes", "9x7x5", "--iters", "1", "--reps", "1", "--layers", "1", "--embd", "8",
+        ])
+        .args([
+            "--heads",
+            "2",
+            "--vocab",
+            "16",
+            "--positions",
+            "8",
+            "--batch",
+            "1",
+            "--seq",
+            "5",
+        ])
+        .args(["--steps", "2", "--warmup", "0", "--mode", "lora,full", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("| NT | 9x7x5 | 1 |") && stdout.contains("LoRA r8") && stdout.contains("| full |"),
+        "{stdout}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(!v["machine"]["adapter"].as_str().unwrap().is_empty());
+    assert_eq!(v["matmul"].as_array().unwrap().len(), 3);
+    assert_eq!(v["matmul"][0]["flops"], 630);
+    let train = v["train"].as_array().unwrap();
+    assert_eq!(train.len(), 2);
+    assert_eq!(
+        (train[0]["mode"].as_str(), train[1]["mode"].as_str()),
+        (Some("lora"), Some("full"))
+    );
+    assert_eq!(train[0]["name"], "tiny (custom)");
+    // LoRA r 8 on every linear: 15360 + 2400 + 2560 + 96·5·8·8 = 51 040; full: 29 280.
+    assert_eq!(
+        (train[0]["flops_per_step"].as_u64(), train[1]["flops_per_step"].as_u64()),
+        (Some(51_040), Some(29_280))
+    );
+    for t in train {
+        let secs = t["seconds"].as_f64().unwrap();
+        close("json tokens/s", t["tokens_per_s"].as_f64().unwrap(), 10.0 / secs);
+    }
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_webtune"))
+        .args(["bench", "--what", "train", "--embd", "10", "--heads", "4"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("embd a multiple of heads"));
+}
