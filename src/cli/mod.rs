@@ -1,0 +1,5 @@
+//! The subcommands of the native CLI, one file each.
+
+pub mod bench;
+pub mod info;
+pub mod train;
