@@ -1,9 +1,13 @@
 //! AdamW with PyTorch's semantics over every trained tensor, after global-norm
 //! clipping, all on the GPU: no gradient is read back.
 
+use std::collections::BTreeMap;
+
+use super::TrainError;
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
 use crate::kernels::optimizer::{self, AdamWStep, GradNorm};
 use crate::model::gpt2::Gpt2Gpu;
+use crate::model::HostTensor;
 use crate::reference::ops::AdamW;
 
 /// The user's optimiser settings (PyTorch defaults but for weight decay).
@@ -59,5 +63,58 @@ impl Optimizer {
         let c = self.config;
         let h = AdamW { lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: c.weight_decay };
         gpu.write(&self.step_params, &AdamWStep::new(h, self.step).as_f32s());
+    }
+
+    /// Reads AdamW's moments back: (trained tensor name, m, v) in `Gpt2Gpu::trained` order.
+    /// `model` must be the model this optimizer was made for.
+    pub async fn read_moments(
+        &self,
+        gpu: &Gpu,
+        model: &Gpt2Gpu,
+    ) -> Result<Vec<(String, HostTensor, HostTensor)>, GpuError> {
+        let mut out = Vec::with_capacity(self.moments.len());
+        for (p, (m, v)) in model.trained().into_iter().zip(&self.moments) {
+            let hm = HostTensor::new(&m.shape, gpu.read(m).await?);
+            let hv = HostTensor::new(&v.shape, gpu.read(v).await?);
+            out.push((p.name.clone(), hm, hv));
+        }
+        Ok(out)
+    }
+
+    /// Continues from saved state: AdamW's step count (`step` updates taken) and (m, v) for every
+    /// trained tensor of `model`, by name. Every trained tensor needs its pair with its shape, and
+    /// no other name may appear; `what` names the source in messages.
+    pub fn restore(
+        &mut self,
+        gpu: &Gpu,
+        model: &Gpt2Gpu,
+        step: u32,
+        moments: &BTreeMap<String, (HostTensor, HostTensor)>,
+        what: &str,
+    ) -> Result<(), TrainError> {
+        let trained = model.trained();
+        if let Some(extra) = moments.keys().find(|k| !trained.iter().any(|p| &p.name == *k)) {
+            return Err(TrainError::Invalid(format!("{what}: AdamW state for '{extra}', which this run does not train")));
+        }
+        for (p, (m, v)) in trained.iter().zip(&self.moments) {
+            let (hm, hv) = moments
+                .get(&p.name)
+                .ok_or_else(|| TrainError::Invalid(format!("{what}: no AdamW state for '{}'", p.name)))?;
+            for (t, h, kind) in [(m, hm, "m"), (v, hv, "v")] {
+                if h.shape != t.shape || h.data.len() != t.len() {
+                    return Err(TrainError::Invalid(format!(
+                        "{what}: AdamW {kind} of '{}' has shape {:?} but the tensor is {:?}",
+                        p.name, h.shape, t.shape
+                    )));
+                }
+            }
+        }
+        for (p, (m, v)) in trained.iter().zip(&self.moments) {
+            let (hm, hv) = &moments[&p.name];
+            gpu.write(m, &hm.data);
+            gpu.write(v, &hv.data);
+        }
+        self.step = step;
+        Ok(())
     }
 }

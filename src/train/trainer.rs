@@ -15,6 +15,7 @@ use super::TrainError;
 use crate::data::Batcher;
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
 use crate::model::gpt2::{Activations, Gpt2Gpu};
+use crate::model::HostTensor;
 
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
@@ -91,6 +92,30 @@ impl Trainer {
         let history = gpu.zeros("loss history", &[config.readback_every.max(1), config.grad_accum + 1]).map_err(fit)?;
         let pending = Vec::new();
         Ok(Trainer { model, acts, optimizer, batcher, config, program, grad_clears, update, history, pending })
+    }
+
+    /// Optimizer steps taken so far (the number of the last step queued).
+    pub fn steps_done(&self) -> u32 {
+        self.optimizer.step
+    }
+
+    /// Continues a run from a checkpoint, before its first step: `step` updates were taken,
+    /// the data position is `position` windows, and AdamW's (m, v) per trained tensor name.
+    /// Parameters come with the model. `what` names the checkpoint in messages.
+    pub fn restore(
+        &mut self,
+        gpu: &Gpu,
+        step: u32,
+        position: u64,
+        moments: &std::collections::BTreeMap<String, (HostTensor, HostTensor)>,
+        what: &str,
+    ) -> Result<(), TrainError> {
+        if !self.pending.is_empty() {
+            return Err(TrainError::Invalid("restore: steps were already queued".into()));
+        }
+        self.optimizer.restore(gpu, &self.model, step, moments, what)?;
+        self.batcher.seek(position);
+        Ok(())
     }
 
     /// Queues one training step at learning rate `lr`. Returns the logs that became
