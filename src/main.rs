@@ -127,22 +127,17 @@ fn with_out_dir(out: &Path, f: impl FnOnce() -> Result<(), String>) -> Result<()
     result
 }
 
-fn check_range(name: &str, v: f32, ok: bool, want: &str) -> Result<(), String> {
-    if ok && v.is_finite() {
-        Ok(())
-    } else {
-        Err(format!("--{name} {v} is invalid: it must be {want}"))
-    }
-}
-
 fn train(adapter_filter: Option<&str>, a: TrainArgs) -> Result<(), String> {
     // Validate every input before touching the GPU or the output folder.
-    check_range("lr", a.lr, a.lr > 0.0, "> 0")?;
-    check_range("weight-decay", a.weight_decay, a.weight_decay >= 0.0, ">= 0")?;
-    check_range("beta1", a.beta1, (0.0..1.0).contains(&a.beta1), "in [0, 1)")?;
-    check_range("beta2", a.beta2, (0.0..1.0).contains(&a.beta2), "in [0, 1)")?;
-    check_range("eps", a.eps, a.eps > 0.0, "> 0")?;
-    check_range("grad-clip", a.grad_clip, a.grad_clip >= 0.0, ">= 0 (0 turns clipping off)")?;
+    let adamw = AdamWConfig {
+        lr: a.lr,
+        beta1: a.beta1,
+        beta2: a.beta2,
+        eps: a.eps,
+        weight_decay: a.weight_decay,
+        grad_clip: a.grad_clip,
+    };
+    adamw.validate(|name| format!("--{name}")).map_err(|e| e.to_string())?;
     if a.steps == 0 || a.batch == 0 || a.seq == 0 {
         return Err("--steps, --batch and --seq must be at least 1".into());
     }
@@ -170,14 +165,6 @@ fn train(adapter_filter: Option<&str>, a: TrainArgs) -> Result<(), String> {
     let gpu = Gpu::new_blocking(adapter_filter).map_err(|e| e.to_string())?;
     let trainable = if a.full { Trainable::Full } else { Trainable::Lora };
     let model = Gpt2Gpu::new(&gpu, &weights, adapter.as_ref(), trainable).map_err(|e| e.to_string())?;
-    let adamw = AdamWConfig {
-        lr: a.lr,
-        beta1: a.beta1,
-        beta2: a.beta2,
-        eps: a.eps,
-        weight_decay: a.weight_decay,
-        grad_clip: a.grad_clip,
-    };
     let mut config = TrainConfig::new(a.batch, a.seq, adamw);
     config.readback_every = config.readback_every.min(a.steps as usize);
     let mut trainer = Trainer::new(&gpu, model, batcher, config).map_err(|e| e.to_string())?;
