@@ -272,7 +272,7 @@ function resetChart(): void {
       scales: { x: { time: false } },
       axes: [{ label: "step" }, { label: "loss" }],
       series: [{ label: "step" }, { label: "loss", stroke: "#2f6fde", width: 2, points: { show: false } }],
-      legend: { show: true },
+      legend: { show: false },
     },
     losses,
     el,

@@ -250,6 +250,53 @@ test("the bundled tiny model trains: loss falls, pause / resume / stop work", as
   assert.equal(readSafetensors(weights.bytes).size, 16, "c_attn, c_proj, c_fc: 4 linears x 2 layers x (A, B)");
 });
 
+test("the package API: transferred buffers, rejected promises with the engine's words, a worker that carries on", async () => {
+  const r = await page.evaluate(async () => {
+    const { Trainer } = await import("/dist/index.js");
+    const out = {};
+    const t = await Trainer.create();
+    const fail = async (p) => p.then(() => "resolved", (e) => `${e.name}: ${e.message}`);
+    out.exportFirst = await fail(t.exportAdapter());
+    out.datasetFirst = await fail(t.loadDataset(new TextEncoder().encode('{"input_ids": [1]}\n')));
+    const [config, weights] = await Promise.all(
+      ["config.json", "model.safetensors"].map((f) => fetch(`/fixtures/tiny/model/${f}`).then((x) => x.arrayBuffer())),
+    );
+    const size = weights.byteLength;
+    out.model = (await t.loadModel({ config, weights, name: "tiny" })).nLayer;
+    out.transferred = [size, weights.byteLength];
+    out.badOption = await fail(t.train({ lr: -1 }));
+    out.badTarget = await fail(t.train({ targets: ["c_attn"], seq: 65 }));
+    const data = await fetch("/fixtures/tiny/data.jsonl").then((x) => x.arrayBuffer());
+    out.dataset = (await t.loadDataset(data, "data.jsonl", { seq: 16 })).windows;
+    out.badAdapter = await fail(t.loadAdapter({ config: '{"peft_type": "LORA"}', weights: new Uint8Array(8), name: "run1" }));
+    const seen = [];
+    const result = await t.train({ steps: 2, batch: 2, seq: 16, lr: 0.01, readbackEvery: 1 }, { onProgress: (p) => seen.push(p.step) });
+    out.result = [result.status, result.step, seen];
+    const files = (await t.exportAdapter()).files;
+    out.files = [typeof files["adapter_config.json"], files["adapter_model.safetensors"].constructor.name];
+    out.resumeDone = await fail(t.resume());
+    out.generate = await fail(t.generate("hi"));
+    out.features = t.info.features;
+    t.terminate();
+    out.afterTerminate = await fail(t.exportAdapter());
+    return out;
+  });
+  assert.equal(r.exportFirst, "EngineError: nothing to export: no training run yet");
+  assert.match(r.datasetFirst, /^EngineError: load a model before the dataset/);
+  assert.equal(r.model, 2);
+  assert.deepEqual(r.transferred, [260096, 0], "the weights' ArrayBuffer moved to the worker");
+  assert.equal(r.badOption, "OptionError: lr -1 is invalid: it must be > 0");
+  assert.equal(r.badTarget, "OptionError: seq 65 is longer than the model's n_positions 64");
+  assert.equal(r.dataset, 11);
+  assert.equal(r.badAdapter, "EngineError: run1/adapter_config.json: missing field 'r'");
+  assert.deepEqual(r.result, ["done", 2, [1, 2]]);
+  assert.deepEqual(r.files, ["string", "Uint8Array"]);
+  assert.equal(r.resumeDone, "EngineError: the run ended at step 2; start a new one");
+  assert.match(r.generate, /not available in this build/);
+  assert.deepEqual(r.features, { generate: false, evaluate: false, tokenizer: false });
+  assert.equal(r.afterTerminate, "EngineError: this Trainer was terminated");
+});
+
 test("no request leaves the page's origin", () => {
   const origin = new URL(server.url).origin;
   assert.ok(requests.length > 5, "requests were recorded");
