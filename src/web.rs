@@ -457,12 +457,3 @@ fn logs_to_js(logs: &[StepLog]) -> Result<JsValue, JsError> {
     }
     to_js(&Value::Array(v))
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn option_names_in_js_spelling() {
-        assert_eq!(super::js_option_name("weight-decay"), "weightDecay");
-        assert_eq!(super::js_option_name("lr"), "lr");
-    }
-}
