@@ -59,7 +59,7 @@ fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     }
     let t = r % p.t;
     let base = r * p.t;
-    var m = -3.4028235e38;
+    var m = -3.4028234e38; // about -f32 max; Tint (Chrome) rejects literals above f32 max such as -3.4028235e38
     for (var s = lid; s <= t; s += WG) {
         m = max(m, x[base + s]);
     }

@@ -16,6 +16,8 @@ pub mod model;
 pub mod reference;
 pub mod rng;
 pub mod train;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 /// Any error webtune reports to a user; each layer has its own type underneath.
 #[derive(Debug, thiserror::Error)]

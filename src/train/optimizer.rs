@@ -9,6 +9,7 @@ use crate::kernels::optimizer::{self, AdamWStep, GradNorm};
 use crate::model::gpt2::Gpt2Gpu;
 use crate::model::HostTensor;
 use crate::reference::ops::AdamW;
+use crate::train::TrainError;
 
 /// The user's optimiser settings (PyTorch defaults but for weight decay).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -20,6 +21,28 @@ pub struct AdamWConfig {
     pub weight_decay: f32,
     /// Max global gradient norm; <= 0 turns clipping off.
     pub grad_clip: f32,
+}
+
+impl AdamWConfig {
+    /// Checks every setting (finite; lr, eps > 0; weight decay, clip >= 0; betas in [0, 1)), shared by the
+    /// CLI and the browser API. `flag` spells a setting's name (`lr`, `weight-decay`, `beta1`, `beta2`, `eps`,
+    /// `grad-clip`) the caller's way in messages: `--lr` on the command line, `lr` / `weightDecay` in JS.
+    pub fn validate(&self, flag: impl Fn(&str) -> String) -> Result<(), TrainError> {
+        let checks: [(&str, f32, bool, &str); 6] = [
+            ("lr", self.lr, self.lr > 0.0, "> 0"),
+            ("weight-decay", self.weight_decay, self.weight_decay >= 0.0, ">= 0"),
+            ("beta1", self.beta1, (0.0..1.0).contains(&self.beta1), "in [0, 1)"),
+            ("beta2", self.beta2, (0.0..1.0).contains(&self.beta2), "in [0, 1)"),
+            ("eps", self.eps, self.eps > 0.0, "> 0"),
+            ("grad-clip", self.grad_clip, self.grad_clip >= 0.0, ">= 0 (0 turns clipping off)"),
+        ];
+        for (name, v, ok, want) in checks {
+            if !(ok && v.is_finite()) {
+                return Err(TrainError::Invalid(format!("{} {v} is invalid: it must be {want}", flag(name))));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for AdamWConfig {

@@ -1,0 +1,68 @@
+// Option defaults and checks (dist/options.js): the CLI's defaults, every bad value named.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { DEFAULT_OPTIONS, LORA_TARGETS, OptionError, parseTargets, resolveOptions } from "../dist/options.js";
+
+test("defaults are the CLI's", () => {
+  const o = resolveOptions();
+  assert.deepEqual(
+    { ...o },
+    {
+      rank: 8, alpha: 16, targets: ["c_attn", "c_proj", "c_fc"], useInitAdapter: true, lr: 2e-4, steps: 100,
+      batch: 8, seq: 128, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, gradClip: 1, seed: 0,
+      shuffle: true, readbackEvery: 4,
+    },
+  );
+  assert.ok(Object.isFrozen(DEFAULT_OPTIONS));
+  o.targets.push("c_fc");
+  assert.equal(DEFAULT_OPTIONS.targets.length, 3, "the defaults are not shared with a result");
+});
+
+test("given values win, undefined keeps the default", () => {
+  const o = resolveOptions({ lr: 0.01, batch: 2, seq: 16, shuffle: false, seed: undefined });
+  assert.equal(o.lr, 0.01);
+  assert.equal(o.batch, 2);
+  assert.equal(o.shuffle, false);
+  assert.equal(o.seed, 0);
+});
+
+const bad = [
+  [{ lr: 0 }, "lr", "lr 0 is invalid: it must be > 0"],
+  [{ lr: -1 }, "lr", "lr -1 is invalid: it must be > 0"],
+  [{ lr: Number.NaN }, "lr", "must be a finite number"],
+  [{ weightDecay: -0.1 }, "weightDecay", ">= 0"],
+  [{ beta1: 1 }, "beta1", "in [0, 1)"],
+  [{ beta2: -0.5 }, "beta2", "in [0, 1)"],
+  [{ eps: 0 }, "eps", "> 0"],
+  [{ gradClip: -1 }, "gradClip", "0 turns clipping off"],
+  [{ alpha: 0 }, "alpha", "> 0"],
+  [{ rank: 0 }, "rank", "integer >= 1"],
+  [{ rank: 2.5 }, "rank", "integer >= 1"],
+  [{ steps: 0 }, "steps", "integer >= 1"],
+  [{ batch: Number.NaN }, "batch", "integer >= 1"],
+  [{ seq: "16" }, "seq", "integer >= 1"],
+  [{ seed: -1 }, "seed", "integer >= 0"],
+  [{ readbackEvery: 0 }, "readbackEvery", "integer >= 1"],
+  [{ shuffle: "yes" }, "shuffle", "true or false"],
+  [{ targets: [] }, "targets", "at least one LoRA target"],
+  [{ targets: ["c_attn", "q_proj"] }, "targets", "'q_proj' matches no GPT-2 linear layer"],
+  [{ lrr: 1 }, "unknown", "unknown option 'lrr'"],
+];
+for (const [given, field, text] of bad) {
+  test(`rejects ${JSON.stringify(given)}`, () => {
+    assert.throws(
+      () => resolveOptions(given),
+      (e) => e instanceof OptionError && e.field === field && e.message.includes(text),
+    );
+  });
+}
+
+test("seq is checked against the model's n_positions", () => {
+  assert.equal(resolveOptions({ seq: 64 }, { nPositions: 64 }).seq, 64);
+  assert.throws(() => resolveOptions({ seq: 65 }, { nPositions: 64 }), /seq 65 is longer than the model's n_positions 64/);
+});
+
+test("every PEFT target for GPT-2 is accepted; form text is split on commas", () => {
+  assert.deepEqual(resolveOptions({ targets: [...LORA_TARGETS] }).targets, LORA_TARGETS);
+  assert.deepEqual(parseTargets(" c_attn, ,c_fc ,"), ["c_attn", "c_fc"]);
+});
