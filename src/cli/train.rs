@@ -17,13 +17,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use clap::Args;
-use webtune::data::batch::eval_loss;
-use webtune::data::{records, Batch, Batcher, Record, TokenStream, Tokenizer};
-use webtune::gpu::{Gpu, Program, Tensor};
-use webtune::model::gpt2::{Activations, Gpt2Gpu, Trainable};
+use webtune::data::{records, Batcher, Record, TokenStream, Tokenizer};
+use webtune::gpu::Gpu;
+use webtune::model::gpt2::{Gpt2Gpu, Trainable};
 use webtune::model::{Gpt2Config, Gpt2Weights, LoraAdapter, LoraConfig};
 use webtune::train::checkpoint::{self, DataInfo, Hyperparameters, ModelInfo, RunOptions, ScheduleState, TrainerState};
 use webtune::train::schedule::{LrSchedule, Schedule};
+use webtune::train::eval::Evaluator;
 use webtune::train::{AdamWConfig, StepLog, TrainConfig, Trainer};
 
 #[derive(Args)]
@@ -184,6 +184,18 @@ fn with_out_dir(out: &Path, f: impl FnOnce() -> Result<Outcome, String>) -> Resu
     result
 }
 
+/// The optimiser part of a run's hyperparameters.
+fn adamw_of(h: &Hyperparameters) -> AdamWConfig {
+    AdamWConfig {
+        lr: h.lr,
+        beta1: h.beta1,
+        beta2: h.beta2,
+        eps: h.eps,
+        weight_decay: h.weight_decay,
+        grad_clip: h.grad_clip,
+    }
+}
+
 fn check_range(name: &str, v: f32, ok: bool, want: &str) -> Result<(), String> {
     if ok && v.is_finite() {
         Ok(())
@@ -338,64 +350,6 @@ fn load_records(path: &Path, vocab: usize, tok: &LazyTokenizer) -> Result<(Vec<R
 
 // ---------------------------------------------------------------------------------------
 // Evaluation.
-
-/// Mean cross-entropy over every counted position of the held-out windows (`batch::eval_loss`),
-/// with a forward-only program made once for B sequences. The last, short batch is padded to B
-/// sequences of token 0 with target -100, which count nowhere (rows do not interact).
-struct Evaluator {
-    acts: Activations,
-    prog: Program,
-    batches: Vec<Batch>,
-    losses: Tensor,
-    windows: usize,
-}
-
-impl Evaluator {
-    fn new(gpu: &Gpu, model: &Gpt2Gpu, stream: TokenStream, b: usize, t: usize) -> Result<Evaluator, String> {
-        let batcher = Batcher::new(stream, b, t, false, 0).map_err(|e| format!("eval data: {e}"))?;
-        let batches = batcher.eval_batches();
-        let head_bytes = TrainConfig::new(b, t, AdamWConfig::default()).head_bytes;
-        let fit = |e: webtune::gpu::GpuError| format!("eval: {e}; try a smaller --batch");
-        let acts = Activations::new(gpu, model, b, t, false, head_bytes).map_err(fit)?;
-        let mut prog = Program::new();
-        model.forward(gpu, &mut prog, &acts);
-        model.head_loss(gpu, &mut prog, &acts);
-        let losses = gpu.zeros("eval losses", &[batches.len()]).map_err(fit)?;
-        Ok(Evaluator {
-            acts,
-            prog,
-            batches,
-            losses,
-            windows: batcher.n_windows,
-        })
-    }
-
-    /// The eval loss; None when interrupted or when no position counts.
-    fn run(&self, gpu: &Gpu) -> Result<Option<f32>, String> {
-        let n = self.acts.b * self.acts.t;
-        for (i, batch) in self.batches.iter().enumerate() {
-            if interrupted() {
-                return Ok(None);
-            }
-            let mut tokens = batch.tokens.clone();
-            let mut targets = batch.targets.clone();
-            tokens.resize(n, 0);
-            targets.resize(n, -100);
-            self.acts.write_batch(gpu, &tokens, &targets);
-            let mut enc = gpu.encoder("eval");
-            self.prog.record(&mut enc);
-            enc.copy_buffer_to_buffer(&self.acts.loss.buffer, 0, &self.losses.buffer, 4 * i as u64, 4);
-            gpu.submit(enc);
-        }
-        let losses = pollster::block_on(gpu.read(&self.losses)).map_err(|e| e.to_string())?;
-        let parts: Vec<(f32, usize)> = losses
-            .iter()
-            .zip(&self.batches)
-            .map(|(&l, b)| (l, b.counted()))
-            .collect();
-        Ok(eval_loss(&parts))
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Progress: a bar on a terminal, else a plain line every N steps; the summary always.
@@ -711,18 +665,8 @@ fn settings(a: &TrainArgs, saved: Option<&TrainerState>) -> Result<Settings, Str
     };
 
     let h = &st.h;
-    check_range("lr", h.lr, h.lr > 0.0, "> 0")?;
+    adamw_of(h).validate(|name| format!("--{name}")).map_err(|e| e.to_string())?;
     check_range("min-lr", h.min_lr, h.min_lr >= 0.0 && h.min_lr <= h.lr, "in [0, --lr]")?;
-    check_range("weight-decay", h.weight_decay, h.weight_decay >= 0.0, ">= 0")?;
-    check_range("beta1", h.beta1, (0.0..1.0).contains(&h.beta1), "in [0, 1)")?;
-    check_range("beta2", h.beta2, (0.0..1.0).contains(&h.beta2), "in [0, 1)")?;
-    check_range("eps", h.eps, h.eps > 0.0, "> 0")?;
-    check_range(
-        "grad-clip",
-        h.grad_clip,
-        h.grad_clip >= 0.0,
-        ">= 0 (0 turns clipping off)",
-    )?;
     if let Some(f) = h.eval_split {
         check_range("eval-split", f, f > 0.0 && f < 1.0, "between 0 and 1 (exclusive)")?;
     }
@@ -997,14 +941,7 @@ fn train(
     let trainable = if h.full { Trainable::Full } else { Trainable::Lora };
     let model = Gpt2Gpu::new(&gpu, &weights, adapter.as_ref(), trainable).map_err(|e| e.to_string())?;
     drop(weights);
-    let adamw = AdamWConfig {
-        lr: h.lr,
-        beta1: h.beta1,
-        beta2: h.beta2,
-        eps: h.eps,
-        weight_decay: h.weight_decay,
-        grad_clip: h.grad_clip,
-    };
+    let adamw = adamw_of(h);
     let mut config = TrainConfig::new(h.batch, h.seq, adamw);
     config.grad_accum = h.grad_accum;
     config.readback_every = config.readback_every.min(h.steps as usize);
@@ -1017,7 +954,11 @@ fn train(
             .map_err(|e| e.to_string())?;
     }
     let evaluator = match eval_stream {
-        Some(s) => Some(Evaluator::new(&gpu, &trainer.model, s, h.batch, h.seq)?),
+        Some(s) => {
+            let batches = Batcher::new(s, h.batch, h.seq, false, 0).map_err(|e| format!("eval data: {e}"))?.eval_batches();
+            let ev = Evaluator::new(&gpu, &trainer.model, batches, h.seq);
+            Some(ev.map_err(|e| format!("eval: {e}; try a smaller --batch"))?)
+        }
         None => None,
     };
 
@@ -1046,7 +987,7 @@ fn train(
         }
     );
     if let Some(ev) = &evaluator {
-        eprintln!("eval data: {} windows of {} tokens", ev.windows, h.seq);
+        eprintln!("eval data: {} counted tokens in windows of {}", ev.tokens(), h.seq);
     }
     if interrupted() {
         eprintln!("interrupted before training started; nothing written");
@@ -1104,7 +1045,8 @@ fn run_steps(
             last_loss = l.loss;
         }
         if let (true, Some(ev)) = (eval_due, evaluator) {
-            if let Some(e) = ev.run(gpu)? {
+            let result = pollster::block_on(ev.run(gpu, &interrupted)).map_err(|e| e.to_string())?;
+            if let Some(e) = result.map(|r| r.loss) {
                 write_line(log, serde_json::json!({"step": s, "eval_loss": f32_json(e)}))?;
                 progress.line(&format!("step {s:>5}  eval loss {e:.4}"));
                 last_eval = Some((s, e));

@@ -1,14 +1,12 @@
 //! Evaluation: the mean cross-entropy of a model over every eval window, forward only.
 //!
 //! Each batch runs [embedding -> L blocks -> LN -> chunked LM head + cross-entropy] with
-//! no gradient scratch; the per-position losses (0 where a target is -100) are read back
-//! and summed in f64, so the result is Σ losses / Σ counted positions over all windows,
-//! the same number as [`eval_loss`](crate::data::batch::eval_loss) of the per-batch means.
-//! Activations are made once per batch size: the full one and, if the last batch of
-//! [`Batcher::eval_batches`](crate::data::Batcher::eval_batches) is shorter, that one.
+//! no gradient scratch; the result is [`eval_loss`](crate::data::batch::eval_loss) of the
+//! per-batch means, i.e. Σ losses / Σ counted positions over all windows.
 
+use crate::data::batch::eval_loss;
 use crate::data::Batch;
-use crate::gpu::{Gpu, GpuError, Program};
+use crate::gpu::{Gpu, GpuError, Program, Tensor};
 use crate::model::gpt2::{Activations, Gpt2Gpu};
 
 /// Bytes allowed for the chunked head's logits scratch (as training's default).
@@ -56,69 +54,88 @@ fn batch_rows(i: usize, batch: &Batch, seq: usize, vocab: usize) -> Result<usize
     Ok(n / seq)
 }
 
+/// A forward-only program for (model, B, T), made once and run over a fixed list of eval
+/// batches (e.g. every `--eval-every` steps). A short last batch is padded to B sequences of
+/// token 0 with target -100, which count nowhere (sequences do not interact). Each batch's
+/// mean loss is copied into a slot on the GPU and read back once at the end.
+pub struct Evaluator {
+    acts: Activations,
+    prog: Program,
+    batches: Vec<Batch>,
+    slots: Tensor,
+}
+
+impl Evaluator {
+    /// Checks the batches (see [`evaluate`] for the errors) and prepares the program for
+    /// the largest batch among them.
+    pub fn new(gpu: &Gpu, model: &Gpt2Gpu, batches: Vec<Batch>, seq: usize) -> Result<Evaluator, GpuError> {
+        let cfg = &model.config;
+        if seq == 0 || seq > cfg.n_positions {
+            return Err(invalid(format!(
+                "evaluate: seq {seq} must be between 1 and the model's n_positions {}",
+                cfg.n_positions
+            )));
+        }
+        if batches.is_empty() {
+            return Err(invalid("evaluate: no batches to evaluate".into()));
+        }
+        let mut b = 0;
+        for (i, batch) in batches.iter().enumerate() {
+            b = b.max(batch_rows(i, batch, seq, cfg.vocab_size)?);
+        }
+        if batches.iter().all(|x| x.counted() == 0) {
+            return Err(invalid("evaluate: no position counts in the loss (every target is -100)".into()));
+        }
+        let acts = Activations::new(gpu, model, b, seq, false, HEAD_BYTES)?;
+        let mut prog = Program::new();
+        model.forward(gpu, &mut prog, &acts); // lnf [N, C]
+        model.head_loss(gpu, &mut prog, &acts); // loss [1] = mean over counted positions
+        let slots = gpu.zeros("eval losses", &[batches.len()])?;
+        Ok(Evaluator { acts, prog, batches, slots })
+    }
+
+    /// Counted positions over all batches.
+    pub fn tokens(&self) -> usize {
+        self.batches.iter().map(Batch::counted).sum()
+    }
+
+    /// Runs every batch; `stop` is asked before each one (None = stopped early).
+    pub async fn run(&self, gpu: &Gpu, stop: &dyn Fn() -> bool) -> Result<Option<EvalResult>, GpuError> {
+        let n = self.acts.b * self.acts.t;
+        for (i, batch) in self.batches.iter().enumerate() {
+            if stop() {
+                return Ok(None);
+            }
+            let mut tokens = batch.tokens.clone();
+            let mut targets = batch.targets.clone();
+            tokens.resize(n, 0);
+            targets.resize(n, -100);
+            self.acts.write_batch(gpu, &tokens, &targets);
+            let mut enc = gpu.encoder("eval");
+            self.prog.record(&mut enc);
+            enc.copy_buffer_to_buffer(&self.acts.loss.buffer, 0, &self.slots.buffer, 4 * i as u64, 4);
+            gpu.submit(enc);
+        }
+        let losses = gpu.read(&self.slots).await?;
+        let parts: Vec<(f32, usize)> = losses.iter().zip(&self.batches).map(|(&l, b)| (l, b.counted())).collect();
+        Ok(eval_loss(&parts).map(|loss| EvalResult {
+            loss,
+            perplexity: (loss as f64).exp() as f32,
+            tokens: self.tokens(),
+        }))
+    }
+}
+
 /// Mean cross-entropy over all counted positions of every eval window (batch::eval_loss semantics), forward only,
-/// chunked head, no gradients. `batches` from Batcher::eval_batches (the last may be shorter: handle it).
+/// chunked head, no gradients. `batches` from Batcher::eval_batches (the last may be shorter).
 ///
 /// Errors (before anything runs): no batches, seq 0 or above n_positions, a batch whose length is not a
 /// multiple of seq (or whose targets differ in length), an id not below vocab_size, no counted position at
 /// all; and whatever the GPU reports (a shape that does not fit, a lost device).
 pub async fn evaluate(gpu: &Gpu, model: &Gpt2Gpu, batches: &[Batch], seq: usize) -> Result<EvalResult, GpuError> {
-    let cfg = &model.config;
-    if seq == 0 || seq > cfg.n_positions {
-        return Err(invalid(format!(
-            "evaluate: seq {seq} must be between 1 and the model's n_positions {}",
-            cfg.n_positions
-        )));
+    let ev = Evaluator::new(gpu, model, batches.to_vec(), seq)?;
+    match ev.run(gpu, &|| false).await? {
+        Some(r) => Ok(r),
+        None => Err(invalid("evaluate: no position counts in the loss".into())),
     }
-    if batches.is_empty() {
-        return Err(invalid("evaluate: no batches to evaluate".into()));
-    }
-    let rows: Vec<usize> = batches
-        .iter()
-        .enumerate()
-        .map(|(i, b)| batch_rows(i, b, seq, cfg.vocab_size))
-        .collect::<Result<_, _>>()?;
-    let tokens: usize = batches.iter().map(Batch::counted).sum();
-    if tokens == 0 {
-        return Err(invalid(
-            "evaluate: no position counts in the loss (every target is -100)".into(),
-        ));
-    }
-
-    // One (activations, program) per distinct batch size, made when first needed.
-    let mut shapes: Vec<(usize, Activations, Program)> = Vec::new();
-    let mut sum = 0.0f64;
-    for (batch, &b) in batches.iter().zip(&rows) {
-        if batch.counted() == 0 {
-            continue;
-        }
-        let k = match shapes.iter().position(|s| s.0 == b) {
-            Some(k) => k,
-            None => {
-                let a = Activations::new(gpu, model, b, seq, false, HEAD_BYTES)?;
-                let mut prog = Program::new();
-                model.forward(gpu, &mut prog, &a); // lnf [N, C]
-                model.head_loss(gpu, &mut prog, &a); // losses [N], 0 where not counted
-                shapes.push((b, a, prog));
-                shapes.len() - 1
-            }
-        };
-        let (_, a, prog) = &shapes[k];
-        a.write_batch(gpu, &batch.tokens, &batch.targets);
-        prog.run(gpu);
-        let losses = gpu.read(&a.losses).await?;
-        sum += losses
-            .iter()
-            .zip(&batch.targets)
-            .filter(|(_, &y)| y >= 0)
-            .map(|(&l, _)| l as f64)
-            .sum::<f64>();
-    }
-    gpu.check()?;
-    let loss = sum / tokens as f64;
-    Ok(EvalResult {
-        loss: loss as f32,
-        perplexity: loss.exp() as f32,
-        tokens,
-    })
 }

@@ -9,7 +9,6 @@ use crate::kernels::optimizer::{self, AdamWStep, GradNorm};
 use crate::model::gpt2::Gpt2Gpu;
 use crate::model::HostTensor;
 use crate::reference::ops::AdamW;
-use crate::train::TrainError;
 
 /// The user's optimiser settings (PyTorch defaults but for weight decay).
 #[derive(Clone, Copy, Debug, PartialEq)]
