@@ -126,7 +126,7 @@ impl Gpu {
             backend: format!("{:?}", info.backend),
             device_type: format!("{:?}", info.device_type),
             driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
-            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
             max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
@@ -268,7 +268,7 @@ impl Gpu {
 
     /// Fails with a clear message if one buffer of `bytes` cannot be bound on this GPU.
     pub fn check_binding(&self, what: &str, bytes: u64) -> Result<(), GpuError> {
-        let limit = (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        let limit = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
         if bytes > limit {
             return Err(GpuError::TooLarge { what: what.into(), bytes, limit, kind: "storage binding" });
         }

@@ -95,7 +95,7 @@ fn softmax(gpu: &Gpu, prog: &mut Program, d: &Attention, entry: &str, att: &Tens
 /// qkv [B,T,3C] (q | k | v, head h at columns h*hd..(h+1)*hd of each part) -> out [B,T,C];
 /// att [B,nh,T,T] saves the softmax probabilities for backward (zero above the diagonal).
 pub fn attention_forward(gpu: &Gpu, prog: &mut Program, d: &Attention, qkv: &Tensor, att: &Tensor, out: &Tensor) {
-    debug_assert!(d.nh > 0 && d.c % d.nh == 0, "attention: c must be divisible by nh");
+    debug_assert!(d.nh > 0 && d.c.is_multiple_of(d.nh), "attention: c must be divisible by nh");
     debug_assert!(qkv.len() >= d.b * d.t * 3 * d.c && att.len() >= d.b * d.nh * d.t * d.t);
     debug_assert!(out.len() >= d.b * d.t * d.c);
     if d.b == 0 || d.t == 0 || d.c == 0 {
@@ -127,7 +127,7 @@ pub fn attention_backward(
     datt: &Tensor,
     dqkv: &Tensor,
 ) {
-    debug_assert!(d.nh > 0 && d.c % d.nh == 0, "attention: c must be divisible by nh");
+    debug_assert!(d.nh > 0 && d.c.is_multiple_of(d.nh), "attention: c must be divisible by nh");
     debug_assert!(dqkv.len() >= d.b * d.t * 3 * d.c && datt.len() >= d.b * d.nh * d.t * d.t);
     if d.b == 0 || d.t == 0 || d.c == 0 {
         return;

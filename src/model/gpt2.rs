@@ -410,7 +410,7 @@ impl Gpt2Gpu {
     }
 
     /// The gradient part of a training step: zero the trained gradients, forward, head
-    /// + loss, backward. After it runs, a.loss holds the batch loss and every trained
+    /// and loss, backward. After it runs, a.loss holds the batch loss and every trained
     /// `Param::grad` its gradient.
     pub fn gradient_program(&self, gpu: &Gpu, a: &Activations) -> Program {
         let mut prog = Program::new();
@@ -426,6 +426,7 @@ impl Gpt2Gpu {
     }
 
     /// y [N, out] = x [N, in] · W + bias, plus scale · (x · Aᵀ) · Bᵀ when adapted (xa = x · Aᵀ [N, r] is kept).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn linear_forward(&self, gpu: &Gpu, prog: &mut Program, lin: &LinearParams, x: &Tensor, y: &Tensor, xa: Option<&Tensor>, n: usize) {
         matmul(gpu, prog, &Matmul::new(n, lin.fout, lin.fin), x, &lin.w.value, y, Some(&lin.b.value));
         if let (Some(lo), Some(xa)) = (&lin.lora, xa) {
