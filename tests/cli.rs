@@ -2,15 +2,14 @@
 //! full), a fresh seeded LoRA run (reproducible, PEFT files only), every bad input ending in
 //! one `error:` line with nothing written to --out, and `info`.
 mod common;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::assert_close;
+use common::{assert_close, expected, tiny_fixtures, Expected};
 use webtune::model::{Gpt2Config, Gpt2Weights, LoraAdapter};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
+    tiny_fixtures()
 }
 
 fn model_dir() -> PathBuf {
@@ -45,40 +44,10 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-struct Expected {
-    tensors: HashMap<String, Vec<f32>>,
-    json: serde_json::Value,
-}
-
-fn expected() -> Expected {
-    let bytes = std::fs::read(fixtures().join("expected.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let tensors = st
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| (name.to_string(), bytemuck::pod_collect_to_vec::<u8, f32>(view.data())))
-        .collect();
-    let json = serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap()).unwrap();
-    Expected { tensors, json }
-}
-
-impl Expected {
-    fn get(&self, name: &str) -> &[f32] {
-        self.tensors
-            .get(name)
-            .unwrap_or_else(|| panic!("fixture has no tensor {name}"))
-    }
-    fn floats(&self, key: &str) -> Vec<f32> {
-        self.json[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect()
-    }
-    /// The training flags recorded for `section` ("lora" or "full").
-    fn optimizer_args(&self, section: &str) -> Vec<String> {
-        let o = &self.json[section]["optimizer"];
+/// The training flags recorded for `section` ("lora" or "full").
+fn optimizer_args(ex: &Expected, section: &str) -> Vec<String> {
+    {
+        let o = &ex.json[section]["optimizer"];
         let f = |v: &serde_json::Value| v.as_f64().unwrap().to_string();
         vec![
             format!("--lr={}", f(&o["lr"])),
@@ -86,7 +55,7 @@ impl Expected {
             format!("--beta1={}", f(&o["betas"][0])),
             format!("--beta2={}", f(&o["betas"][1])),
             format!("--eps={}", f(&o["eps"])),
-            format!("--grad-clip={}", f(&self.json[section]["clip_grad_norm"])),
+            format!("--grad-clip={}", f(&ex.json[section]["clip_grad_norm"])),
         ]
     }
 }
@@ -149,7 +118,7 @@ fn train_like_fixture(tmp: &Path, ex: &Expected, section: &str) -> PathBuf {
     ] {
         args.push(a.into());
     }
-    args.extend(ex.optimizer_args(section));
+    args.extend(optimizer_args(ex, section));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     webtune_ok(&argv);
 

@@ -2,8 +2,7 @@
 //! tools/make_fixtures.py): logits, LoRA and full gradients, and the weights after
 //! three AdamW steps with clipping, plus each step's loss and gradient norm.
 mod common;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::*;
 use webtune::data::{records, Batcher, TokenStream};
@@ -15,37 +14,7 @@ use webtune::train::{AdamWConfig, TrainConfig, Trainer};
 const RTOL: f32 = 1e-4;
 
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
-}
-
-struct Expected {
-    tensors: HashMap<String, Vec<f32>>,
-    json: serde_json::Value,
-}
-
-fn expected() -> Expected {
-    let bytes = std::fs::read(dir().join("expected.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let tensors = st
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| (name.to_string(), bytemuck::pod_collect_to_vec::<u8, f32>(view.data())))
-        .collect();
-    let json = serde_json::from_str(&std::fs::read_to_string(dir().join("expected.json")).unwrap()).unwrap();
-    Expected { tensors, json }
-}
-
-impl Expected {
-    fn get(&self, name: &str) -> &[f32] {
-        self.tensors.get(name).unwrap_or_else(|| panic!("fixture has no tensor {name}"))
-    }
-    fn floats(&self, path: &[&str]) -> Vec<f32> {
-        let mut v = &self.json;
-        for p in path {
-            v = &v[*p];
-        }
-        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
-    }
+    tiny_fixtures()
 }
 
 /// Absolute tolerance for a tensor: 1e-4 relative to its largest entry (plus rtol per entry).
@@ -111,7 +80,7 @@ fn lora_gradients_match_peft() {
 fn full_gradients_match_pytorch() {
     let ex = expected();
     let (loss, grads) = gradients(Trainable::Full);
-    assert_close("loss", &[loss], &ex.floats(&["full.losses"])[..1], 1e-5, 0.0);
+    assert_close("loss", &[loss], &ex.floats("full.losses")[..1], 1e-5, 0.0);
     assert_eq!(grads.len(), ex.tensors.keys().filter(|k| k.starts_with("full.grad.")).count());
     for (name, got) in grads {
         let key = format!("full.grad.{name}");
@@ -151,8 +120,8 @@ fn check_logs(logs: &[webtune::train::StepLog], ex: &Expected, section: &str) {
     assert_eq!(logs.iter().map(|l| l.step).collect::<Vec<_>>(), vec![1, 2, 3]);
     let loss: Vec<f32> = logs.iter().map(|l| l.loss).collect();
     let norm: Vec<f32> = logs.iter().map(|l| l.grad_norm).collect();
-    assert_close("losses", &loss, &ex.floats(&[&format!("{section}.losses")]), 1e-5, 0.0);
-    assert_close("grad norms", &norm, &ex.floats(&[&format!("{section}.grad_norms")]), 1e-4, 0.0);
+    assert_close("losses", &loss, &ex.floats(&format!("{section}.losses")), 1e-5, 0.0);
+    assert_close("grad norms", &norm, &ex.floats(&format!("{section}.grad_norms")), 1e-4, 0.0);
 }
 
 #[test]

@@ -33,3 +33,37 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32)
         panic!("{what}[{i}]: got {} want {} (|err| {} > atol {atol} + rtol {rtol} * |want|)", got[i], want[i], (got[i] - want[i]).abs());
     }
 }
+
+/// tests/fixtures/tiny: the tiny GPT-2, its PEFT adapter and data, and what PyTorch + PEFT
+/// computed from them (tools/make_fixtures.py).
+pub fn tiny_fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
+}
+
+/// The PyTorch + PEFT results for the tiny fixture: tensors by name, and expected.json.
+pub struct Expected {
+    pub tensors: std::collections::HashMap<String, Vec<f32>>,
+    pub json: serde_json::Value,
+}
+
+pub fn expected() -> Expected {
+    let bytes = std::fs::read(tiny_fixtures().join("expected.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (name.to_string(), bytemuck::pod_collect_to_vec::<u8, f32>(view.data())))
+        .collect();
+    let json = serde_json::from_str(&std::fs::read_to_string(tiny_fixtures().join("expected.json")).unwrap()).unwrap();
+    Expected { tensors, json }
+}
+
+impl Expected {
+    pub fn get(&self, name: &str) -> &[f32] {
+        self.tensors.get(name).unwrap_or_else(|| panic!("fixture has no tensor {name}"))
+    }
+    /// A list of numbers at a top-level key of expected.json (e.g. "lora.losses").
+    pub fn floats(&self, key: &str) -> Vec<f32> {
+        self.json[key].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    }
+}
