@@ -1,0 +1,76 @@
+"""Checks that PEFT loads an adapter written by `webtune train` unchanged and computes the
+same loss as webtune (not part of cargo test; needs torch, transformers, peft):
+
+    /opt/venv-ref/bin/python tools/check_peft_adapter.py MODEL_DIR ADAPTER_DIR DATA.jsonl SEQ WEBTUNE_BIN
+
+1. PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(MODEL_DIR), ADAPTER_DIR) loads it
+   with no missing or unexpected adapter keys, and every lora_A/lora_B in the model equals the file;
+2. the mean cross-entropy over the data's windows (token-id JSONL, the README's training
+   semantics: records + eos, windows of SEQ+1, every label counted) equals
+   `WEBTUNE_BIN eval --model MODEL_DIR --adapter ADAPTER_DIR --data DATA --seq SEQ --json`
+   within 1e-4 relative, for the base model and with the adapter.
+Exits 1 naming the first check that fails.
+"""
+import json
+import subprocess
+import sys
+
+import torch
+import torch.nn.functional as F
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import GPT2LMHeadModel
+
+
+def windows(data_path, eos, seq):
+    stream = []
+    for line in open(data_path):
+        if line.strip():
+            stream += json.loads(line)["input_ids"] + [eos]
+    n = len(stream) // (seq + 1)
+    return torch.tensor(stream[: n * (seq + 1)]).view(n, seq + 1)
+
+
+def mean_ce(model, w):
+    with torch.no_grad():
+        logits = model(w[:, :-1]).logits
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), w[:, 1:].reshape(-1)).item()
+
+
+def main():
+    if len(sys.argv) != 6:
+        sys.exit(__doc__)
+    model_dir, adapter_dir, data, seq, webtune = sys.argv[1:]
+    seq = int(seq)
+    base = GPT2LMHeadModel.from_pretrained(model_dir).eval()
+    w = windows(data, base.config.eos_token_id, seq)
+    base_loss = mean_ce(base, w)
+    peft = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(model_dir), adapter_dir).eval()
+    ok = True
+    saved = load_file(f"{adapter_dir}/adapter_model.safetensors")
+    loaded = {k: v for k, v in peft.state_dict().items() if "lora_" in k}
+    for k, v in saved.items():
+        key = k.replace(".weight", ".default.weight")
+        if key not in loaded or not torch.equal(loaded[key], v):
+            print(f"adapter tensor {k} not loaded as written")
+            ok = False
+    if len(loaded) != len(saved):
+        print(f"PEFT built {len(loaded)} LoRA tensors, the file has {len(saved)}")
+        ok = False
+    lora_loss = mean_ce(peft, w)
+    out = subprocess.run(
+        [webtune, "eval", "--model", model_dir, "--adapter", adapter_dir, "--data", data, "--seq", str(seq), "--json"],
+        check=True, capture_output=True, text=True,
+    )
+    ours = json.loads(out.stdout)
+    for name, want, got in [("base", base_loss, ours["base"]["loss"]), ("adapter", lora_loss, ours["adapter"]["loss"])]:
+        print(f"{name}: PyTorch {want:.6f}  webtune {got:.6f}")
+        if abs(got - want) > 1e-4 * abs(want):
+            ok = False
+    if not ok:
+        sys.exit("FAILED")
+    print("OK: PEFT loads the adapter as written and both compute the same loss")
+
+
+if __name__ == "__main__":
+    main()
