@@ -25,6 +25,10 @@ enum Command {
     Info,
     /// Measure matmul GFLOP/s and training-step time on this device
     Bench(cli::bench::BenchArgs),
+    /// Train a small GPT-2 from scratch (random init, every weight) on a text with a given tokenizer
+    Pretrain(cli::pretrain::PretrainArgs),
+    /// The bundled demo: samples, held-out loss, a short LoRA fine-tune on a second text, and again
+    Demo(cli::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +38,8 @@ fn main() -> ExitCode {
         Command::Train(args) => cli::train::run(adapter, args),
         Command::Info => cli::info::run(adapter),
         Command::Bench(args) => cli::bench::run(adapter, args),
+        Command::Pretrain(args) => cli::pretrain::run(adapter, args),
+        Command::Demo(args) => cli::demo::run(adapter, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
