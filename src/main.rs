@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "webtune", version, about = "Fine-tune GPT-2-family models on this device (wgpu: Vulkan, Metal, DX12)")]
 struct Cli {
     /// Use the first GPU adapter whose name contains this (also WEBTUNE_ADAPTER)
-    #[arg(long, global = true)]
+    #[arg(long = "gpu", value_name = "NAME", global = true)]
     adapter: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -25,6 +25,12 @@ enum Command {
     Info,
     /// Measure matmul GFLOP/s and training-step time on this device
     Bench(cli::bench::BenchArgs),
+    /// Continue a prompt with the model (and optionally a LoRA adapter)
+    Generate(cli::generate::GenerateArgs),
+    /// Loss and perplexity on a dataset, base model and with an adapter
+    Eval(cli::eval::EvalArgs),
+    /// Fold a LoRA adapter into the base weights: a full HF checkpoint
+    Merge(cli::merge::MergeArgs),
     /// Train a small GPT-2 from scratch (random init, every weight) on a text with a given tokenizer
     Pretrain(cli::pretrain::PretrainArgs),
     /// The bundled demo: samples, held-out loss, a short LoRA fine-tune on a second text, and again
@@ -38,6 +44,9 @@ fn main() -> ExitCode {
         Command::Train(args) => cli::train::run(adapter, args),
         Command::Info => cli::info::run(adapter),
         Command::Bench(args) => cli::bench::run(adapter, args),
+        Command::Generate(args) => cli::generate::run(adapter, args),
+        Command::Eval(args) => cli::eval::run(adapter, args),
+        Command::Merge(args) => cli::merge::run(args),
         Command::Pretrain(args) => cli::pretrain::run(adapter, args),
         Command::Demo(args) => cli::demo::run(adapter, args),
     };

@@ -17,7 +17,8 @@ use webtune::model::{Gpt2Weights, LoraAdapter, LoraConfig};
 use webtune::train::schedule::{LrSchedule, Schedule};
 use webtune::train::{AdamWConfig, TrainConfig, Trainer};
 
-use super::pretrain::{eos_id, eval_batches, evaluate, EvalResult};
+use super::pretrain::{eos_id, eval_batches, evaluate};
+use webtune::train::eval::EvalResult;
 
 /// The base text: Moby Dick, one record per chapter.
 const BASE_TEXT: &str = "moby-dick.jsonl";

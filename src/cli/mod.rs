@@ -2,6 +2,9 @@
 
 pub mod bench;
 pub mod demo;
+pub mod eval;
+pub mod generate;
 pub mod info;
+pub mod merge;
 pub mod pretrain;
 pub mod train;

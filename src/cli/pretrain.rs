@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use webtune::data::records::{read_dataset, split_eval};
 use webtune::data::{Batch, Batcher, Record, TokenStream, Tokenizer};
-use webtune::gpu::{Gpu, Program};
-use webtune::model::gpt2::{Activations, Gpt2Gpu, Trainable};
+use webtune::gpu::Gpu;
+use webtune::model::gpt2::{Gpt2Gpu, Trainable};
 use webtune::model::{Gpt2Config, Gpt2Weights};
+use webtune::train::eval::EvalResult;
 use webtune::train::schedule::{LrSchedule, Schedule};
 use webtune::train::{AdamWConfig, StepLog, TrainConfig, Trainer};
 
@@ -84,51 +85,9 @@ pub struct PretrainArgs {
     log_json: Option<PathBuf>,
 }
 
-/// The mean loss of a whole evaluation.
-#[derive(Clone, Copy, Debug)]
-pub struct EvalResult {
-    pub loss: f32,
-    pub perplexity: f32,
-    /// Counted positions.
-    pub tokens: usize,
-}
-
-/// The mean cross-entropy of `model` over every counted position of `batches` (each of
-/// B·T tokens, the last one may be shorter: a multiple of `seq`), forward only.
-// A stand-in for webtune::train::eval::evaluate until that lands on main.
+/// Held-out loss of `model` over `batches` (see [`webtune::train::eval::evaluate`]).
 pub fn evaluate(gpu: &Gpu, model: &Gpt2Gpu, batches: &[Batch], seq: usize) -> Result<EvalResult, String> {
-    let mut shapes: Vec<(usize, Activations, Program)> = Vec::new();
-    let mut parts = Vec::with_capacity(batches.len());
-    for batch in batches {
-        let b = batch.tokens.len() / seq.max(1);
-        if b == 0 || b * seq != batch.tokens.len() {
-            return Err(format!(
-                "evaluate: a batch of {} tokens is not a multiple of seq {seq}",
-                batch.tokens.len()
-            ));
-        }
-        if !shapes.iter().any(|s| s.0 == b) {
-            let acts = Activations::new(gpu, model, b, seq, false, 64 << 20).map_err(|e| e.to_string())?;
-            let mut prog = Program::new();
-            model.forward(gpu, &mut prog, &acts);
-            model.head_loss(gpu, &mut prog, &acts);
-            shapes.push((b, acts, prog));
-        }
-        let Some((_, acts, prog)) = shapes.iter().find(|s| s.0 == b) else {
-            continue;
-        };
-        acts.write_batch(gpu, &batch.tokens, &batch.targets);
-        prog.run(gpu);
-        let loss = pollster::block_on(gpu.read(&acts.loss)).map_err(|e| e.to_string())?;
-        parts.push((loss.first().copied().unwrap_or(f32::NAN), batch.counted()));
-    }
-    let tokens = parts.iter().map(|p| p.1).sum();
-    let loss = webtune::data::batch::eval_loss(&parts).ok_or("evaluate: no position to evaluate")?;
-    Ok(EvalResult {
-        loss,
-        perplexity: loss.exp(),
-        tokens,
-    })
+    pollster::block_on(webtune::train::eval::evaluate(gpu, model, batches, seq)).map_err(|e| e.to_string())
 }
 
 /// Evaluation batches (B windows of T+1 tokens, in file order) of `records`, at most `max_windows` windows.

@@ -188,7 +188,7 @@ impl Gpu {
                 return match adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&needle)) {
                     Some(a) => Ok(a),
                     None => Err(GpuError::NoAdapter(format!(
-                        " matching WEBTUNE_ADAPTER/--adapter '{f}'; available: {}",
+                        " matching WEBTUNE_ADAPTER/--gpu '{f}'; available: {}",
                         names.join(", ")
                     ))),
                 };

@@ -9,7 +9,7 @@ use std::path::Path;
 use super::weights::{
     io_error, parse_safetensors, read_bytes, read_text, serialize_f32, st_error, view_to_f32, write_atomic,
 };
-use super::{Gpt2Config, HostTensor, Linear, ModelError};
+use super::{Gpt2Config, Gpt2Weights, HostTensor, Linear, ModelError};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoraConfig {
@@ -303,6 +303,54 @@ impl LoraAdapter {
             &format!("{name}/adapter_model.safetensors"),
             model,
         )
+    }
+}
+
+impl LoraAdapter {
+    /// Folds the adapter into the base weights, as PEFT's `merge_and_unload` does for GPT-2's Conv1D
+    /// (fan_in_fan_out): for each module, W [in, out] += scale · (B · A)ᵀ, i.e.
+    /// W[i][o] += scale · Σ_k B[o][k] · A[k][i] (summed in f64, rounded once). Biases are unchanged.
+    /// Every module is checked against `weights` (layer, A [r, in], B [out, r]) before anything
+    /// changes, so on error `weights` is untouched.
+    pub fn merge_into(&self, weights: &mut Gpt2Weights) -> Result<(), ModelError> {
+        let cfg = &weights.config;
+        let r = self.config.r;
+        for m in &self.modules {
+            let (fin, fout) = m.linear.dims(cfg.n_embd);
+            let name = super::weights::block_name(m.layer, &format!("{}.weight", m.linear.hf_name()));
+            let ok = m.layer < cfg.n_layer
+                && weights.tensors.get(&name).is_some_and(|w| w.shape == [fin, fout] && w.data.len() == fin * fout)
+                && m.a.shape == [r, fin]
+                && m.b.shape == [fout, r]
+                && m.a.data.len() == r * fin
+                && m.b.data.len() == fout * r;
+            if !ok {
+                return Err(ModelError::Lora(format!(
+                    "cannot merge LoRA module {}: A {:?} / B {:?} do not fit rank {r} of a model with n_layer {} and \
+                     n_embd {} (A must be [{r}, {fin}], B [{fout}, {r}])",
+                    m.name(),
+                    m.a.shape,
+                    m.b.shape,
+                    cfg.n_layer,
+                    cfg.n_embd
+                )));
+            }
+        }
+        let scale = self.scale() as f64;
+        for m in &self.modules {
+            let (fin, fout) = m.linear.dims(weights.config.n_embd);
+            let name = super::weights::block_name(m.layer, &format!("{}.weight", m.linear.hf_name()));
+            let Some(w) = weights.tensors.get_mut(&name) else { continue }; // checked above
+            let (a, b) = (&m.a.data, &m.b.data);
+            for i in 0..fin {
+                let row = &mut w.data[i * fout..(i + 1) * fout];
+                for (o, x) in row.iter_mut().enumerate() {
+                    let dot: f64 = (0..r).map(|k| b[o * r + k] as f64 * a[k * fin + i] as f64).sum();
+                    *x = (*x as f64 + scale * dot) as f32;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

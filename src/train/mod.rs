@@ -1,5 +1,6 @@
 //! Training: AdamW on the GPU ([`optimizer`]) and the step loop ([`trainer`]).
 
+pub mod eval;
 pub mod optimizer;
 pub mod schedule;
 pub mod trainer;

@@ -1,0 +1,133 @@
+//! `webtune eval`: loss and perplexity of a model on a dataset, with and without a LoRA adapter.
+
+use std::cell::Cell;
+use std::path::PathBuf;
+
+use clap::Args;
+use webtune::data::{records, Batcher, TokenStream};
+use webtune::gpu::Gpu;
+use webtune::model::gpt2::{Gpt2Gpu, Trainable};
+use webtune::train::eval::{evaluate, EvalResult};
+
+use super::generate::{check_tokenizer_fits, load_model, load_tokenizer};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Hugging Face GPT-2 folder: config.json + model.safetensors
+    #[arg(long)]
+    model: PathBuf,
+    /// Dataset: .txt, or .jsonl with {"text"}, {"prompt", "completion"} or {"input_ids"} records
+    #[arg(long)]
+    data: PathBuf,
+    /// A PEFT LoRA adapter folder: also evaluate the model with it, and the difference
+    #[arg(long = "adapter", value_name = "DIR")]
+    lora: Option<PathBuf>,
+    /// Folder with tokenizer.json (or vocab.json + merges.txt) for text data; default: the --model folder
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Windows per forward pass
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Tokens per window [default: 128, or the model's n_positions if smaller]
+    #[arg(long)]
+    seq: Option<usize>,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+/// An f32 as the JSON number with its shortest decimal form.
+fn num(x: f32) -> serde_json::Value {
+    x.to_string()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(serde_json::Value::Null, Into::into)
+}
+
+fn result_json(r: &EvalResult) -> serde_json::Value {
+    serde_json::json!({ "loss": num(r.loss), "perplexity": num(r.perplexity) })
+}
+
+pub fn run(gpu_filter: Option<&str>, a: EvalArgs) -> Result<(), String> {
+    if a.batch == 0 || a.seq == Some(0) {
+        return Err("--batch and --seq must be at least 1".into());
+    }
+    let (weights, adapter) = load_model(&a.model, a.lora.as_deref())?;
+    let cfg = weights.config.clone();
+    let seq = a.seq.unwrap_or(128.min(cfg.n_positions));
+    if seq > cfg.n_positions {
+        return Err(format!(
+            "--seq {seq} is longer than the model's n_positions {}",
+            cfg.n_positions
+        ));
+    }
+    // Token-id data needs no tokenizer; text data does (an error naming it if there is none).
+    let tok = load_tokenizer(&a.model, a.tokenizer.as_deref(), false)?;
+    if let Some(t) = &tok {
+        check_tokenizer_fits(t, cfg.vocab_size)?;
+    }
+    let wanted_tokenizer = Cell::new(false);
+    let encode = |text: &str| match &tok {
+        Some(t) => t.encode(text),
+        None => {
+            wanted_tokenizer.set(true);
+            Vec::new()
+        }
+    };
+    let parsed = records::read_dataset(&a.data, cfg.vocab_size, &encode);
+    if wanted_tokenizer.get() {
+        return Err(format!(
+            "{} holds text, but {} has no tokenizer (tokenizer.json, or vocab.json + merges.txt); give --tokenizer DIR",
+            a.data.display(),
+            a.model.display()
+        ));
+    }
+    let recs = parsed.map_err(|e| e.to_string())?;
+    let batcher =
+        Batcher::new(TokenStream::new(&recs, cfg.eos_token_id), a.batch, seq, false, 0).map_err(|e| e.to_string())?;
+    let batches = batcher.eval_batches();
+
+    let gpu = Gpu::new_blocking(gpu_filter).map_err(|e| e.to_string())?;
+    let run = |lora| -> Result<EvalResult, String> {
+        let model = Gpt2Gpu::new(&gpu, &weights, lora, Trainable::None).map_err(|e| e.to_string())?;
+        pollster::block_on(evaluate(&gpu, &model, &batches, seq)).map_err(|e| e.to_string())
+    };
+    let base = run(None)?;
+    let tuned = match &adapter {
+        Some(ad) => Some(run(Some(ad))?),
+        None => None,
+    };
+    gpu.check().map_err(|e| e.to_string())?;
+
+    if a.json {
+        let mut j = serde_json::json!({
+            "windows": batcher.n_windows, "seq": seq, "tokens": base.tokens, "base": result_json(&base),
+        });
+        if let Some(t) = &tuned {
+            j["adapter"] = result_json(t);
+            j["difference"] = serde_json::json!({
+                "loss": num(t.loss - base.loss), "perplexity": num(t.perplexity - base.perplexity),
+            });
+        }
+        println!("{j}");
+    } else {
+        println!(
+            "{} tokens in {} windows of {seq} (+1) tokens, on {}",
+            base.tokens, batcher.n_windows, gpu.report.name
+        );
+        println!(
+            "base model:    loss {:.6}  perplexity {:.4}",
+            base.loss, base.perplexity
+        );
+        if let Some(t) = &tuned {
+            println!("with adapter:  loss {:.6}  perplexity {:.4}", t.loss, t.perplexity);
+            println!(
+                "difference:    loss {:+.6}  perplexity {:+.4}  (adapter - base)",
+                t.loss - base.loss,
+                t.perplexity - base.perplexity
+            );
+        }
+    }
+    Ok(())
+}
