@@ -36,7 +36,7 @@ const PROMPTS: [&str; 3] = [
     "The whale",
     "Mr. Speaker, Mr. President, Members of the Congress",
 ];
-/// Fine-tuning shape and optimizer.
+/// Fine-tuning shape and default peak learning rate.
 const BATCH: usize = 4;
 const SEQ: usize = 128;
 const LR: f32 = 2e-3;
@@ -51,6 +51,9 @@ pub struct DemoArgs {
     /// ... or after this many seconds of fine-tuning, whichever comes first
     #[arg(long, default_value_t = 150.0, allow_negative_numbers = true)]
     seconds: f64,
+    /// Peak learning rate of the fine-tune (AdamW; warmup, then cosine to a tenth of it)
+    #[arg(long, default_value_t = LR, allow_negative_numbers = true)]
+    lr: f32,
     /// Where the LoRA adapter goes (PEFT format: adapter_config.json + adapter_model.safetensors)
     #[arg(long, default_value = "webtune-demo-adapter")]
     out: PathBuf,
@@ -149,6 +152,9 @@ pub fn run(adapter_filter: Option<&str>, a: DemoArgs) -> Result<(), String> {
     if !(a.seconds.is_finite() && a.seconds > 0.0) {
         return Err(format!("--seconds {} is invalid: it must be > 0", a.seconds));
     }
+    if !(a.lr.is_finite() && a.lr > 0.0) {
+        return Err(format!("--lr {} is invalid: it must be > 0", a.lr));
+    }
     if a.eval_windows == 0 {
         return Err("--eval-windows must be at least 1".into());
     }
@@ -213,7 +219,7 @@ pub fn run(adapter_filter: Option<&str>, a: DemoArgs) -> Result<(), String> {
     // LoRA B starts at zero, so before training this model is exactly the base model.
     let model = Gpt2Gpu::new(&gpu, &weights, Some(&adapter), Trainable::Lora).map_err(|e| e.to_string())?;
     let adamw = AdamWConfig {
-        lr: LR,
+        lr: a.lr,
         beta1: 0.9,
         beta2: 0.999,
         eps: 1e-8,
@@ -253,18 +259,18 @@ pub fn run(adapter_filter: Option<&str>, a: DemoArgs) -> Result<(), String> {
 
     let schedule = LrSchedule {
         kind: Schedule::Cosine,
-        lr: LR,
+        lr: a.lr,
         warmup: WARMUP.min(a.steps / 2),
         total: a.steps,
-        min_lr: LR / 10.0,
+        min_lr: a.lr / 10.0,
     };
     println!(
         "\nFine-tuning a LoRA adapter (r 8, alpha 16 on c_attn, c_proj, c_fc: {lora_params} parameters) on {} State of the Union addresses,",
         new_train.len()
     );
     println!(
-        "  batch {BATCH} x {SEQ} tokens, AdamW lr {LR:.0e} (warmup {}, cosine to {:.0e}), at most {} steps or {} s:",
-        schedule.warmup, schedule.min_lr, a.steps, a.seconds
+        "  batch {BATCH} x {SEQ} tokens, AdamW lr {:.0e} (warmup {}, cosine to {:.0e}), at most {} steps or {} s:",
+        a.lr, schedule.warmup, schedule.min_lr, a.steps, a.seconds
     );
     let start = Instant::now();
     let mut done = 0u32;
