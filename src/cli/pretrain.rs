@@ -1,0 +1,331 @@
+//! `webtune pretrain`: a GPT-2 trained from scratch (random init, every tensor trained) on a
+//! text dataset with a given tokenizer. The bundled demo model (assets/model) is made by it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use webtune::data::records::{read_dataset, split_eval};
+use webtune::data::{Batch, Batcher, Record, TokenStream, Tokenizer};
+use webtune::gpu::Gpu;
+use webtune::model::gpt2::{Gpt2Gpu, Trainable};
+use webtune::model::{Gpt2Config, Gpt2Weights};
+use webtune::train::eval::EvalResult;
+use webtune::train::schedule::{LrSchedule, Schedule};
+use webtune::train::{AdamWConfig, StepLog, TrainConfig, Trainer};
+
+/// The special token that ends each record (GPT-2's).
+pub const EOS: &str = "<|endoftext|>";
+
+#[derive(Args)]
+pub struct PretrainArgs {
+    /// Folder with the tokenizer: tokenizer.json (or vocab.json + merges.txt); it must have <|endoftext|>
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// Training text: .txt or .jsonl ({"text"}, {"prompt", "completion"} or {"input_ids"} records)
+    #[arg(long)]
+    data: PathBuf,
+    /// Output folder: config.json, model.safetensors and the tokenizer's files
+    #[arg(long)]
+    out: PathBuf,
+    /// Transformer blocks
+    #[arg(long, default_value_t = 4)]
+    layers: usize,
+    /// Attention heads (must divide --embd)
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// Width of the residual stream
+    #[arg(long, default_value_t = 128)]
+    embd: usize,
+    /// Longest sequence the model takes (n_positions)
+    #[arg(long, default_value_t = 128)]
+    positions: usize,
+    /// Optimizer steps
+    #[arg(long, default_value_t = 1000)]
+    steps: u32,
+    /// Sequences per batch
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Tokens per sequence (default: --positions)
+    #[arg(long)]
+    seq: Option<usize>,
+    /// Peak learning rate
+    #[arg(long, default_value_t = 3e-3, allow_negative_numbers = true)]
+    lr: f32,
+    /// Warmup steps (linear ramp to --lr)
+    #[arg(long, default_value_t = 50)]
+    warmup: u32,
+    /// Decay after warmup: constant, linear or cosine (Hugging Face's formulas)
+    #[arg(long, default_value = "cosine")]
+    schedule: Schedule,
+    /// Floor of the linear/cosine decay
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    min_lr: f32,
+    /// Seed for the initial weights, the held-out split and shuffling
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// AdamW decoupled weight decay
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
+    weight_decay: f32,
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
+    beta1: f32,
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
+    beta2: f32,
+    /// Clip the global gradient norm to this (0 = off)
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    grad_clip: f32,
+    /// Fraction of the records held out for evaluation (0 = none)
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
+    eval_fraction: f32,
+    /// Evaluate the held-out records every N steps (0 = only at the end)
+    #[arg(long, default_value_t = 0)]
+    eval_every: u32,
+    /// Write one JSON object per step ({"step", "loss", "lr", "grad_norm"}) and per evaluation ({"step", "eval_loss"})
+    #[arg(long)]
+    log_json: Option<PathBuf>,
+}
+
+/// Held-out loss of `model` over `batches` (see [`webtune::train::eval::evaluate`]).
+pub fn evaluate(gpu: &Gpu, model: &Gpt2Gpu, batches: &[Batch], seq: usize) -> Result<EvalResult, String> {
+    pollster::block_on(webtune::train::eval::evaluate(gpu, model, batches, seq)).map_err(|e| e.to_string())
+}
+
+/// Evaluation batches (B windows of T+1 tokens, in file order) of `records`, at most `max_windows` windows.
+pub fn eval_batches(
+    records: &[Record],
+    eos: u32,
+    b: usize,
+    t: usize,
+    max_windows: usize,
+) -> Result<Vec<Batch>, String> {
+    let batcher = Batcher::new(TokenStream::new(records, eos), b, t, false, 0).map_err(|e| e.to_string())?;
+    let mut batches = batcher.eval_batches();
+    let mut left = max_windows;
+    batches.retain_mut(|batch| {
+        let n = batch.tokens.len() / t;
+        if left == 0 {
+            return false;
+        }
+        if n > left {
+            batch.tokens.truncate(left * t);
+            batch.targets.truncate(left * t);
+        }
+        left -= n.min(left);
+        true
+    });
+    Ok(batches)
+}
+
+/// An f32 as the JSON number with its shortest decimal form (0.01, not 0.009999999776).
+pub fn f32_json(x: f32) -> serde_json::Value {
+    x.to_string()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(serde_json::Value::Null, Into::into)
+}
+
+/// The tokenizer's <|endoftext|> id, or an error naming the folder.
+pub fn eos_id(tok: &Tokenizer, dir: &Path) -> Result<u32, String> {
+    tok.token_to_id(EOS).ok_or_else(|| {
+        format!(
+            "{}: the tokenizer has no {EOS} token (the end-of-text id)",
+            dir.display()
+        )
+    })
+}
+
+fn check(name: &str, v: f32, ok: bool, want: &str) -> Result<(), String> {
+    if ok && v.is_finite() {
+        Ok(())
+    } else {
+        Err(format!("--{name} {v} is invalid: it must be {want}"))
+    }
+}
+
+/// `webtune pretrain`. --out is created only after every input has been checked and removed
+/// again if the run fails and the folder was ours and is still empty.
+pub fn run(adapter_filter: Option<&str>, a: PretrainArgs) -> Result<(), String> {
+    let seq = a.seq.unwrap_or(a.positions);
+    check("lr", a.lr, a.lr > 0.0, "> 0")?;
+    check("min-lr", a.min_lr, a.min_lr >= 0.0 && a.min_lr <= a.lr, "in [0, --lr]")?;
+    check("weight-decay", a.weight_decay, a.weight_decay >= 0.0, ">= 0")?;
+    check("beta1", a.beta1, (0.0..1.0).contains(&a.beta1), "in [0, 1)")?;
+    check("beta2", a.beta2, (0.0..1.0).contains(&a.beta2), "in [0, 1)")?;
+    check(
+        "grad-clip",
+        a.grad_clip,
+        a.grad_clip >= 0.0,
+        ">= 0 (0 turns clipping off)",
+    )?;
+    check(
+        "eval-fraction",
+        a.eval_fraction,
+        (0.0..1.0).contains(&a.eval_fraction),
+        "in [0, 1)",
+    )?;
+    if a.steps == 0 || a.batch == 0 || seq == 0 {
+        return Err("--steps, --batch and --seq must be at least 1".into());
+    }
+    if a.layers == 0 || a.heads == 0 || a.embd == 0 || a.positions == 0 {
+        return Err("--layers, --heads, --embd and --positions must be at least 1".into());
+    }
+    if !a.embd.is_multiple_of(a.heads) {
+        return Err(format!("--embd {} is not a multiple of --heads {}", a.embd, a.heads));
+    }
+    if seq > a.positions {
+        return Err(format!("--seq {seq} is longer than --positions {}", a.positions));
+    }
+    let tok = Tokenizer::load_dir(&a.tokenizer).map_err(|e| e.to_string())?;
+    let eos = eos_id(&tok, &a.tokenizer)?;
+    let vocab = tok.vocab_size();
+    let records = read_dataset(&a.data, vocab, &|t| tok.encode(t)).map_err(|e| e.to_string())?;
+    let (train, held) = if a.eval_fraction > 0.0 {
+        let (t, e) = split_eval(records, a.eval_fraction, a.seed).map_err(|e| e.to_string())?;
+        (t, Some(e))
+    } else {
+        (records, None)
+    };
+    let batcher = Batcher::new(TokenStream::new(&train, eos), a.batch, seq, true, a.seed).map_err(|e| e.to_string())?;
+    let held = match &held {
+        Some(r) => Some(eval_batches(r, eos, a.batch, seq, usize::MAX)?),
+        None => None,
+    };
+    if a.out.is_file() {
+        return Err(format!("--out {}: is a file, not a folder", a.out.display()));
+    }
+    let mut cfg = Gpt2Config::new(a.layers, a.heads, a.embd, vocab, a.positions);
+    cfg.eos_token_id = eos;
+    cfg.bos_token_id = eos;
+    if let Some(raw) = cfg.raw.as_object_mut() {
+        raw.insert("eos_token_id".into(), eos.into());
+        raw.insert("bos_token_id".into(), eos.into());
+    }
+    let mut log = match &a.log_json {
+        Some(p) => Some(std::fs::File::create(p).map_err(|e| format!("--log-json {}: {e}", p.display()))?),
+        None => None,
+    };
+    let created = !a.out.exists();
+    let result = std::fs::create_dir_all(&a.out)
+        .map_err(|e| format!("--out {}: cannot create the folder: {e}", a.out.display()))
+        .and_then(|_| pretrain(adapter_filter, &a, cfg, batcher, held.as_deref(), seq, &mut log));
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir(&a.out); // only succeeds when empty
+    }
+    result
+}
+
+fn pretrain(
+    adapter_filter: Option<&str>,
+    a: &PretrainArgs,
+    cfg: Gpt2Config,
+    batcher: Batcher,
+    held: Option<&[Batch]>,
+    seq: usize,
+    log: &mut Option<std::fs::File>,
+) -> Result<(), String> {
+    let gpu = Gpu::new_blocking(adapter_filter).map_err(|e| e.to_string())?;
+    let weights = Gpt2Weights::random(&cfg, a.seed);
+    let n_params: usize = weights.tensors.values().map(|t| t.data.len()).sum();
+    let model = Gpt2Gpu::new(&gpu, &weights, None, Trainable::Full).map_err(|e| e.to_string())?;
+    let adamw = AdamWConfig {
+        lr: a.lr,
+        beta1: a.beta1,
+        beta2: a.beta2,
+        eps: 1e-8,
+        weight_decay: a.weight_decay,
+        grad_clip: a.grad_clip,
+    };
+    let mut config = TrainConfig::new(a.batch, seq, adamw);
+    config.readback_every = config.readback_every.min(a.steps as usize);
+    let windows = batcher.n_windows;
+    let mut trainer = Trainer::new(&gpu, model, batcher, config).map_err(|e| e.to_string())?;
+    let schedule = LrSchedule {
+        kind: a.schedule,
+        lr: a.lr,
+        warmup: a.warmup,
+        total: a.steps,
+        min_lr: a.min_lr,
+    };
+    eprintln!(
+        "pretraining a {}-layer, {}-wide GPT-2 ({:.2} M parameters, vocab {}) on {} ({} steps, batch {} x {} tokens, {} training windows)",
+        cfg.n_layer,
+        cfg.n_embd,
+        n_params as f64 / 1e6,
+        cfg.vocab_size,
+        gpu.report.name,
+        a.steps,
+        a.batch,
+        seq,
+        windows
+    );
+    let mut write = |v: serde_json::Value| -> Result<(), String> {
+        match log.as_mut() {
+            Some(f) => writeln!(f, "{v}").map_err(|e| format!("--log-json: {e}")),
+            None => Ok(()),
+        }
+    };
+    let start = std::time::Instant::now();
+    let mut last_loss = f32::NAN;
+    for s in 1..=a.steps {
+        // update s runs at lr_at(s - 1), as transformers' LambdaLR does
+        let mut logs: Vec<StepLog> =
+            pollster::block_on(trainer.step(&gpu, schedule.lr_at(s - 1))).map_err(|e| e.to_string())?;
+        let eval_now = held.is_some() && (s == a.steps || (a.eval_every > 0 && s % a.eval_every == 0));
+        if s == a.steps || eval_now {
+            logs.extend(pollster::block_on(trainer.flush(&gpu)).map_err(|e| e.to_string())?);
+        }
+        for l in logs {
+            if !l.loss.is_finite() {
+                return Err(format!(
+                    "step {}: the loss is {} (diverged); try a smaller --lr",
+                    l.step, l.loss
+                ));
+            }
+            write(serde_json::json!({
+                "step": l.step, "loss": f32_json(l.loss), "lr": f32_json(l.lr), "grad_norm": f32_json(l.grad_norm)
+            }))?;
+            let secs = start.elapsed().as_secs_f64();
+            let tok_s = (l.step as usize * a.batch * seq) as f64 / secs.max(1e-9);
+            eprintln!(
+                "step {:>5}  loss {:.4}  lr {:.2e}  grad_norm {:.3}  {:.0} tok/s  {:.0} s",
+                l.step, l.loss, l.lr, l.grad_norm, tok_s, secs
+            );
+            last_loss = l.loss;
+        }
+        if let (true, Some(batches)) = (eval_now, held) {
+            let e = evaluate(&gpu, &trainer.model, batches, seq)?;
+            write(serde_json::json!({"step": s, "eval_loss": f32_json(e.loss), "eval_tokens": e.tokens}))?;
+            eprintln!(
+                "step {s:>5}  held-out loss {:.4}  perplexity {:.1}  ({} tokens)",
+                e.loss, e.perplexity, e.tokens
+            );
+        }
+    }
+    gpu.check().map_err(|e| e.to_string())?;
+    let w = pollster::block_on(trainer.model.download_weights(&gpu)).map_err(|e| e.to_string())?;
+    w.save_dir(&a.out).map_err(|e| e.to_string())?;
+    copy_tokenizer(&a.tokenizer, &a.out)?;
+    eprintln!(
+        "saved the model (config.json, model.safetensors, tokenizer) to {}; last training loss {last_loss:.4}, {:.0} s",
+        a.out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Copies the tokenizer's files (tokenizer.json, else vocab.json + merges.txt) next to the model.
+fn copy_tokenizer(from: &Path, to: &Path) -> Result<(), String> {
+    let names: &[&str] = if from.join("tokenizer.json").is_file() {
+        &["tokenizer.json"]
+    } else {
+        &["vocab.json", "merges.txt"]
+    };
+    for n in names {
+        let src = from.join(n);
+        let bytes = std::fs::read(&src).map_err(|e| format!("{}: {e}", src.display()))?;
+        let dst = to.join(n);
+        std::fs::write(&dst, bytes).map_err(|e| format!("{}: {e}", dst.display()))?;
+    }
+    Ok(())
+}
