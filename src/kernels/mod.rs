@@ -46,6 +46,25 @@ pub(crate) fn bytes_of<T: bytemuck::Pod>(t: &T) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
+    /// Browsers' WGSL compilers (Tint) reject a float literal whose exact value lies
+    /// beyond f32's range (e.g. -3.4028235e38), where naga rounds it; check every variant.
+    #[test]
+    fn float_literals_fit_f32_for_browsers() {
+        for (name, src) in super::all_variants() {
+            for (i, line) in src.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                for word in code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '+' || c == '-')) {
+                    let lit = word.trim_start_matches(['-', '+']).trim_end_matches('f');
+                    if lit.contains(['e', '.']) && lit.starts_with(|c: char| c.is_ascii_digit()) {
+                        if let Ok(v) = lit.parse::<f64>() {
+                            assert!(v <= f32::MAX as f64, "{name}:{}: literal {word} exceeds f32::MAX", i + 1);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_shader_variant_validates_with_naga() {
         let variants = super::all_variants();
