@@ -157,12 +157,12 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     }
     workgroupBarrier();
     let hd4 = hd & ~3u;
-    var m = -3.4028235e38;
+    var m = -3.4028234e38; // (not -3.4028235e38: Tint rejects literals above f32 max)
     var l = 0.0;
     var acc = vec4<f32>(0.0);
     for (var s0 = 0u; s0 < n; s0 += WG) {
         let s = s0 + lid;
-        var score = -3.4028235e38;
+        var score = -3.4028234e38;
         if (s < n) {
             let kb = s * p.c + col;
             var dot4 = vec4<f32>(0.0);
