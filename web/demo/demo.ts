@@ -47,7 +47,7 @@ interface Bundle {
 /** assets/: the small GPT-2 pretrained on Moby Dick, fine-tuned on State of the Union addresses (as `webtune demo`). */
 const ASSETS: Bundle = {
   id: "assets",
-  label: "Use the bundled model (GPT-2 small-ish, Moby Dick → State of the Union)",
+  label: "Use the bundled model (pretrained on Moby Dick; fine-tunes on State of the Union addresses)",
   model: new URL("../assets/model/", location.href),
   tokenizer: new URL("../assets/model/", location.href),
   data: new URL("../assets/sotu-1961-1980.jsonl", location.href),
@@ -294,8 +294,11 @@ async function droppedFiles(dt: DataTransfer): Promise<NamedFile[]> {
   return out;
 }
 
-/** The bundled model: assets/ when the server has it, else the tiny test fixture. */
+/** The bundled model: assets/ when the server has it, else the tiny test fixture (`?bundle=tiny` or `=assets` picks one). */
 async function findBundle(): Promise<Bundle> {
+  const asked = new URLSearchParams(location.search).get("bundle");
+  if (asked === "tiny") return TINY;
+  if (asked === "assets") return ASSETS;
   try {
     const r = await fetch(new URL("config.json", ASSETS.model), { method: "HEAD" });
     return r.ok ? ASSETS : TINY;

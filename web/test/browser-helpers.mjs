@@ -83,7 +83,7 @@ export async function openDemo() {
     requests,
     consoleLines,
     async load() {
-      await page.goto(`${server.url}demo/`);
+      await page.goto(`${server.url}demo/?bundle=tiny`); // the tests' bundled model, whether assets/ exists or not
       await page.waitForFunction(() => ["idle", "failed"].includes(document.body.dataset.state ?? ""), null, {
         timeout: 60_000,
       });
