@@ -443,7 +443,7 @@ function showProgress(p: Progress): void {
   bar.value = p.step;
   const eta = Number.isFinite(p.etaSec) ? `${Math.ceil(p.etaSec)} s left` : "";
   const ev = p.evalLoss === undefined ? "" : ` · eval loss ${p.evalLoss.toFixed(4)}`;
-  const sv = p.saved === undefined ? "" : ` · saved at step ${p.saved}`;
+  const sv = p.saveError ? ` · ${p.saveError}` : p.saved === undefined ? "" : ` · saved at step ${p.saved}`;
   $("progress-text").textContent =
     `step ${p.step}/${p.steps} · loss ${p.loss.toFixed(4)}${ev} · ${Math.round(p.tokensPerSec).toLocaleString("en")} tokens/s` +
     (eta ? ` · ${eta}` : "") +
@@ -453,7 +453,7 @@ function showProgress(p: Progress): void {
 async function finish(r: TrainResult): Promise<void> {
   const words = { done: "finished", paused: "paused", stopped: "stopped" } as const;
   const ev = r.evalLoss === undefined ? "" : ` · eval loss ${r.evalLoss.toFixed(4)}`;
-  const sv = r.saved === undefined ? "" : ` · saved (reload-safe) at step ${r.saved}`;
+  const sv = r.saveError ? ` · ${r.saveError}` : r.saved === undefined ? "" : ` · saved (reload-safe) at step ${r.saved}`;
   $("progress-text").textContent =
     `${words[r.status]} at step ${r.step}/${r.steps}` + (Number.isNaN(r.loss) ? "" : ` · loss ${r.loss.toFixed(4)}`) + ev + sv;
   await exportRun();
@@ -474,6 +474,9 @@ async function run(start: Start): Promise<void> {
       appData,
       onStart: (info) => {
         runInfo = info;
+        // The run now in the worker replaces any saved one (which it deletes when it starts anew).
+        saved = null;
+        $("resume-section").hidden = true;
         const what =
           info.mode === "full"
             ? `every weight (${info.trainableParameters.toLocaleString("en")} parameters)`
@@ -491,6 +494,7 @@ async function run(start: Start): Promise<void> {
   } catch (e) {
     status("options-status", message(e), "error");
     setState("failed");
+    await refreshSaved();
   }
 }
 
@@ -632,6 +636,7 @@ async function resumeSaved(): Promise<void> {
     status("resume-status", `load the run's model (${s.model}) and dataset (${s.dataset}) first`, "error");
     return;
   }
+  setState("training"); // (busy from here: the run is being set up)
   showOptions(s.options);
   await loadDatasets(); // the preview at the run's sequence length
   exported = undefined;

@@ -148,6 +148,8 @@ export interface Progress {
   evalLoss?: number;
   /** Set when a checkpoint was just saved (at this step). */
   saved?: number;
+  /** Set when saving a checkpoint failed (the run goes on). */
+  saveError?: string;
 }
 
 export type TrainStatus = "done" | "paused" | "stopped";
@@ -162,6 +164,8 @@ export interface TrainResult {
   evalLoss?: number;
   /** The step of the checkpoint saved for this run (on pause), if any. */
   saved?: number;
+  /** Why saving the paused run failed, if it did. */
+  saveError?: string;
 }
 
 /** A run saved in the browser's storage (it survives a page reload). */

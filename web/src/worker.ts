@@ -68,6 +68,8 @@ interface Run {
   stopped: boolean;
   /** The step of the last checkpoint saved. */
   saved: number | undefined;
+  /** Why the last save failed, if it did. */
+  saveError: string | undefined;
 }
 
 let engine: Engine | undefined;
@@ -93,16 +95,23 @@ function yieldToEvents(): Promise<void> {
 
 const encoder = new TextEncoder();
 
-/** Saves the run's checkpoint (reading back the logs not reported yet, which it returns). */
+/**
+ * Saves the run's checkpoint (reading back the logs not reported yet, which it returns). A
+ * storage failure (quota, a private window) does not end the run: it is kept in `r.saveError`.
+ */
 async function saveCheckpoint(r: Run): Promise<StepLog[]> {
   const e = requireEngine();
   const c = (await e.checkpoint()) as { step: number; logs: StepLog[]; files: Files };
   if (!store) return c.logs;
-  r.record.history.logs.push(...c.logs);
+  r.record.history.logs.push(...c.logs); // (the caller reports them)
   const files: Files = { ...c.files, "run.json": encoder.encode(`${JSON.stringify({ ...r.record, savedAt: new Date().toISOString() })}\n`) };
-  // (the logs are in the history already; the caller reports them)
-  await store.save(c.step, files);
-  r.saved = c.step;
+  try {
+    await store.save(c.step, files);
+    r.saved = c.step;
+    r.saveError = undefined;
+  } catch (err) {
+    r.saveError = `could not save the run at step ${c.step} (${store.kind}): ${errorMessage(err)}`;
+  }
   return c.logs;
 }
 
@@ -124,7 +133,8 @@ async function stepUntilDone(id: number, r: Run): Promise<TrainResult> {
   const report = (logs: StepLog[], evals: EvalLog[] = [], saved?: number) => {
     if (logs.length === 0 && evals.length === 0 && saved === undefined) return;
     const p: Progress = meter.report(logs, evals);
-    if (saved !== undefined) p.saved = saved;
+    if (saved !== undefined && r.saveError === undefined) p.saved = saved;
+    if (saved !== undefined && r.saveError !== undefined) p.saveError = r.saveError;
     r.lastLoss = p.loss;
     post({ id, kind: "progress", progress: p });
   };
@@ -167,6 +177,7 @@ async function stepUntilDone(id: number, r: Run): Promise<TrainResult> {
   const result: TrainResult = { status, step: r.done, steps, loss: r.lastLoss };
   if (r.lastEval !== undefined) result.evalLoss = r.lastEval;
   if (status === "paused" && r.saved !== undefined) result.saved = r.saved;
+  if (status === "paused" && r.saveError !== undefined) result.saveError = r.saveError;
   return result;
 }
 
@@ -192,6 +203,7 @@ function newRun(info: RunInfo, options: TrainOptions, control: RunControl, histo
     looping: false,
     stopped: false,
     saved: undefined,
+    saveError: undefined,
   };
 }
 
