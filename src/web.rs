@@ -800,26 +800,6 @@ impl Engine {
         to_js(&info)
     }
 
-    /// Token ids of `text` (the loaded tokenizer).
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>, JsError> {
-        let st = self.state.try_borrow().map_err(|_| JsError::new(BUSY))?;
-        let (_, t) = st
-            .tokenizer
-            .as_ref()
-            .ok_or_else(|| JsError::new("no tokenizer: load one with the model"))?;
-        Ok(t.encode(text))
-    }
-
-    /// Text of token ids (the loaded tokenizer).
-    pub fn decode(&self, ids: Vec<u32>) -> Result<String, JsError> {
-        let st = self.state.try_borrow().map_err(|_| JsError::new(BUSY))?;
-        let (_, t) = st
-            .tokenizer
-            .as_ref()
-            .ok_or_else(|| JsError::new("no tokenizer: load one with the model"))?;
-        Ok(t.decode(&ids))
-    }
-
     /// Loads a PEFT LoRA adapter (adapter_config.json text, adapter_model.safetensors bytes) to
     /// start training from, instead of a fresh seeded init. Needs the model first.
     #[wasm_bindgen(js_name = loadAdapter)]

@@ -199,6 +199,9 @@ test("the package API: transfers, the engine's words, evaluate as the CLI, a run
     out.dataset = (await t.loadDataset(data.slice(0), "data.jsonl", { seq: 16 })).windows;
     out.evaluate = await t.evaluate({ seq: 16, batch: 8 });
     out.generateNoTokenizer = await fail(t.generate("hi", { adapted: false }));
+    const [vocab, merges] = await Promise.all(["vocab.json", "merges.txt"].map((f) => fetch(`/fixtures/tokenizer/gpt2like/${f}`).then((x) => x.text())));
+    out.bigTokenizer = await fail(t.loadTokenizer({ vocab, merges, name: "gpt2like" }));
+    out.badTokenizer = await fail(t.loadTokenizer({ json: "{}", name: "broken" }));
     out.badAdapter = await fail(t.loadAdapter({ config: '{"peft_type": "LORA"}', weights: new Uint8Array(8), name: "run1" }));
     const opts = { steps: 3, batch: 2, seq: 16, lr: 0.01, readbackEvery: 1, schedule: "linear", warmup: 1, gradAccum: 2 };
     const seen = [];
@@ -247,6 +250,8 @@ test("the package API: transfers, the engine's words, evaluate as the CLI, a run
   assert.equal(r.evaluate.tokens, native.tokens);
   assert.ok(Math.abs(r.evaluate.loss - native.base.loss) <= 1e-4 * native.base.loss, `evaluate ${r.evaluate.loss} vs webtune eval ${native.base.loss}`);
   assert.match(r.generateNoTokenizer, /^EngineError: generation needs the model's tokenizer/);
+  assert.equal(r.bigTokenizer, "EngineError: gpt2like: the tokenizer has 1000 tokens but the model's vocab_size is 97: does the tokenizer belong to this model?");
+  assert.match(r.badTokenizer, /^EngineError: broken\/tokenizer\.json: /);
   assert.equal(r.badAdapter, "EngineError: run1/adapter_config.json: missing field 'r'");
   assert.deepEqual(r.result, ["done", 3]);
   assert.deepEqual(r.uninterrupted.map((x) => x[0]), [1, 2, 3]);
