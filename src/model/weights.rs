@@ -232,7 +232,7 @@ impl Gpt2Weights {
 
     /// config.json for [`Gpt2Weights::save_dir`]: the loaded config, marked f32 and tied iff no
     /// `lm_head.weight` is kept.
-    fn config_json(&self) -> Result<String, ModelError> {
+    pub fn config_json(&self) -> Result<String, ModelError> {
         let mut raw = self.config.raw.clone();
         if let Some(obj) = raw.as_object_mut() {
             for key in ["dtype", "torch_dtype"] {

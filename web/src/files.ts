@@ -13,10 +13,14 @@ export interface NamedFile {
 export interface ModelFiles<F extends NamedFile = NamedFile> {
   config: F;
   weights: F;
-  tokenizer?: F;
+  /** The model's tokenizer, when its files came along. */
+  tokenizer?: TokenizerFiles<F>;
   /** The folder the files came from (for messages and the adapter's base_model_name_or_path). */
   folder: string;
 }
+
+/** tokenizer.json, or the older pair vocab.json + merges.txt (used when there is no tokenizer.json). */
+export type TokenizerFiles<F extends NamedFile = NamedFile> = { json: F } | { vocab: F; merges: F };
 
 export interface AdapterFiles<F extends NamedFile = NamedFile> {
   config: F;
@@ -27,7 +31,9 @@ export interface AdapterFiles<F extends NamedFile = NamedFile> {
 export interface FileGroups<F extends NamedFile = NamedFile> {
   model?: ModelFiles<F>;
   adapter?: AdapterFiles<F>;
-  /** Training data (.jsonl now; .txt and .json once the tokenizer is in). */
+  /** A tokenizer (with the model, or on its own to go with a model loaded before). */
+  tokenizer?: TokenizerFiles<F>;
+  /** Training data: .jsonl and .txt files (other .json files too, which the engine refuses by name). */
   datasets: F[];
   /** Files that play no part (generation_config.json, README.md, ...). */
   ignored: F[];
@@ -52,8 +58,8 @@ function baseName(path: string): string {
 }
 
 /**
- * Groups files by their names: config.json + model.safetensors (+ tokenizer.json) make the
- * model, adapter_config.json + adapter_model.safetensors an adapter, .jsonl / .txt / other
+ * Groups files by their names: config.json + model.safetensors (+ tokenizer.json, or
+ * vocab.json + merges.txt) make the model, adapter_config.json + adapter_model.safetensors an adapter, .jsonl / .txt / other
  * .json files are datasets. A lone other *.safetensors stands in for model.safetensors.
  */
 export function groupFiles<F extends NamedFile>(files: Iterable<F>): FileGroups<F> {
@@ -66,6 +72,8 @@ export function groupFiles<F extends NamedFile>(files: Iterable<F>): FileGroups<
     if (name === "config.json") add("config", f);
     else if (name === "model.safetensors") add("weights", f);
     else if (name === "tokenizer.json") add("tokenizer", f);
+    else if (name === "vocab.json") add("vocab", f);
+    else if (name === "merges.txt") add("merges", f);
     else if (name === "adapter_config.json") add("adapterConfig", f);
     else if (name === "adapter_model.safetensors") add("adapterWeights", f);
     else if (name.endsWith(".safetensors")) add("otherWeights", f);
@@ -74,8 +82,6 @@ export function groupFiles<F extends NamedFile>(files: Iterable<F>): FileGroups<
         "generation_config.json",
         "tokenizer_config.json",
         "special_tokens_map.json",
-        "vocab.json",
-        "merges.txt",
         "training_args.json",
       ].includes(name)
     )
@@ -97,19 +103,28 @@ export function groupFiles<F extends NamedFile>(files: Iterable<F>): FileGroups<
   if (!weights && others.length === 1) weights = others[0];
   else ignored.push(...others);
   const tokenizer = one("tokenizer", "tokenizer.json");
+  const vocab = one("vocab", "vocab.json");
+  const merges = one("merges", "merges.txt");
   const groups: FileGroups<F> = { datasets, ignored, problems };
+  if (tokenizer) {
+    groups.tokenizer = { json: tokenizer };
+    ignored.push(...[vocab, merges].filter((f): f is F => f !== undefined));
+  } else if (vocab && merges) {
+    groups.tokenizer = { vocab, merges };
+  } else if (vocab || merges) {
+    const f = (vocab ?? merges) as F;
+    problems.push(`found ${filePath(f)} but not its partner (a tokenizer is tokenizer.json, or vocab.json + merges.txt)`);
+    ignored.push(f);
+  }
   if (config && weights) {
     groups.model = { config, weights, folder: folderOf(filePath(config)) || folderOf(filePath(weights)) || "model" };
-    if (tokenizer) groups.model.tokenizer = tokenizer;
+    if (groups.tokenizer) groups.model.tokenizer = groups.tokenizer;
   } else if (config || weights) {
     problems.push(
       config
         ? `found ${filePath(config)} but no model.safetensors next to it`
         : `found ${filePath(weights as F)} but no config.json next to it`,
     );
-    if (tokenizer) ignored.push(tokenizer);
-  } else if (tokenizer) {
-    ignored.push(tokenizer);
   }
   const aConfig = one("adapterConfig", "adapter_config.json");
   const aWeights = one("adapterWeights", "adapter_model.safetensors");

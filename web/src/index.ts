@@ -1,15 +1,18 @@
-// webtune in the browser: fine-tune a GPT-2-family model with LoRA on the user's GPU (WebGPU).
-// The engine (Rust compiled to wasm, WGSL shaders) runs in a module Web Worker; this class is
-// the page's handle on it. Every method returns a promise; engine errors reject it with the
-// engine's message, and the worker stays usable for the next call.
+// webtune in the browser: fine-tune a GPT-2-family model (LoRA or every weight) on the user's GPU
+// (WebGPU), evaluate it, generate text with it, and keep the run in the browser's storage so it
+// survives a reload. The engine (Rust compiled to wasm, WGSL shaders) runs in a module Web
+// Worker; this class is the page's handle on it. Every method returns a promise; engine errors
+// reject it with the engine's message, and the worker stays usable for the next call.
 
-import { type AdapterFiles, type ModelFiles, type NamedFile, filePath, groupFiles } from "./files.js";
-import { type TrainOptions, resolveOptions } from "./options.js";
+import { type AdapterFiles, type ModelFiles, type NamedFile, type TokenizerFiles, filePath, groupFiles } from "./files.js";
+import { type GenerateOptions, type TrainOptions, resolveGenerateOptions, resolveOptions } from "./options.js";
 import {
   type AdapterInfo,
   type DatasetInfo,
   EngineError,
   type EngineInfo,
+  type EvalLog,
+  type GenerateResult,
   type Listeners,
   type ModelInfo,
   type Port,
@@ -17,7 +20,12 @@ import {
   type Request,
   type ResultOf,
   RpcClient,
+  type RunControl,
   type RunInfo,
+  type SavedRun,
+  type StorageKind,
+  type TokenizerInfo,
+  type TokenizerSource,
   type TrainResult,
   errorMessage,
 } from "./protocol.js";
@@ -28,12 +36,18 @@ export {
   EngineError,
   type AdapterInfo,
   type DatasetInfo,
+  type DatasetSample,
   type EngineInfo,
+  type EvalLog,
+  type GenerateResult,
   type GpuInfo,
   type ModelInfo,
   type Progress,
   type RunInfo,
+  type SavedRun,
   type StepLog,
+  type StorageKind,
+  type TokenizerInfo,
   type TrainResult,
   type TrainStatus,
 } from "./protocol.js";
@@ -41,12 +55,24 @@ export {
 /** Bytes in any of the forms a page has them. */
 export type Bytes = ArrayBuffer | Uint8Array | Blob;
 
+/** A tokenizer: tokenizer.json's contents, or vocab.json + merges.txt. */
+export type TokenizerContents = { json: string | Bytes } | { vocab: string | Bytes; merges: string | Bytes };
+
 /**
- * A model: the two files' contents, a folder's files (from a file input or a drop), or the
- * URL of a folder that holds config.json and model.safetensors.
+ * A model: the files' contents (with the tokenizer's, for text data and generation), a
+ * folder's files (from a file input or a drop; tokenizer.json or vocab.json + merges.txt are
+ * picked up), or the URL of a folder that holds config.json and model.safetensors (and
+ * tokenizer.json, fetched when there: or give `tokenizerUrl`, the tokenizer's folder).
  */
 export type ModelSource =
-  | { config: string | Bytes; weights: Bytes; name?: string }
+  | { config: string | Bytes; weights: Bytes; tokenizer?: TokenizerContents; name?: string }
+  | Iterable<NamedFile>
+  | ArrayLike<NamedFile>
+  | { url: string | URL; tokenizerUrl?: string | URL; name?: string };
+
+/** A tokenizer for the loaded model: contents, files, or the URL of its folder. */
+export type TokenizerInput =
+  | (TokenizerContents & { name?: string })
   | Iterable<NamedFile>
   | ArrayLike<NamedFile>
   | { url: string | URL; name?: string };
@@ -61,19 +87,38 @@ export type AdapterSource =
 export interface TrainHandlers {
   /** Called when the run is set up (memory planned, programs built). */
   onStart?: (run: RunInfo) => void;
-  /** Called whenever steps finish (every `readbackEvery` steps). */
+  /** Called whenever steps finish (every `readbackEvery` steps), evaluations run or a checkpoint is saved. */
   onProgress?: (p: Progress) => void;
   /** Aborting stops the run (the adapter so far can still be exported). */
   signal?: AbortSignal;
+  /** Pause (saving a checkpoint) once this step is done, as if `pause()` were called then. */
+  pauseAfter?: number;
+  /**
+   * Kept with the run's checkpoints and given back by `savedRun()`: e.g. where the page got the
+   * model and dataset, to offer loading them again after a reload. Must survive structured cloning and JSON.
+   */
+  appData?: unknown;
 }
 
 export interface AdapterExport {
   files: { "adapter_config.json": string; "adapter_model.safetensors": Uint8Array };
 }
 
+export interface ModelExport {
+  files: { "config.json": string; "model.safetensors": Uint8Array };
+}
+
+/** What a run produced: a LoRA adapter (PEFT's files) or, for full fine-tuning, a model (HF's files). */
+export type RunExport = ({ kind: "adapter" } & AdapterExport) | ({ kind: "model" } & ModelExport);
+
 export interface CreateOptions {
   /** Makes the engine's worker; by default the package's own worker.js next to this file. */
   worker?: () => Worker;
+  /**
+   * Where runs are saved so they survive a reload: `name` picks one store (default "webtune";
+   * one saved run per store), `backend` "auto" (OPFS, else IndexedDB), "opfs", "indexeddb" or "none".
+   */
+  storage?: { name?: string; backend?: StorageKind | "auto" };
 }
 
 function defaultWorker(): Worker {
@@ -108,9 +153,36 @@ function folderUrl(u: string | URL): URL {
   return new URL(s.endsWith("/") ? s : `${s}/`, base);
 }
 
+/** The body of `url`, or undefined on 404 (for optional files). */
+async function fetchOptional(url: URL): Promise<ArrayBuffer | undefined> {
+  const r = await fetch(url);
+  if (r.status === 404) return undefined;
+  if (!r.ok) throw new EngineError(`${url.href}: HTTP ${r.status} ${r.statusText}`);
+  return r.arrayBuffer();
+}
+
+async function tokenizerSource(t: TokenizerContents, name: string): Promise<TokenizerSource> {
+  return "json" in t
+    ? { name, json: await toText(t.json) }
+    : { name, vocab: await toText(t.vocab), merges: await toText(t.merges) };
+}
+
+async function tokenizerFromFiles(t: TokenizerFiles, folder: string): Promise<TokenizerSource> {
+  return "json" in t
+    ? { name: folder, json: await t.json.text() }
+    : { name: folder, vocab: await t.vocab.text(), merges: await t.merges.text() };
+}
+
 function isFileList(src: unknown): src is Iterable<NamedFile> | ArrayLike<NamedFile> {
   if (!src || typeof src !== "object") return false;
   return Symbol.iterator in src || ("length" in src && typeof (src as ArrayLike<unknown>).length === "number");
+}
+
+function runControl(h: TrainHandlers): RunControl {
+  const c: RunControl = {};
+  if (h.pauseAfter !== undefined) c.pauseAfter = h.pauseAfter;
+  if (h.appData !== undefined) c.appData = h.appData;
+  return c;
 }
 
 /** The page's handle on a webtune engine running in a Web Worker. */
@@ -122,6 +194,7 @@ export class Trainer {
 
   private constructor(
     private readonly makeWorker: () => Worker,
+    private readonly storage: { name: string; backend: StorageKind | "auto" },
     /** Version, GPU and features of the engine. */
     public info: EngineInfo,
     worker: Worker,
@@ -135,11 +208,15 @@ export class Trainer {
   /** Starts the worker, loads the wasm engine and opens the WebGPU device. */
   static async create(options: CreateOptions = {}): Promise<Trainer> {
     const make = options.worker ?? defaultWorker;
-    const { worker, rpc, info } = await Trainer.start(make);
-    return new Trainer(make, info, worker, rpc);
+    const storage = { name: options.storage?.name ?? "webtune", backend: options.storage?.backend ?? "auto" };
+    const { worker, rpc, info } = await Trainer.start(make, storage);
+    return new Trainer(make, storage, info, worker, rpc);
   }
 
-  private static async start(make: () => Worker): Promise<{ worker: Worker; rpc: RpcClient; info: EngineInfo }> {
+  private static async start(
+    make: () => Worker,
+    storage: { name: string; backend: StorageKind | "auto" },
+  ): Promise<{ worker: Worker; rpc: RpcClient; info: EngineInfo }> {
     const worker = make();
     const rpc = new RpcClient(worker as unknown as Port);
     const failed = new Promise<never>((_, reject) => {
@@ -149,7 +226,7 @@ export class Trainer {
       });
     });
     try {
-      const info = await Promise.race([rpc.call({ type: "create" }), failed]);
+      const info = await Promise.race([rpc.call({ type: "create", storage }), failed]);
       return { worker, rpc, info };
     } catch (e) {
       worker.terminate();
@@ -175,7 +252,7 @@ export class Trainer {
       this.rpc.close();
       this.worker.terminate();
       this.model = undefined;
-      const { worker, rpc, info } = await Trainer.start(this.makeWorker);
+      const { worker, rpc, info } = await Trainer.start(this.makeWorker, this.storage);
       this.worker = worker;
       this.rpc = rpc;
       this.info = info;
@@ -197,11 +274,15 @@ export class Trainer {
     return this.model;
   }
 
-  /** Loads a Hugging Face GPT-2 model (config.json + model.safetensors in f32, f16 or bf16). */
+  /**
+   * Loads a Hugging Face GPT-2 model (config.json + model.safetensors in f32, f16 or bf16) and,
+   * when given, its tokenizer (needed for text data and generation).
+   */
   async loadModel(src: ModelSource): Promise<ModelInfo> {
     let name: string;
     let config: string;
     let weights: ArrayBuffer;
+    let tokenizer: TokenizerSource | undefined;
     if (isFileList(src)) {
       const groups = groupFiles(Array.from(src as ArrayLike<NamedFile>));
       const m: ModelFiles | undefined = groups.model;
@@ -213,20 +294,54 @@ export class Trainer {
       name = m.folder;
       config = await m.config.text();
       weights = await m.weights.arrayBuffer();
+      if (m.tokenizer) tokenizer = await tokenizerFromFiles(m.tokenizer, m.folder);
     } else if ("url" in src) {
       const base = folderUrl(src.url);
       name = src.name ?? (base.pathname.split("/").filter(Boolean).pop() || "model");
-      const [c, w] = await Promise.all([fetchBytes(new URL("config.json", base)), fetchBytes(new URL("model.safetensors", base))]);
+      const tokBase = src.tokenizerUrl === undefined ? base : folderUrl(src.tokenizerUrl);
+      const [c, w, t] = await Promise.all([
+        fetchBytes(new URL("config.json", base)),
+        fetchBytes(new URL("model.safetensors", base)),
+        src.tokenizerUrl === undefined
+          ? fetchOptional(new URL("tokenizer.json", tokBase))
+          : fetchBytes(new URL("tokenizer.json", tokBase)),
+      ]);
       config = new TextDecoder().decode(c);
       weights = w;
+      if (t) tokenizer = { name, json: new TextDecoder().decode(t) };
     } else {
       name = src.name ?? "model";
       config = await toText(src.config);
       weights = await toArrayBuffer(src.weights);
+      if (src.tokenizer) tokenizer = await tokenizerSource(src.tokenizer, name);
     }
     this.model = undefined;
-    const info = await this.call({ type: "loadModel", name, config, weights });
+    const request: Request = { type: "loadModel", name, config, weights };
+    if (tokenizer) request.tokenizer = tokenizer;
+    const info = await this.call(request);
     this.model = info;
+    return info;
+  }
+
+  /** Loads a tokenizer for the model loaded before (replacing the one it came with). */
+  async loadTokenizer(src: TokenizerInput): Promise<TokenizerInfo> {
+    let t: TokenizerSource;
+    if (isFileList(src)) {
+      const groups = groupFiles(Array.from(src as ArrayLike<NamedFile>));
+      if (!groups.tokenizer) {
+        throw new EngineError(groups.problems[0] ?? "no tokenizer among these files: give tokenizer.json, or vocab.json and merges.txt");
+      }
+      const first = "json" in groups.tokenizer ? groups.tokenizer.json : groups.tokenizer.vocab;
+      t = await tokenizerFromFiles(groups.tokenizer, filePath(first).split("/").slice(0, -1).join("/") || "tokenizer");
+    } else if ("url" in src) {
+      const base = folderUrl(src.url);
+      const json = new TextDecoder().decode(await fetchBytes(new URL("tokenizer.json", base)));
+      t = { name: src.name ?? (base.pathname.split("/").filter(Boolean).pop() || "tokenizer"), json };
+    } else {
+      t = await tokenizerSource(src, src.name ?? "tokenizer");
+    }
+    const info = await this.call({ type: "loadTokenizer", tokenizer: t });
+    if (this.model) this.model = { ...this.model, tokenizer: info };
     return info;
   }
 
@@ -269,16 +384,32 @@ export class Trainer {
   }
 
   /**
-   * Loads training data: JSONL, one `{"input_ids": [...]}` per line (optionally `"labels"`,
-   * -100 = not trained on). `seq` only shapes the preview's window count.
+   * Loads training data: `.txt` (one record), or `.jsonl` with one `{"text"}`,
+   * `{"prompt", "completion"}` (loss on the completion only) or `{"input_ids"}` (optionally
+   * `"labels"`, -100 = not trained on) per line; text needs the model's tokenizer. The name's
+   * extension decides the format. `seq` only shapes the preview's window count.
    * An ArrayBuffer given here is transferred to the worker (it is empty afterwards).
    */
   async loadDataset(src: Bytes | NamedFile, name?: string, opts: { seq?: number } = {}): Promise<DatasetInfo> {
+    return this.dataset("train", src, name, opts.seq);
+  }
+
+  /** Loads held-out data (the same formats) for the eval loss of the next run and for `evaluate()`. */
+  async loadEvalDataset(src: Bytes | NamedFile, name?: string, opts: { seq?: number } = {}): Promise<DatasetInfo> {
+    return this.dataset("eval", src, name, opts.seq);
+  }
+
+  /** Forgets the eval dataset. */
+  async clearEvalDataset(): Promise<void> {
+    await this.call({ type: "clearEvalDataset" });
+  }
+
+  private async dataset(role: "train" | "eval", src: Bytes | NamedFile, name?: string, seq?: number): Promise<DatasetInfo> {
     const file = !(src instanceof ArrayBuffer) && !(src instanceof Uint8Array) && "name" in src ? src : undefined;
     const label = name ?? (file ? filePath(file) : "dataset.jsonl");
     const bytes = file ? await file.arrayBuffer() : await toArrayBuffer(src as Bytes);
-    const seq = opts.seq ?? Math.min(128, this.model?.nPositions ?? 128);
-    return this.call({ type: "loadDataset", name: label, bytes, seq });
+    const s = seq ?? Math.min(128, this.model?.nPositions ?? 128);
+    return this.call({ type: "loadDataset", name: label, bytes, seq: s, role });
   }
 
   /**
@@ -287,12 +418,36 @@ export class Trainer {
    */
   async train(options: Partial<TrainOptions> = {}, handlers: TrainHandlers = {}): Promise<TrainResult> {
     const resolved = resolveOptions(options, { nPositions: this.model?.nPositions });
-    return this.runWith({ type: "train", options: resolved }, handlers);
+    return this.runWith({ type: "train", options: resolved, control: runControl(handlers) }, handlers);
   }
 
   /** Continues a paused run. */
   async resume(handlers: TrainHandlers = {}): Promise<TrainResult> {
-    return this.runWith({ type: "resume" }, handlers);
+    return this.runWith({ type: "resume", control: runControl(handlers) }, handlers);
+  }
+
+  /**
+   * The run saved in the browser's storage (by a pause or every `checkpointEvery` steps), e.g.
+   * after a page reload; null when there is none.
+   */
+  async savedRun(): Promise<SavedRun | null> {
+    return this.call({ type: "savedRun" });
+  }
+
+  /**
+   * Continues the saved run. Load its model (with the tokenizer, for text data) and dataset
+   * first: they are checked against the checkpoint's fingerprints. The losses are the same as
+   * those of a run that never stopped.
+   */
+  async resumeSaved(handlers: TrainHandlers & { readbackEvery?: number } = {}): Promise<TrainResult> {
+    const request: Request = { type: "resumeSaved", control: runControl(handlers) };
+    if (handlers.readbackEvery !== undefined) request.readbackEvery = handlers.readbackEvery;
+    return this.runWith(request, handlers);
+  }
+
+  /** Deletes the saved run. */
+  async discardSaved(): Promise<void> {
+    await this.call({ type: "discardSaved" });
   }
 
   /** Pauses the running `train()`/`resume()` after the step in flight; it resolves with "paused". */
@@ -306,7 +461,7 @@ export class Trainer {
   }
 
   private async runWith(
-    request: { type: "train"; options: TrainOptions } | { type: "resume" },
+    request: Extract<Request, { type: "train" | "resume" | "resumeSaved" }>,
     h: TrainHandlers,
   ): Promise<TrainResult> {
     if (h.signal?.aborted) throw new EngineError("the run was aborted before it started");
@@ -319,7 +474,7 @@ export class Trainer {
     }
   }
 
-  /** The current run's adapter in PEFT's format (`PeftModel.from_pretrained` loads it). */
+  /** The current LoRA run's adapter in PEFT's format (`PeftModel.from_pretrained` loads it). */
   async exportAdapter(): Promise<AdapterExport> {
     const r = await this.call({ type: "export" });
     return {
@@ -327,14 +482,41 @@ export class Trainer {
     };
   }
 
-  /** Text generation: not in this build yet (`info.features.generate` says when it is). */
-  async generate(_prompt: string, _options: Record<string, unknown> = {}): Promise<string> {
-    throw new EngineError("generation is not available in this build of webtune yet");
+  /** The current full fine-tuning run's model as a Hugging Face folder (f32; `from_pretrained` loads it). */
+  async exportModel(): Promise<ModelExport> {
+    const r = await this.call({ type: "exportModel" });
+    return { files: { "config.json": r.configJson, "model.safetensors": r.modelSafetensors } };
   }
 
-  /** Held-out loss: not in this build yet (`info.features.evaluate` says when it is). */
-  async evaluate(_data: Bytes | NamedFile): Promise<{ loss: number }> {
-    throw new EngineError("evaluation is not available in this build of webtune yet");
+  /** What the current run produced: its adapter (mode "lora") or its model (mode "full"). */
+  async export(mode: "lora" | "full"): Promise<RunExport> {
+    return mode === "full" ? { kind: "model", ...(await this.exportModel()) } : { kind: "adapter", ...(await this.exportAdapter()) };
+  }
+
+  /**
+   * Generates text after `prompt` with the current run's model (`adapted: true`, the default)
+   * or the base model (`adapted: false`), KV-cached on the GPU. Needs the model's tokenizer.
+   * The same seed gives the same text on the same device. Resolves to the new text.
+   */
+  async generate(prompt: string, options: Partial<GenerateOptions> = {}): Promise<string> {
+    return (await this.generateWithInfo(prompt, options)).text;
+  }
+
+  /** `generate`, with the token ids and whether the end-of-text token ended it. */
+  async generateWithInfo(prompt: string, options: Partial<GenerateOptions> = {}): Promise<GenerateResult> {
+    return this.call({ type: "generate", prompt, options: resolveGenerateOptions(options) });
+  }
+
+  /**
+   * The held-out loss: with a run, of its current weights on its eval data (`evalSplit`, or the
+   * eval dataset); without one, of the base model on the eval dataset (else the dataset), in
+   * windows of `seq` tokens, `batch` at a time (as `webtune eval`).
+   */
+  async evaluate(opts: { seq?: number; batch?: number } = {}): Promise<EvalLog> {
+    const request: Request = { type: "evaluate" };
+    if (opts.seq !== undefined) request.seq = opts.seq;
+    if (opts.batch !== undefined) request.batch = opts.batch;
+    return this.call(request);
   }
 
   /** Ends the worker and frees its GPU memory. */

@@ -1,8 +1,10 @@
-// Training options: defaults (the CLI's), and the checks the engine makes, done early so a
-// form can show them next to the field. The engine checks again; its word is final.
+// Training and generation options: defaults (the CLI's), and the checks the engine makes, done
+// early so a form can show them next to the field. The engine checks again; its word is final.
 
 /** Every setting of a training run. Names are the CLI's flags in camelCase. */
 export interface TrainOptions {
+  /** "lora" trains a LoRA adapter; "full" fine-tunes every weight (export: config.json + model.safetensors). */
+  mode: "lora" | "full";
   /** LoRA rank r. */
   rank: number;
   /** LoRA alpha; the update is scaled by alpha / rank. */
@@ -11,24 +13,38 @@ export interface TrainOptions {
   targets: string[];
   /** Start from the adapter given to `loadAdapter` (its rank, alpha and targets win) when there is one. */
   useInitAdapter: boolean;
-  /** AdamW learning rate (constant). */
+  /** AdamW peak learning rate. */
   lr: number;
+  /** Learning-rate schedule after warmup (Hugging Face's): constant, linear or cosine decay to `minLr`. */
+  schedule: "constant" | "linear" | "cosine";
+  /** Warmup steps: a linear ramp from 0 to `lr`. */
+  warmup: number;
+  /** Floor of the linear and cosine decay (in [0, lr]). */
+  minLr: number;
   /** Optimizer steps. */
   steps: number;
-  /** Sequences per batch. */
+  /** Sequences per micro-batch. */
   batch: number;
   /** Tokens per sequence (at most the model's n_positions). */
   seq: number;
+  /** Micro-batches per optimizer step (gradient accumulation). */
+  gradAccum: number;
   weightDecay: number;
   beta1: number;
   beta2: number;
   eps: number;
   /** Clip the global gradient norm to this; 0 turns clipping off. */
   gradClip: number;
-  /** Fixes the LoRA init and the shuffling. */
+  /** Fixes the LoRA init, the shuffling and the held-out split. */
   seed: number;
   /** Visit the windows in a seeded random order per epoch (false: file order). */
   shuffle: boolean;
+  /** Hold this fraction of the dataset's records out for the eval loss (0 = none; or load an eval dataset). */
+  evalSplit: number;
+  /** With eval data: evaluate every N steps (and at the end); 0 = only at the end. */
+  evalEvery: number;
+  /** Save a checkpoint (browser storage) every N steps; 0 = only when paused. */
+  checkpointEvery: number;
   /** Steps between loss readbacks (progress reports); 1 reports every step. */
   readbackEvery: number;
 }
@@ -44,16 +60,24 @@ export const LORA_TARGETS: readonly string[] = [
   "mlp.c_proj",
 ];
 
+export const SCHEDULES: readonly TrainOptions["schedule"][] = ["constant", "linear", "cosine"];
+export const MODES: readonly TrainOptions["mode"][] = ["lora", "full"];
+
 /** The CLI's defaults (`webtune train --help`), plus a readback every 4 steps. */
 export const DEFAULT_OPTIONS: Readonly<TrainOptions> = Object.freeze({
+  mode: "lora",
   rank: 8,
   alpha: 16,
   targets: ["c_attn", "c_proj", "c_fc"],
   useInitAdapter: true,
   lr: 2e-4,
+  schedule: "constant",
+  warmup: 0,
+  minLr: 0,
   steps: 100,
   batch: 8,
   seq: 128,
+  gradAccum: 1,
   weightDecay: 0,
   beta1: 0.9,
   beta2: 0.999,
@@ -61,21 +85,36 @@ export const DEFAULT_OPTIONS: Readonly<TrainOptions> = Object.freeze({
   gradClip: 1,
   seed: 0,
   shuffle: true,
+  evalSplit: 0,
+  evalEvery: 0,
+  checkpointEvery: 0,
   readbackEvery: 4,
-});
+} satisfies TrainOptions);
 
 /** A bad option; `field` names it (e.g. for a form to mark). */
 export class OptionError extends Error {
-  readonly field: keyof TrainOptions | "unknown";
-  constructor(field: keyof TrainOptions | "unknown", message: string) {
+  readonly field: string;
+  constructor(field: string, message: string) {
     super(message);
     this.name = "OptionError";
     this.field = field;
   }
 }
 
-const INTEGER_FIELDS = ["rank", "steps", "batch", "seq", "seed", "readbackEvery"] as const;
-const NUMBER_FIELDS = ["alpha", "lr", "weightDecay", "beta1", "beta2", "eps", "gradClip"] as const;
+/** Integer fields and their least value. */
+const INTEGER_FIELDS: [keyof TrainOptions, number][] = [
+  ["rank", 1],
+  ["steps", 1],
+  ["batch", 1],
+  ["seq", 1],
+  ["gradAccum", 1],
+  ["seed", 0],
+  ["warmup", 0],
+  ["evalEvery", 0],
+  ["checkpointEvery", 0],
+  ["readbackEvery", 1],
+];
+const NUMBER_FIELDS = ["alpha", "lr", "minLr", "weightDecay", "beta1", "beta2", "eps", "gradClip", "evalSplit"] as const;
 const BOOLEAN_FIELDS = ["useInitAdapter", "shuffle"] as const;
 
 /** What the model allows, when known (a sequence may not exceed n_positions). */
@@ -83,25 +122,30 @@ export interface ModelLimits {
   nPositions?: number;
 }
 
-/**
- * Defaults filled in, every field checked. Throws an `OptionError` naming the first bad
- * field, with the engine's wording ("lr -1 is invalid: it must be > 0").
- */
-export function resolveOptions(given: Partial<TrainOptions> = {}, limits: ModelLimits = {}): TrainOptions {
-  const known = new Set<string>(Object.keys(DEFAULT_OPTIONS));
+/** Refuses keys that are not options (a typo would otherwise be ignored). */
+function checkKeys(given: object, defaults: object): void {
+  const known = new Set<string>(Object.keys(defaults));
   for (const key of Object.keys(given)) {
     if (!known.has(key)) {
       throw new OptionError("unknown", `unknown option '${key}'; known options are ${[...known].join(", ")}`);
     }
   }
+}
+
+/**
+ * Defaults filled in, every field checked. Throws an `OptionError` naming the first bad
+ * field, with the engine's wording ("lr -1 is invalid: it must be > 0").
+ */
+export function resolveOptions(given: Partial<TrainOptions> = {}, limits: ModelLimits = {}): TrainOptions {
+  checkKeys(given, DEFAULT_OPTIONS);
   const o: TrainOptions = { ...DEFAULT_OPTIONS, targets: [...DEFAULT_OPTIONS.targets] };
   for (const [key, value] of Object.entries(given)) {
     if (value !== undefined) (o as unknown as Record<string, unknown>)[key] = value;
   }
-  for (const f of INTEGER_FIELDS) {
+  for (const [f, least] of INTEGER_FIELDS) {
     const v = o[f];
-    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < (f === "seed" ? 0 : 1)) {
-      throw new OptionError(f, `${f} ${String(v)} is invalid: it must be an integer >= ${f === "seed" ? 0 : 1}`);
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < least) {
+      throw new OptionError(f, `${f} ${String(v)} is invalid: it must be an integer >= ${least}`);
     }
   }
   for (const f of NUMBER_FIELDS) {
@@ -115,25 +159,31 @@ export function resolveOptions(given: Partial<TrainOptions> = {}, limits: ModelL
   const range = (f: keyof TrainOptions, ok: boolean, want: string) => {
     if (!ok) throw new OptionError(f, `${f} ${String(o[f])} is invalid: it must be ${want}`);
   };
+  range("mode", MODES.includes(o.mode), '"lora" or "full"');
+  range("schedule", SCHEDULES.includes(o.schedule), "constant, linear or cosine");
   range("alpha", o.alpha > 0, "> 0");
   range("lr", o.lr > 0, "> 0");
+  range("minLr", o.minLr >= 0 && o.minLr <= o.lr, "in [0, lr]");
   range("weightDecay", o.weightDecay >= 0, ">= 0");
   range("beta1", o.beta1 >= 0 && o.beta1 < 1, "in [0, 1)");
   range("beta2", o.beta2 >= 0 && o.beta2 < 1, "in [0, 1)");
   range("eps", o.eps > 0, "> 0");
   range("gradClip", o.gradClip >= 0, ">= 0 (0 turns clipping off)");
+  range("evalSplit", o.evalSplit >= 0 && o.evalSplit < 1, "in [0, 1) (0 = no held-out split)");
   if (limits.nPositions !== undefined && o.seq > limits.nPositions) {
     throw new OptionError("seq", `seq ${o.seq} is longer than the model's n_positions ${limits.nPositions}`);
   }
-  if (!Array.isArray(o.targets) || o.targets.length === 0) {
-    throw new OptionError("targets", `give at least one LoRA target; valid targets are ${LORA_TARGETS.join(", ")}`);
-  }
-  for (const t of o.targets) {
-    if (typeof t !== "string" || !LORA_TARGETS.includes(t)) {
-      throw new OptionError(
-        "targets",
-        `LoRA target '${String(t)}' matches no GPT-2 linear layer; valid targets are ${LORA_TARGETS.join(", ")}`,
-      );
+  if (o.mode === "lora") {
+    if (!Array.isArray(o.targets) || o.targets.length === 0) {
+      throw new OptionError("targets", `give at least one LoRA target; valid targets are ${LORA_TARGETS.join(", ")}`);
+    }
+    for (const t of o.targets) {
+      if (typeof t !== "string" || !LORA_TARGETS.includes(t)) {
+        throw new OptionError(
+          "targets",
+          `LoRA target '${String(t)}' matches no GPT-2 linear layer; valid targets are ${LORA_TARGETS.join(", ")}`,
+        );
+      }
     }
   }
   return o;
@@ -145,4 +195,61 @@ export function parseTargets(text: string): string[] {
     .split(",")
     .map((s) => s.trim())
     .filter((s) => s.length > 0);
+}
+
+/** How text is generated (`webtune generate`'s options and defaults). */
+export interface GenerateOptions {
+  /** New tokens at most (fewer at the model's n_positions or after the end-of-text token). */
+  maxNewTokens: number;
+  /** Softmax temperature; 0 = greedy. */
+  temperature: number;
+  /** Keep the k most likely tokens; 0 = off. */
+  topK: number;
+  /** Nucleus sampling: keep the most likely tokens up to this probability mass; 1 = off. */
+  topP: number;
+  /** Fixes the sampling: the same seed gives the same text on the same device. */
+  seed: number;
+  /** Generate with the current run's model (adapter or fine-tuned weights); false = the base model. */
+  adapted: boolean;
+  /** Stop after the end-of-text token. */
+  stopAtEos: boolean;
+}
+
+export const DEFAULT_GENERATE_OPTIONS: Readonly<GenerateOptions> = Object.freeze({
+  maxNewTokens: 64,
+  temperature: 0.8,
+  topK: 50,
+  topP: 0.95,
+  seed: 0,
+  adapted: true,
+  stopAtEos: true,
+} satisfies GenerateOptions);
+
+/** Defaults filled in and checked, as `resolveOptions` does for training. */
+export function resolveGenerateOptions(given: Partial<GenerateOptions> = {}): GenerateOptions {
+  checkKeys(given, DEFAULT_GENERATE_OPTIONS);
+  const o: GenerateOptions = { ...DEFAULT_GENERATE_OPTIONS };
+  for (const [key, value] of Object.entries(given)) {
+    if (value !== undefined) (o as unknown as Record<string, unknown>)[key] = value;
+  }
+  for (const [f, least] of [
+    ["maxNewTokens", 1],
+    ["topK", 0],
+    ["seed", 0],
+  ] as const) {
+    const v = o[f];
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < least) {
+      throw new OptionError(f, `${f} ${String(v)} is invalid: it must be an integer >= ${least}`);
+    }
+  }
+  if (typeof o.temperature !== "number" || !Number.isFinite(o.temperature) || o.temperature < 0) {
+    throw new OptionError("temperature", `temperature ${String(o.temperature)} is invalid: it must be >= 0 (0 = greedy)`);
+  }
+  if (typeof o.topP !== "number" || !(o.topP > 0 && o.topP <= 1)) {
+    throw new OptionError("topP", `topP ${String(o.topP)} is invalid: it must be in (0, 1] (1 = off)`);
+  }
+  for (const f of ["adapted", "stopAtEos"] as const) {
+    if (typeof o[f] !== "boolean") throw new OptionError(f, `${f} must be true or false, found ${String(o[f])}`);
+  }
+  return o;
 }

@@ -3,7 +3,7 @@
 // "result" or "error" message (plus any "progress" messages before it). Byte buffers travel in
 // the transfer list: moved, never copied.
 
-import type { TrainOptions } from "./options.js";
+import type { GenerateOptions, TrainOptions } from "./options.js";
 
 export interface GpuInfo {
   name: string;
@@ -20,11 +20,19 @@ export interface GpuInfo {
   summary: string;
 }
 
+/** Where checkpoints go: the origin-private file system, IndexedDB, or nowhere. */
+export type StorageKind = "opfs" | "indexeddb" | "none";
+
 export interface EngineInfo {
   version: string;
   gpu: GpuInfo;
-  /** What this build can do beyond LoRA training (the seams for what is coming). */
-  features: { generate: boolean; evaluate: boolean; tokenizer: boolean };
+  /** What this build can do beyond LoRA training, and where it saves checkpoints. */
+  features: { generate: boolean; evaluate: boolean; tokenizer: boolean; fullFineTuning: boolean; checkpoints: StorageKind };
+}
+
+export interface TokenizerInfo {
+  name: string;
+  vocabSize: number;
 }
 
 export interface ModelInfo {
@@ -36,6 +44,10 @@ export interface ModelInfo {
   nPositions: number;
   eosTokenId: number;
   parameters: number;
+  /** FNV-1a 64 of model.safetensors (a checkpoint checks the model by it). */
+  fingerprint: string;
+  /** The tokenizer loaded with it, if any. */
+  tokenizer?: TokenizerInfo;
 }
 
 export interface AdapterInfo {
@@ -46,29 +58,58 @@ export interface AdapterInfo {
   modules: number;
 }
 
+/** One of the first records of a dataset, for a preview. */
+export interface DatasetSample {
+  /** Tokens in the record, and how many of them count in the loss. */
+  tokens: number;
+  trainedTokens: number;
+  /** Its first token ids. */
+  ids: number[];
+  /** Its beginning decoded (when a tokenizer is loaded), else null. */
+  text: string | null;
+}
+
 export interface DatasetInfo {
   name: string;
-  /** Records (lines) in the file. */
+  /** "text", "prompt + completion" or "token ids". */
+  format: string;
+  bytes: number;
+  /** Records (lines; a .txt file is one). */
   records: number;
   /** Tokens, counting the EOS the engine puts after each record. */
   tokens: number;
   /** Sequences of `seq` tokens (plus the shifted target) the data makes. */
   windows: number;
   seq: number;
+  /** The data is text, encoded with the model's tokenizer. */
+  usesTokenizer: boolean;
   /** The first few token ids of the first record. */
   firstTokens: number[];
+  /** The first three records. */
+  samples: DatasetSample[];
 }
 
 export interface RunInfo {
+  mode: "lora" | "full";
+  /** The step the run starts at (a resumed run: the checkpoint's). */
+  step: number;
   steps: number;
   batch: number;
   seq: number;
+  gradAccum: number;
   windows: number;
   readbackEvery: number;
+  evalEvery: number;
+  checkpointEvery: number;
+  /** Counted tokens of the held-out data (0: no eval loss). */
+  evalTokens: number;
+  evalData: string | null;
   trainableParameters: number;
-  adapter: { r: number; alpha: number; targets: string[] };
+  adapter: { r: number; alpha: number; targets: string[] } | null;
   model: string;
   dataset: string;
+  /** The run's settings (a resumed run's come from its checkpoint). */
+  options: Partial<TrainOptions>;
 }
 
 /** One optimizer step as read back from the GPU. */
@@ -79,6 +120,15 @@ export interface StepLog {
   lr: number;
   /** Global gradient norm before clipping. */
   gradNorm: number;
+}
+
+/** A held-out evaluation: mean cross-entropy over every counted token of the eval data. */
+export interface EvalLog {
+  /** Optimizer steps taken when it ran. */
+  step: number;
+  loss: number;
+  perplexity: number;
+  tokens: number;
 }
 
 export interface Progress {
@@ -92,6 +142,14 @@ export interface Progress {
   etaSec: number;
   /** The steps finished since the last report, in order. */
   logs: StepLog[];
+  /** Evaluations since the last report. */
+  evals: EvalLog[];
+  /** The latest eval loss of the run, if any. */
+  evalLoss?: number;
+  /** Set when a checkpoint was just saved (at this step). */
+  saved?: number;
+  /** Set when saving a checkpoint failed (the run goes on). */
+  saveError?: string;
 }
 
 export type TrainStatus = "done" | "paused" | "stopped";
@@ -102,6 +160,42 @@ export interface TrainResult {
   steps: number;
   /** Loss of the last finished step (NaN before the first). */
   loss: number;
+  /** The latest eval loss, if the run has eval data. */
+  evalLoss?: number;
+  /** The step of the checkpoint saved for this run (on pause), if any. */
+  saved?: number;
+  /** Why saving the paused run failed, if it did. */
+  saveError?: string;
+}
+
+/** A run saved in the browser's storage (it survives a page reload). */
+export interface SavedRun {
+  step: number;
+  steps: number;
+  mode: "lora" | "full";
+  /** ISO time of the save. */
+  savedAt: string;
+  storage: StorageKind;
+  /** The model and dataset the run needs (their names as loaded). */
+  model: string;
+  dataset: string;
+  evalData: string | null;
+  options: TrainOptions;
+  /** What the page passed as `appData` to `train` (e.g. how to load the model again). */
+  appData?: unknown;
+  /** Everything reported so far, to redraw a chart. */
+  history: { logs: StepLog[]; evals: EvalLog[] };
+}
+
+export interface GenerateResult {
+  /** The new text (the prompt not included). */
+  text: string;
+  /** The new token ids. */
+  ids: number[];
+  promptTokens: number;
+  adapted: boolean;
+  /** Generation ended with the end-of-text token. */
+  endOfText: boolean;
 }
 
 export interface ExportedAdapter {
@@ -109,16 +203,40 @@ export interface ExportedAdapter {
   adapterSafetensors: Uint8Array;
 }
 
+export interface ExportedModel {
+  configJson: string;
+  modelSafetensors: Uint8Array;
+}
+
+/** Tokenizer file contents: tokenizer.json, or vocab.json + merges.txt. */
+export type TokenizerSource = { name: string; json: string } | { name: string; vocab: string; merges: string };
+
+/** Handlers that shape a run besides its options. */
+export interface RunControl {
+  /** Pause (and save a checkpoint) once this step is done. */
+  pauseAfter?: number;
+  /** Kept with the run's checkpoints and given back by `savedRun()`. */
+  appData?: unknown;
+}
+
 /** What the page asks of the worker. */
 export type Request =
-  | { type: "create" }
-  | { type: "loadModel"; name: string; config: string; weights: ArrayBuffer }
+  | { type: "create"; storage: { name: string; backend: StorageKind | "auto" } }
+  | { type: "loadModel"; name: string; config: string; weights: ArrayBuffer; tokenizer?: TokenizerSource }
+  | { type: "loadTokenizer"; tokenizer: TokenizerSource }
   | { type: "loadAdapter"; name: string; config: string; weights: ArrayBuffer }
   | { type: "clearAdapter" }
-  | { type: "loadDataset"; name: string; bytes: ArrayBuffer; seq: number }
-  | { type: "train"; options: TrainOptions }
-  | { type: "resume" }
-  | { type: "export" };
+  | { type: "loadDataset"; name: string; bytes: ArrayBuffer; seq: number; role: "train" | "eval" }
+  | { type: "clearEvalDataset" }
+  | { type: "train"; options: TrainOptions; control: RunControl }
+  | { type: "resume"; control: RunControl }
+  | { type: "savedRun" }
+  | { type: "resumeSaved"; readbackEvery?: number; control: RunControl }
+  | { type: "discardSaved" }
+  | { type: "evaluate"; seq?: number; batch?: number }
+  | { type: "generate"; prompt: string; options: GenerateOptions }
+  | { type: "export" }
+  | { type: "exportModel" };
 
 /** Out-of-band requests: answered at once, even while a long request (training) runs. */
 export type Control = { type: "pause" } | { type: "stop" };
@@ -127,12 +245,20 @@ export type Control = { type: "pause" } | { type: "stop" };
 export interface ResultOf {
   create: EngineInfo;
   loadModel: ModelInfo;
+  loadTokenizer: TokenizerInfo;
   loadAdapter: AdapterInfo;
   clearAdapter: null;
   loadDataset: DatasetInfo;
+  clearEvalDataset: null;
   train: TrainResult;
   resume: TrainResult;
+  savedRun: SavedRun | null;
+  resumeSaved: TrainResult;
+  discardSaved: null;
+  evaluate: EvalLog;
+  generate: GenerateResult;
   export: ExportedAdapter;
+  exportModel: ExportedModel;
   pause: null;
   stop: null;
 }
@@ -165,11 +291,13 @@ export function transferables(r: Request | Control): ArrayBuffer[] {
 
 /** The buffers a result moves back to the page. */
 export function resultTransferables(value: unknown): ArrayBuffer[] {
-  if (value && typeof value === "object" && "adapterSafetensors" in value) {
-    const bytes = (value as ExportedAdapter).adapterSafetensors;
-    if (bytes instanceof Uint8Array && bytes.buffer instanceof ArrayBuffer) return [bytes.buffer];
+  if (!value || typeof value !== "object") return [];
+  const out: ArrayBuffer[] = [];
+  for (const key of ["adapterSafetensors", "modelSafetensors"]) {
+    const bytes = (value as Record<string, unknown>)[key];
+    if (bytes instanceof Uint8Array && bytes.buffer instanceof ArrayBuffer) out.push(bytes.buffer);
   }
-  return [];
+  return out;
 }
 
 /** The message of anything thrown (Error, JsError from Rust, a string ...). */
@@ -277,6 +405,7 @@ export class ProgressMeter {
   private readonly t0: number;
   private readonly firstStep: number;
   private lastLoss = Number.NaN;
+  private lastEval: number | undefined;
   private lastStep: number;
 
   constructor(
@@ -290,8 +419,10 @@ export class ProgressMeter {
     this.lastStep = startStep;
   }
 
-  report(logs: StepLog[]): Progress {
+  report(logs: StepLog[], evals: EvalLog[] = []): Progress {
     const last = logs[logs.length - 1];
+    const lastEval = evals[evals.length - 1];
+    if (lastEval) this.lastEval = lastEval.loss;
     if (last) {
       this.lastStep = last.step;
       this.lastLoss = last.loss;
@@ -305,10 +436,16 @@ export class ProgressMeter {
       tokensPerSec: stepsPerSec * this.tokensPerStep,
       etaSec: stepsPerSec > 0 ? (this.steps - this.lastStep) / stepsPerSec : Number.POSITIVE_INFINITY,
       logs,
+      evals,
+      ...(this.lastEval === undefined ? {} : { evalLoss: this.lastEval }),
     };
   }
 
   get loss(): number {
     return this.lastLoss;
+  }
+
+  get evalLoss(): number | undefined {
+    return this.lastEval;
   }
 }

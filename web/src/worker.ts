@@ -1,19 +1,29 @@
-// The engine's module worker: owns the wasm instance and the WebGPU device, runs one request
-// at a time in arrival order (pause and stop are handled at once), answers every request with
-// a result or the engine's error message, and keeps running after errors. If the engine
-// itself crashes (a Rust panic: a bug), the answer is marked fatal so the page starts a new worker.
+// The engine's module worker: owns the wasm instance, the WebGPU device and the checkpoint
+// store; runs one request at a time in arrival order (pause and stop are handled at once),
+// answers every request with a result or the engine's error message, and keeps running after
+// errors. If the engine itself crashes (a Rust panic: a bug), the answer is marked fatal so the
+// page starts a new worker.
+//
+// The training loop mirrors `webtune train`: step s runs at the schedule's lr (in the engine),
+// evaluations when due (every `evalEvery` steps and at the end), checkpoints every
+// `checkpointEvery` steps and when paused. A finished or stopped run's checkpoint is removed.
 
 import init, { Engine, lastPanic, version } from "./wasm/webtune.js";
+import { type CheckpointStore, type Files, openStore } from "./checkpoints.js";
+import type { TrainOptions } from "./options.js";
 import {
   type Control,
   type EngineInfo,
+  type EvalLog,
   type GpuInfo,
   type Progress,
   ProgressMeter,
   type Request,
   type RequestMessage,
   type ResponseMessage,
+  type RunControl,
   type RunInfo,
+  type SavedRun,
   type StepLog,
   type TrainResult,
   errorMessage,
@@ -31,18 +41,39 @@ function post(m: ResponseMessage, transfer: Transferable[] = []): void {
   scope.postMessage(m, transfer);
 }
 
+/** What the worker records next to the engine's checkpoint files (run.json). */
+interface RunRecord {
+  format: 1;
+  options: TrainOptions;
+  appData?: unknown;
+  model: string;
+  dataset: string;
+  evalData: string | null;
+  mode: "lora" | "full";
+  steps: number;
+  history: { logs: StepLog[]; evals: EvalLog[] };
+}
+
 interface Run {
   info: RunInfo;
+  record: RunRecord;
   done: number;
   lastLoss: number;
+  lastEval: number | undefined;
   control: "run" | "pause" | "stop";
+  pauseAfter: number | undefined;
   /** A step loop is running (a train or resume request is in flight). */
   looping: boolean;
   /** Ended by stop or by finishing: it cannot be resumed. */
   stopped: boolean;
+  /** The step of the last checkpoint saved. */
+  saved: number | undefined;
+  /** Why the last save failed, if it did. */
+  saveError: string | undefined;
 }
 
 let engine: Engine | undefined;
+let store: CheckpointStore | undefined;
 let run: Run | undefined;
 
 function requireEngine(): Engine {
@@ -62,6 +93,28 @@ function yieldToEvents(): Promise<void> {
   });
 }
 
+const encoder = new TextEncoder();
+
+/**
+ * Saves the run's checkpoint (reading back the logs not reported yet, which it returns). A
+ * storage failure (quota, a private window) does not end the run: it is kept in `r.saveError`.
+ */
+async function saveCheckpoint(r: Run): Promise<StepLog[]> {
+  const e = requireEngine();
+  const c = (await e.checkpoint()) as { step: number; logs: StepLog[]; files: Files };
+  if (!store) return c.logs;
+  r.record.history.logs.push(...c.logs); // (the caller reports them)
+  const files: Files = { ...c.files, "run.json": encoder.encode(`${JSON.stringify({ ...r.record, savedAt: new Date().toISOString() })}\n`) };
+  try {
+    await store.save(c.step, files);
+    r.saved = c.step;
+    r.saveError = undefined;
+  } catch (err) {
+    r.saveError = `could not save the run at step ${c.step} (${store.kind}): ${errorMessage(err)}`;
+  }
+  return c.logs;
+}
+
 async function trainLoop(id: number, r: Run): Promise<TrainResult> {
   r.looping = true;
   try {
@@ -73,26 +126,117 @@ async function trainLoop(id: number, r: Run): Promise<TrainResult> {
 
 async function stepUntilDone(id: number, r: Run): Promise<TrainResult> {
   const e = requireEngine();
+  const info = r.info;
+  const steps = info.steps;
   r.control = "run";
-  const meter = new ProgressMeter(r.info.steps, r.info.batch * r.info.seq, r.done);
-  const report = (logs: StepLog[]) => {
-    if (logs.length === 0) return;
-    const p: Progress = meter.report(logs);
+  const meter = new ProgressMeter(steps, info.batch * info.seq * info.gradAccum, r.done);
+  const report = (logs: StepLog[], evals: EvalLog[] = [], saved?: number) => {
+    if (logs.length === 0 && evals.length === 0 && saved === undefined) return;
+    const p: Progress = meter.report(logs, evals);
+    if (saved !== undefined && r.saveError === undefined) p.saved = saved;
+    if (saved !== undefined && r.saveError !== undefined) p.saveError = r.saveError;
     r.lastLoss = p.loss;
     post({ id, kind: "progress", progress: p });
   };
-  while (r.done < r.info.steps && r.control === "run") {
-    const logs = (await e.step()) as StepLog[];
+  const history = (logs: StepLog[]) => {
+    r.record.history.logs.push(...logs);
+    return logs;
+  };
+  while (r.done < steps && r.control === "run") {
+    const logs = history((await e.step()) as StepLog[]);
     r.done += 1;
-    report(logs);
-    if (logs.length === 0) await yieldToEvents();
+    const s = r.done;
+    const evalDue = info.evalTokens > 0 && ((info.evalEvery > 0 && s % info.evalEvery === 0) || s === steps);
+    const saveDue = store !== undefined && info.checkpointEvery > 0 && s % info.checkpointEvery === 0 && s < steps;
+    if (r.pauseAfter !== undefined && s >= r.pauseAfter && r.control === "run") r.control = "pause";
+    if (evalDue) logs.push(...history((await e.flush()) as StepLog[]));
+    const evals: EvalLog[] = [];
+    if (evalDue) {
+      const ev = (await e.evaluate()) as EvalLog;
+      evals.push(ev);
+      r.record.history.evals.push(ev);
+      r.lastEval = ev.loss;
+    }
+    // (a pause saves below; a periodic save at the same step would be the same checkpoint)
+    if (saveDue && !(r.control === "pause" && s < steps)) {
+      logs.push(...(await saveCheckpoint(r)));
+      report(logs, evals, s);
+    } else report(logs, evals);
+    if (logs.length === 0 && evals.length === 0) await yieldToEvents();
   }
-  if (r.done < r.info.steps) report((await e.flush()) as StepLog[]);
   // (A pause or stop message changed r.control while the loop awaited the GPU.)
   const asked = r.control as Run["control"];
-  const status = r.done >= r.info.steps ? "done" : asked === "stop" ? "stopped" : "paused";
-  if (status !== "paused") r.stopped = true;
-  return { status, step: r.done, steps: r.info.steps, loss: r.lastLoss };
+  const status = r.done >= steps ? "done" : asked === "stop" ? "stopped" : "paused";
+  if (status === "paused" && store) report(await saveCheckpoint(r), [], r.done);
+  else if (r.done < steps) report(history((await e.flush()) as StepLog[]));
+  if (status !== "paused") {
+    r.stopped = true;
+    await store?.clear();
+    r.saved = undefined;
+  }
+  const result: TrainResult = { status, step: r.done, steps, loss: r.lastLoss };
+  if (r.lastEval !== undefined) result.evalLoss = r.lastEval;
+  if (status === "paused" && r.saved !== undefined) result.saved = r.saved;
+  if (status === "paused" && r.saveError !== undefined) result.saveError = r.saveError;
+  return result;
+}
+
+function newRun(info: RunInfo, options: TrainOptions, control: RunControl, history?: RunRecord["history"]): Run {
+  return {
+    info,
+    record: {
+      format: 1,
+      options,
+      ...(control.appData === undefined ? {} : { appData: control.appData }),
+      model: info.model,
+      dataset: info.dataset,
+      evalData: info.evalData,
+      mode: info.mode,
+      steps: info.steps,
+      history: history ?? { logs: [], evals: [] },
+    },
+    done: info.step,
+    lastLoss: history?.logs.at(-1)?.loss ?? Number.NaN,
+    lastEval: history?.evals.at(-1)?.loss,
+    control: "run",
+    pauseAfter: control.pauseAfter,
+    looping: false,
+    stopped: false,
+    saved: undefined,
+    saveError: undefined,
+  };
+}
+
+async function readRecord(): Promise<(RunRecord & { savedAt: string }) | undefined> {
+  const bytes = await store?.read("run.json");
+  if (!bytes) return undefined;
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes)) as RunRecord & { savedAt: string };
+  } catch {
+    return undefined;
+  }
+}
+
+async function savedRun(): Promise<SavedRun | null> {
+  if (!store) return null;
+  const rec = await readRecord();
+  const state = await store.read("trainer_state.json");
+  if (!rec || !state) return null;
+  const { step } = JSON.parse(new TextDecoder().decode(state)) as { step: number };
+  const out: SavedRun = {
+    step,
+    steps: rec.steps,
+    mode: rec.mode,
+    savedAt: rec.savedAt,
+    storage: store.kind,
+    model: rec.model,
+    dataset: rec.dataset,
+    evalData: rec.evalData,
+    options: rec.options,
+    history: rec.history,
+  };
+  if (rec.appData !== undefined) out.appData = rec.appData;
+  return out;
 }
 
 async function handle(id: number, req: Request): Promise<unknown> {
@@ -101,49 +245,105 @@ async function handle(id: number, req: Request): Promise<unknown> {
       if (!engine) {
         await init();
         engine = await Engine.create();
+        store = await openStore(req.storage.name, req.storage.backend);
       }
       const info: EngineInfo = {
         version: version(),
         gpu: engine.adapterInfo() as GpuInfo,
-        features: { generate: false, evaluate: false, tokenizer: false },
+        features: {
+          generate: true,
+          evaluate: true,
+          tokenizer: true,
+          fullFineTuning: true,
+          checkpoints: store?.kind ?? "none",
+        },
       };
       return info;
     }
     case "loadModel": {
       run = undefined;
-      return requireEngine().loadModel(req.config, new Uint8Array(req.weights), req.name);
+      const e = requireEngine();
+      const info = e.loadModel(req.config, new Uint8Array(req.weights), req.name) as Record<string, unknown>;
+      if (req.tokenizer) info.tokenizer = loadTokenizer(e, req.tokenizer);
+      return info;
     }
+    case "loadTokenizer":
+      return loadTokenizer(requireEngine(), req.tokenizer);
     case "loadAdapter":
       return requireEngine().loadAdapter(req.config, new Uint8Array(req.weights), req.name);
     case "clearAdapter":
       requireEngine().clearAdapter();
       return null;
-    case "loadDataset":
+    case "loadDataset": {
       // For the next run; a run in progress keeps its data.
-      return requireEngine().loadDataset(req.name, new Uint8Array(req.bytes), req.seq);
+      const e = requireEngine();
+      const bytes = new Uint8Array(req.bytes);
+      return req.role === "eval" ? e.loadEvalDataset(req.name, bytes, req.seq) : e.loadDataset(req.name, bytes, req.seq);
+    }
+    case "clearEvalDataset":
+      requireEngine().clearEvalDataset();
+      return null;
     case "train": {
       run = undefined;
       const info = requireEngine().startTraining(JSON.stringify(req.options)) as RunInfo;
-      run = { info, done: 0, lastLoss: Number.NaN, control: "run", looping: false, stopped: false };
+      await store?.clear(); // a new run replaces the saved one
+      run = newRun(info, req.options, req.control);
       post({ id, kind: "started", run: info });
       return trainLoop(id, run);
     }
     case "resume": {
       if (!run) throw new Error("nothing to resume: no training run");
       if (run.stopped) throw new Error(`the run ended at step ${run.done}; start a new one`);
+      run.pauseAfter = req.control.pauseAfter;
       post({ id, kind: "started", run: run.info });
       return trainLoop(id, run);
     }
+    case "savedRun":
+      return savedRun();
+    case "resumeSaved": {
+      if (!store) throw new Error("this browser keeps no checkpoints (no OPFS or IndexedDB)");
+      const saved = await store.load();
+      const rec = await readRecord();
+      if (!saved || !rec) throw new Error("there is no saved run to resume");
+      run = undefined;
+      const readback = req.readbackEvery ?? rec.options.readbackEvery ?? 4;
+      const info = requireEngine().resumeRun(saved.files, readback) as RunInfo;
+      const control: RunControl = { ...req.control };
+      if (control.appData === undefined && rec.appData !== undefined) control.appData = rec.appData;
+      const history = {
+        logs: rec.history.logs.filter((l) => l.step <= info.step),
+        evals: rec.history.evals.filter((l) => l.step <= info.step),
+      };
+      run = newRun(info, { ...rec.options, readbackEvery: readback }, control, history);
+      run.saved = info.step;
+      post({ id, kind: "started", run: info });
+      return trainLoop(id, run);
+    }
+    case "discardSaved":
+      await store?.clear();
+      return null;
+    case "evaluate":
+      return requireEngine().evaluate(req.seq, req.batch);
+    case "generate":
+      return requireEngine().generate(req.prompt, JSON.stringify(req.options));
     case "export":
       return requireEngine().exportAdapter();
+    case "exportModel":
+      return requireEngine().exportModel();
   }
 }
 
+function loadTokenizer(e: Engine, t: { name: string; json?: string; vocab?: string; merges?: string }): unknown {
+  return e.loadTokenizer(t.json, t.vocab, t.merges, t.name);
+}
+
 /** Pause or stop the running loop after its current step; stopping a paused run ends it. */
-function control(c: Control): null {
+async function control(c: Control): Promise<null> {
   if (!run || run.stopped) return null;
-  if (c.type === "stop" && !run.looping) run.stopped = true;
-  else run.control = c.type;
+  if (c.type === "stop" && !run.looping) {
+    run.stopped = true;
+    await store?.clear();
+  } else run.control = c.type;
   return null;
 }
 
@@ -167,7 +367,10 @@ let queue: Promise<void> = Promise.resolve();
 scope.addEventListener("message", (event: MessageEvent) => {
   const { id, request } = event.data as RequestMessage;
   if (isControl(request)) {
-    post({ id, kind: "result", value: control(request) });
+    void control(request).then(
+      (value) => post({ id, kind: "result", value }),
+      (e: unknown) => post({ id, kind: "error", message: errorMessage(e) }),
+    );
     return;
   }
   queue = queue.then(async () => {

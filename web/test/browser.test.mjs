@@ -2,138 +2,43 @@
 // show readable errors for a corrupted model and a bad dataset line and train afterwards, train
 // the tiny fixture model from the PEFT init adapter for 3 steps and compare the downloaded
 // adapter with PyTorch + PEFT's (tests/fixtures/tiny/expected.safetensors), train the bundled
-// tiny model with pause / resume / stop, and check that no request leaves the page's origin.
+// tiny model with pause / resume / stop, drive the package API directly (errors, transfers,
+// evaluate against the native CLI, a run saved in IndexedDB and resumed), and check that no
+// request leaves the page's origin.
 //
-// Needs the built package (tools/build-web.sh) and Chromium (/usr/bin/chromium, or $CHROMIUM).
+// Needs the built package (tools/build-web.sh), Chromium (/usr/bin/chromium, or $CHROMIUM) and
+// the native CLI (cargo build; or $WEBTUNE_BIN).
 
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-import { startServer } from "../scripts/serve.mjs";
+import { TRAIN_TIMEOUT, file, foreignRequests, openDemo, runWebtune, tiny } from "./browser-helpers.mjs";
 import { readSafetensors } from "./safetensors.mjs";
 
-const web = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const tiny = resolve(web, "..", "tests", "fixtures", "tiny");
-const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const ARGS = [
-  "--headless=new",
-  "--no-sandbox",
-  "--enable-unsafe-webgpu",
-  "--enable-features=Vulkan",
-  "--use-vulkan=swiftshader",
-  "--use-webgpu-adapter=swiftshader",
-  "--use-angle=swiftshader",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-  "--disable-quic",
-];
-// SwiftShader runs WebGPU on the CPU: the first steps compile every shader.
-const TRAIN_TIMEOUT = 240_000;
-
-for (const [what, path] of [
-  ["the wasm engine (run tools/build-web.sh)", join(web, "dist", "wasm", "webtune_bg.wasm")],
-  ["the demo (run npm run build in web/)", join(web, "dist", "demo", "demo.js")],
-  [`Chromium at ${executablePath} (apt-get install chromium, or set CHROMIUM)`, executablePath],
-]) {
-  if (!existsSync(path)) throw new Error(`the browser tests need ${what}: ${path} is missing`);
-}
-
-let server;
-let context;
+let s;
 let page;
-let profile;
-const requests = [];
-const consoleLines = [];
-
 before(async () => {
-  server = await startServer({ port: 0 });
-  profile = mkdtempSync(join(tmpdir(), "webtune-chromium-"));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath,
-    headless: true,
-    args: ARGS,
-    acceptDownloads: true,
-    viewport: { width: 1000, height: 1400 },
-  });
-  page = context.pages()[0] ?? (await context.newPage());
-  page.on("request", (r) => requests.push(r.url()));
-  page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
-  page.on("pageerror", (e) => consoleLines.push(`pageerror: ${e.message}`));
-  await page.goto(`${server.url}demo/`);
-  await page.waitForFunction(() => ["idle", "failed"].includes(document.body.dataset.state ?? ""), null, {
-    timeout: 60_000,
-  });
-  const gpu = await page.textContent("#gpu");
-  assert.equal(await page.getAttribute("body", "data-state"), "idle", `the engine did not start: ${gpu}\n${consoleLines.join("\n")}`);
+  s = await openDemo();
+  page = s.page;
 });
-
 after(async () => {
-  await context?.close();
-  await server?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
+  await s?.close();
 });
 
-const file = (path) => ({ name: path.split("/").pop(), mimeType: "application/octet-stream", buffer: readFileSync(path) });
-const text = async (sel) => (await page.textContent(sel)) ?? "";
-const cls = async (sel) => (await page.getAttribute(sel, "class")) ?? "";
-
-/** Waits until #id's text matches `re` (statuses change asynchronously, so wait for the very text). */
-async function waitText(id, re, timeout = 60_000) {
-  await page.waitForFunction(
-    ([id, source, flags]) => new RegExp(source, flags).test(document.getElementById(id)?.textContent ?? ""),
-    [id, re.source, re.flags],
-    { timeout },
-  );
-  return text(`#${id}`);
-}
-
-/** What the page shows, for failure messages. */
-async function pageReport() {
-  const ids = ["gpu", "model-status", "dataset-status", "adapter-status", "options-status", "progress-text", "export-status"];
-  const texts = await page.evaluate((ids) => ids.map((id) => `${id}: ${document.getElementById(id)?.textContent}`), ids);
-  const state = await page.getAttribute("body", "data-state");
-  return [`state: ${state}`, ...texts, "console:", ...consoleLines.slice(-20)].join("\n");
-}
-
-async function waitState(states, timeout = TRAIN_TIMEOUT) {
-  try {
-    await page.waitForFunction((s) => s.includes(document.body.dataset.state ?? ""), states, { timeout });
-  } catch (e) {
-    throw new Error(`waiting for the page state ${states.join(" / ")}: ${e.message}\n${await pageReport()}`);
-  }
-  return page.getAttribute("body", "data-state");
-}
-
-async function setOptions(values) {
-  for (const [name, value] of Object.entries(values)) {
-    if (typeof value === "boolean") {
-      await page.$eval(`#options [name=${name}]`, (el, v) => (el.checked = v), value);
-    } else await page.fill(`#options [name=${name}]`, String(value));
-  }
-}
-
-async function loadTinyModel() {
-  await page.setInputFiles("#model-files", [file(join(tiny, "model", "config.json")), file(join(tiny, "model", "model.safetensors"))]);
-  await waitText("model-status", /^model[:/]/);
-  // Loading a model reloads the dataset chosen before (if any): let that finish first.
-  await page.waitForFunction(() => !/Reading the dataset/.test(document.getElementById("dataset-status")?.textContent ?? ""));
-}
-
-async function downloadBytes(buttonId) {
-  const [d] = await Promise.all([page.waitForEvent("download"), page.click(`#${buttonId}`)]);
-  return { name: d.suggestedFilename(), bytes: readFileSync(await d.path()) };
-}
+const text = (sel) => s.text(sel);
+const cls = (sel) => s.cls(sel);
+const waitText = (...a) => s.waitText(...a);
+const waitState = (...a) => s.waitState(...a);
+const setOptions = (v) => s.setOptions(v);
+const loadTinyModel = (o) => s.loadTinyModel(o);
+const downloadBytes = (id) => s.downloadBytes(id);
 
 test("the engine reports its WebGPU adapter", async () => {
   const gpu = await text("#gpu");
   assert.match(gpu, /webtune 0\.\d+\.\d+ · GPU: /);
   assert.match(gpu, /max storage binding/);
+  assert.match(gpu, /runs saved in OPFS/);
 });
 
 test("a corrupted model file gives a readable error", async () => {
@@ -179,7 +84,7 @@ test("a model and a dataset dropped together are sorted out and load", async () 
     }
     document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
   });
-  assert.match(await waitText("dataset-status", /^data\.jsonl/), /^data\.jsonl: 9 records, 195 tokens .* 3 sequences of 64 tokens/s);
+  assert.match(await waitText("dataset-status", /^data\.jsonl/), /^data\.jsonl: token ids, 9 records, 195 tokens .* 3 sequences of 64 tokens/s);
   assert.match(await text("#model-status"), /^model: 2 layers/);
   assert.equal(await page.inputValue("#options [name=seq]"), "64", "the sequence length is capped at n_positions");
 });
@@ -192,15 +97,16 @@ test("3 steps from the PEFT init adapter match PyTorch + PEFT; the adapter downl
 
   await loadTinyModel();
   await page.setInputFiles("#dataset-file", join(tiny, "data.jsonl"));
-  assert.match(await waitText("dataset-status", /^data\.jsonl/), /^data\.jsonl: 9 records, 195 tokens/);
+  assert.match(await waitText("dataset-status", /^data\.jsonl/), /^data\.jsonl: token ids, 9 records, 195 tokens/);
   await page.setInputFiles("#adapter-files", [
     join(tiny, "adapter_init", "adapter_config.json"),
     join(tiny, "adapter_init", "adapter_model.safetensors"),
   ]);
   assert.match(await waitText("adapter-status", /^adapter/), /rank 4, alpha 8, targets c_attn, c_fc, c_proj \(8 layers\)/);
   await setOptions({
-    lr: opt.lr, weightDecay: opt.weight_decay, gradClip: expectedJson.lora.clip_grad_norm,
-    steps: 3, batch: expectedJson.B, seq: expectedJson.T, shuffle: false,
+    mode: "lora", lr: opt.lr, weightDecay: opt.weight_decay, gradClip: expectedJson.lora.clip_grad_norm,
+    steps: 3, batch: expectedJson.B, seq: expectedJson.T, shuffle: false, schedule: "constant", warmup: 0,
+    gradAccum: 1, evalSplit: 0, evalEvery: 0, checkpointEvery: 0,
   });
   await page.press("#options [name=seq]", "Tab"); // the preview follows the sequence length
   await waitText("dataset-status", new RegExp(`sequences of ${expectedJson.T} tokens`));
@@ -236,16 +142,18 @@ test("3 steps from the PEFT init adapter match PyTorch + PEFT; the adapter downl
 test("the bundled tiny model trains: loss falls, pause / resume / stop work", async () => {
   await page.click("#use-tiny");
   assert.match(await waitText("model-status", /^tiny|error/i), /^tiny: 2 layers/);
-  assert.match(await waitText("dataset-status", /^data\.jsonl/), /^data\.jsonl: 9 records/);
+  assert.match(await waitText("dataset-status", /^data\.jsonl/), /^data\.jsonl: token ids, 9 records/);
+  assert.match(await text("#model-status"), /tokenizer: 97 tokens/);
   assert.equal(await page.isDisabled("#clear-adapter"), true, "a new model drops the init adapter");
-  await setOptions({ steps: 40, shuffle: true, weightDecay: 0 });
+  await setOptions({ steps: 40, shuffle: true, weightDecay: 0, checkpointEvery: 10 });
   await page.click("#train");
   await page.waitForFunction(() => (globalThis.webtuneDemo?.losses().length ?? 0) >= 2, null, { timeout: TRAIN_TIMEOUT });
   await page.click("#pause");
   assert.equal(await waitState(["paused", "done", "failed"]), "paused", await text("#options-status"));
   const pausedAt = (await page.evaluate(() => globalThis.webtuneDemo.losses())).length;
-  assert.match(await text("#progress-text"), new RegExp(`^paused at step ${pausedAt}/40`));
+  assert.match(await text("#progress-text"), new RegExp(`^paused at step ${pausedAt}/40 .*saved \\(reload-safe\\) at step ${pausedAt}`));
   assert.equal(await page.isDisabled("#download-weights"), false, "a paused run's adapter can be downloaded");
+  assert.match(await waitText("resume-saved", /step/), new RegExp(`^Resume run from step ${pausedAt}$`), "the pause saved the run");
 
   await page.click("#pause"); // now labelled Resume
   await waitState(["done", "failed", "training"]);
@@ -260,61 +168,110 @@ test("the bundled tiny model trains: loss falls, pause / resume / stop work", as
   const [first, last] = [mean(losses.slice(0, 5)), mean(losses.slice(-5))];
   assert.ok(last < first - 0.05, `loss falls: mean of the first 5 steps ${first}, of the last 5 ${last}`);
   assert.match(await text("#progress-text"), /^stopped at step \d+\/40/);
+  await page.waitForFunction(() => document.getElementById("resume-section")?.hidden === true);
   await page.waitForFunction(() => !document.getElementById("download-weights")?.hasAttribute("disabled"));
   const weights = await downloadBytes("download-weights");
   assert.equal(readSafetensors(weights.bytes).size, 16, "c_attn, c_proj, c_fc: 4 linears x 2 layers x (A, B)");
 });
 
-test("the package API: transferred buffers, rejected promises with the engine's words, a worker that carries on", async () => {
+test("the package API: transfers, the engine's words, evaluate as the CLI, a run saved in IndexedDB resumes exactly", async () => {
+  const native = JSON.parse(
+    runWebtune(["eval", "--model", join(tiny, "model"), "--data", join(tiny, "data.jsonl"), "--seq", "16", "--batch", "8", "--json"]),
+  );
   const r = await page.evaluate(async () => {
     const { Trainer } = await import("/dist/index.js");
     const out = {};
-    const t = await Trainer.create();
+    const t = await Trainer.create({ storage: { name: "api-test", backend: "indexeddb" } });
     const fail = async (p) => p.then(() => "resolved", (e) => `${e.name}: ${e.message}`);
+    out.features = t.info.features;
+    await t.discardSaved();
     out.exportFirst = await fail(t.exportAdapter());
     out.datasetFirst = await fail(t.loadDataset(new TextEncoder().encode('{"input_ids": [1]}\n')));
-    const [config, weights] = await Promise.all(
-      ["config.json", "model.safetensors"].map((f) => fetch(`/fixtures/tiny/model/${f}`).then((x) => x.arrayBuffer())),
-    );
+    const fetchBytes = (u) => fetch(u).then((x) => x.arrayBuffer());
+    const [config, weights] = await Promise.all(["config.json", "model.safetensors"].map((f) => fetchBytes(`/fixtures/tiny/model/${f}`)));
     const size = weights.byteLength;
     out.model = (await t.loadModel({ config, weights, name: "tiny" })).nLayer;
     out.transferred = [size, weights.byteLength];
     out.badOption = await fail(t.train({ lr: -1 }));
     out.badTarget = await fail(t.train({ targets: ["c_attn"], seq: 65 }));
-    const data = await fetch("/fixtures/tiny/data.jsonl").then((x) => x.arrayBuffer());
-    out.dataset = (await t.loadDataset(data, "data.jsonl", { seq: 16 })).windows;
+    out.textNoTokenizer = await fail(t.loadDataset(new TextEncoder().encode("some text"), "notes.txt"));
+    const data = await fetchBytes("/fixtures/tiny/data.jsonl");
+    out.dataset = (await t.loadDataset(data.slice(0), "data.jsonl", { seq: 16 })).windows;
+    out.evaluate = await t.evaluate({ seq: 16, batch: 8 });
+    out.generateNoTokenizer = await fail(t.generate("hi", { adapted: false }));
+    const [vocab, merges] = await Promise.all(["vocab.json", "merges.txt"].map((f) => fetch(`/fixtures/tokenizer/gpt2like/${f}`).then((x) => x.text())));
+    out.bigTokenizer = await fail(t.loadTokenizer({ vocab, merges, name: "gpt2like" }));
+    out.badTokenizer = await fail(t.loadTokenizer({ json: "{}", name: "broken" }));
     out.badAdapter = await fail(t.loadAdapter({ config: '{"peft_type": "LORA"}', weights: new Uint8Array(8), name: "run1" }));
+    const opts = { steps: 3, batch: 2, seq: 16, lr: 0.01, readbackEvery: 1, schedule: "linear", warmup: 1, gradAccum: 2 };
     const seen = [];
-    const result = await t.train({ steps: 2, batch: 2, seq: 16, lr: 0.01, readbackEvery: 1 }, { onProgress: (p) => seen.push(p.step) });
-    out.result = [result.status, result.step, seen];
+    const result = await t.train(opts, { onProgress: (p) => seen.push(...p.logs.map((l) => [l.step, l.loss, l.lr])) });
+    out.result = [result.status, result.step];
+    out.uninterrupted = seen;
+    out.evalNoData = await fail(t.evaluate());
+    out.exportModelLora = await fail(t.exportModel());
     const files = (await t.exportAdapter()).files;
     out.files = [typeof files["adapter_config.json"], files["adapter_model.safetensors"].constructor.name];
     out.resumeDone = await fail(t.resume());
-    out.generate = await fail(t.generate("hi"));
-    out.features = t.info.features;
+    out.savedAfterDone = await t.savedRun();
+
+    // pause after step 1 (saved in IndexedDB), then continue from the store as after a reload
+    const first = [];
+    const paused = await t.train(opts, { pauseAfter: 1, appData: { note: "api" }, onProgress: (p) => first.push(...p.logs.map((l) => [l.step, l.loss, l.lr])) });
+    out.paused = [paused.status, paused.step, paused.saved];
+    const saved = await t.savedRun();
+    out.saved = [saved.step, saved.steps, saved.storage, saved.appData, saved.history.logs.length];
+    const [f16c, f16w] = await Promise.all(["config.json", "model.safetensors"].map((f) => fetchBytes(`/fixtures/tiny/model_f16/${f}`)));
+    await t.loadModel({ config: f16c, weights: f16w, name: "tiny-f16" });
+    await t.loadDataset(data.slice(0), "data.jsonl", { seq: 16 });
+    out.otherModel = await fail(t.resumeSaved());
+    await t.loadModel({ config, weights: await fetchBytes("/fixtures/tiny/model/model.safetensors"), name: "tiny" });
+    await t.loadDataset(new TextEncoder().encode('{"input_ids": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]}\n'), "other.jsonl", { seq: 16 });
+    out.otherData = await fail(t.resumeSaved());
+    await t.loadDataset(data.slice(0), "data.jsonl", { seq: 16 });
+    const rest = [];
+    const resumed = await t.resumeSaved({ onProgress: (p) => rest.push(...p.logs.map((l) => [l.step, l.loss, l.lr])) });
+    out.resumed = [resumed.status, resumed.step];
+    out.interrupted = [...first, ...rest];
+    out.savedAfterResume = await t.savedRun();
     t.terminate();
     out.afterTerminate = await fail(t.exportAdapter());
     return out;
   });
+  assert.deepEqual(r.features, { generate: true, evaluate: true, tokenizer: true, fullFineTuning: true, checkpoints: "indexeddb" });
   assert.equal(r.exportFirst, "EngineError: nothing to export: no training run yet");
   assert.match(r.datasetFirst, /^EngineError: load a model before the dataset/);
   assert.equal(r.model, 2);
   assert.deepEqual(r.transferred, [260096, 0], "the weights' ArrayBuffer moved to the worker");
   assert.equal(r.badOption, "OptionError: lr -1 is invalid: it must be > 0");
   assert.equal(r.badTarget, "OptionError: seq 65 is longer than the model's n_positions 64");
+  assert.match(r.textNoTokenizer, /^EngineError: notes\.txt: text data needs a tokenizer/);
   assert.equal(r.dataset, 11);
+  assert.equal(r.evaluate.tokens, native.tokens);
+  assert.ok(Math.abs(r.evaluate.loss - native.base.loss) <= 1e-4 * native.base.loss, `evaluate ${r.evaluate.loss} vs webtune eval ${native.base.loss}`);
+  assert.match(r.generateNoTokenizer, /^EngineError: generation needs the model's tokenizer/);
+  assert.equal(r.bigTokenizer, "EngineError: gpt2like: the tokenizer has 1000 tokens but the model's vocab_size is 97: does the tokenizer belong to this model?");
+  assert.match(r.badTokenizer, /^EngineError: broken\/tokenizer\.json: /);
   assert.equal(r.badAdapter, "EngineError: run1/adapter_config.json: missing field 'r'");
-  assert.deepEqual(r.result, ["done", 2, [1, 2]]);
+  assert.deepEqual(r.result, ["done", 3]);
+  assert.deepEqual(r.uninterrupted.map((x) => x[0]), [1, 2, 3]);
+  assert.deepEqual(r.uninterrupted.map((x) => x[2]), [0, 0.01, 0.005], "linear schedule, 1 warmup step: update s runs at lr_at(s - 1)");
+  assert.match(r.evalNoData, /this run has no held-out data/);
+  assert.equal(r.exportModelLora, "EngineError: this run trains a LoRA adapter: use exportAdapter");
   assert.deepEqual(r.files, ["string", "Uint8Array"]);
-  assert.equal(r.resumeDone, "EngineError: the run ended at step 2; start a new one");
-  assert.match(r.generate, /not available in this build/);
-  assert.deepEqual(r.features, { generate: false, evaluate: false, tokenizer: false });
+  assert.equal(r.resumeDone, "EngineError: the run ended at step 3; start a new one");
+  assert.equal(r.savedAfterDone, null, "a finished run leaves no checkpoint");
+  assert.deepEqual(r.paused, ["paused", 1, 1]);
+  assert.deepEqual(r.saved, [1, 3, "indexeddb", { note: "api" }, 1]);
+  assert.match(r.otherModel, /^EngineError: model tiny-f16: not the checkpoint's base model tiny \(.*\): load that model to resume the run$/);
+  assert.match(r.otherData, /^EngineError: dataset other\.jsonl: not the checkpoint's data data\.jsonl \(.*\): load that file to resume the run$/);
+  assert.deepEqual(r.resumed, ["done", 3]);
+  assert.deepEqual(r.interrupted, r.uninterrupted, "pause + resume from IndexedDB gives the same steps, losses and lrs, bit for bit");
+  assert.equal(r.savedAfterResume, null);
   assert.equal(r.afterTerminate, "EngineError: this Trainer was terminated");
 });
 
 test("no request leaves the page's origin", () => {
-  const origin = new URL(server.url).origin;
-  assert.ok(requests.length > 5, "requests were recorded");
-  const foreign = requests.filter((u) => !(u.startsWith(`${origin}/`) || u.startsWith(`blob:${origin}/`) || u.startsWith("data:")));
-  assert.deepEqual(foreign, []);
+  assert.ok(s.requests.length > 5, "requests were recorded");
+  assert.deepEqual(foreignRequests(s), []);
 });

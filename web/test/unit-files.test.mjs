@@ -23,7 +23,7 @@ test("a model folder with tokenizer, extras and a dataset", () => {
   assert.equal(g.model.folder, "gpt2");
   assert.equal(filePath(g.model.config), "gpt2/config.json");
   assert.equal(filePath(g.model.weights), "gpt2/model.safetensors");
-  assert.equal(filePath(g.model.tokenizer), "gpt2/tokenizer.json");
+  assert.equal(filePath(g.model.tokenizer.json), "gpt2/tokenizer.json");
   assert.deepEqual(names(g.datasets), ["gpt2/train.jsonl"]);
   assert.deepEqual(names(g.ignored), ["gpt2/generation_config.json", "gpt2/README.md"]);
   assert.deepEqual(g.problems, []);
@@ -55,6 +55,21 @@ test("half a model or adapter, or two models, are named as problems", () => {
   assert.match(g.problems[0], /no adapter_config\.json next to it/);
   g = groupFiles(["a/config.json", "a/model.safetensors", "b/config.json", "b/model.safetensors"].map((p) => file(p)));
   assert.match(g.problems.join("\n"), /2 files named config\.json \(a\/config\.json, b\/config\.json\)/);
+});
+
+test("the older tokenizer pair vocab.json + merges.txt; tokenizer.json wins over it; a tokenizer on its own", () => {
+  let g = groupFiles(["m/config.json", "m/model.safetensors", "m/vocab.json", "m/merges.txt", "d/train.txt"].map((p) => file(p)));
+  assert.deepEqual([filePath(g.model.tokenizer.vocab), filePath(g.model.tokenizer.merges)], ["m/vocab.json", "m/merges.txt"]);
+  assert.deepEqual(names(g.datasets), ["d/train.txt"], "merges.txt is not a dataset");
+  g = groupFiles(["m/config.json", "m/model.safetensors", "m/tokenizer.json", "m/vocab.json", "m/merges.txt"].map((p) => file(p)));
+  assert.equal(filePath(g.model.tokenizer.json), "m/tokenizer.json");
+  assert.deepEqual(names(g.ignored), ["m/vocab.json", "m/merges.txt"]);
+  g = groupFiles([file("tok/tokenizer.json")]);
+  assert.equal(g.model, undefined);
+  assert.equal(filePath(g.tokenizer.json), "tok/tokenizer.json");
+  g = groupFiles(["m/config.json", "m/model.safetensors", "m/vocab.json"].map((p) => file(p)));
+  assert.equal(g.model.tokenizer, undefined);
+  assert.match(g.problems[0], /found m\/vocab\.json but not its partner/);
 });
 
 test("nothing recognisable", () => {

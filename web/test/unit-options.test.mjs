@@ -1,16 +1,25 @@
 // Option defaults and checks (dist/options.js): the CLI's defaults, every bad value named.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { DEFAULT_OPTIONS, LORA_TARGETS, OptionError, parseTargets, resolveOptions } from "../dist/options.js";
+import {
+  DEFAULT_GENERATE_OPTIONS,
+  DEFAULT_OPTIONS,
+  LORA_TARGETS,
+  OptionError,
+  parseTargets,
+  resolveGenerateOptions,
+  resolveOptions,
+} from "../dist/options.js";
 
 test("defaults are the CLI's", () => {
   const o = resolveOptions();
   assert.deepEqual(
     { ...o },
     {
-      rank: 8, alpha: 16, targets: ["c_attn", "c_proj", "c_fc"], useInitAdapter: true, lr: 2e-4, steps: 100,
-      batch: 8, seq: 128, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, gradClip: 1, seed: 0,
-      shuffle: true, readbackEvery: 4,
+      mode: "lora", rank: 8, alpha: 16, targets: ["c_attn", "c_proj", "c_fc"], useInitAdapter: true, lr: 2e-4,
+      schedule: "constant", warmup: 0, minLr: 0, steps: 100, batch: 8, seq: 128, gradAccum: 1, weightDecay: 0,
+      beta1: 0.9, beta2: 0.999, eps: 1e-8, gradClip: 1, seed: 0, shuffle: true, evalSplit: 0, evalEvery: 0,
+      checkpointEvery: 0, readbackEvery: 4,
     },
   );
   assert.ok(Object.isFrozen(DEFAULT_OPTIONS));
@@ -47,6 +56,16 @@ const bad = [
   [{ targets: [] }, "targets", "at least one LoRA target"],
   [{ targets: ["c_attn", "q_proj"] }, "targets", "'q_proj' matches no GPT-2 linear layer"],
   [{ lrr: 1 }, "unknown", "unknown option 'lrr'"],
+  [{ mode: "qlora" }, "mode", '"lora" or "full"'],
+  [{ schedule: "step" }, "schedule", "constant, linear or cosine"],
+  [{ warmup: -1 }, "warmup", "integer >= 0"],
+  [{ minLr: 0.001 }, "minLr", "in [0, lr]"],
+  [{ minLr: -1e-5 }, "minLr", "in [0, lr]"],
+  [{ gradAccum: 0 }, "gradAccum", "integer >= 1"],
+  [{ evalSplit: 1 }, "evalSplit", "in [0, 1)"],
+  [{ evalSplit: -0.1 }, "evalSplit", "in [0, 1)"],
+  [{ evalEvery: 1.5 }, "evalEvery", "integer >= 0"],
+  [{ checkpointEvery: -2 }, "checkpointEvery", "integer >= 0"],
 ];
 for (const [given, field, text] of bad) {
   test(`rejects ${JSON.stringify(given)}`, () => {
@@ -65,4 +84,33 @@ test("seq is checked against the model's n_positions", () => {
 test("every PEFT target for GPT-2 is accepted; form text is split on commas", () => {
   assert.deepEqual(resolveOptions({ targets: [...LORA_TARGETS] }).targets, LORA_TARGETS);
   assert.deepEqual(parseTargets(" c_attn, ,c_fc ,"), ["c_attn", "c_fc"]);
+});
+
+test("full fine-tuning needs no LoRA targets; a schedule with warmup and a floor", () => {
+  assert.equal(resolveOptions({ mode: "full", targets: [] }).mode, "full");
+  const o = resolveOptions({ schedule: "cosine", warmup: 10, lr: 1e-3, minLr: 1e-4, gradAccum: 4, evalSplit: 0.1 });
+  assert.deepEqual([o.schedule, o.warmup, o.minLr, o.gradAccum, o.evalSplit], ["cosine", 10, 1e-4, 4, 0.1]);
+});
+
+test("generation options: webtune generate's defaults and checks", () => {
+  assert.deepEqual(resolveGenerateOptions(), {
+    maxNewTokens: 64, temperature: 0.8, topK: 50, topP: 0.95, seed: 0, adapted: true, stopAtEos: true,
+  });
+  assert.ok(Object.isFrozen(DEFAULT_GENERATE_OPTIONS));
+  assert.equal(resolveGenerateOptions({ temperature: 0 }).temperature, 0, "0 is greedy");
+  for (const [given, field, text] of [
+    [{ maxNewTokens: 0 }, "maxNewTokens", "integer >= 1"],
+    [{ temperature: -0.5 }, "temperature", ">= 0 (0 = greedy)"],
+    [{ topP: 0 }, "topP", "in (0, 1]"],
+    [{ topP: 1.5 }, "topP", "in (0, 1]"],
+    [{ topK: -1 }, "topK", "integer >= 0"],
+    [{ adapted: "no" }, "adapted", "true or false"],
+    [{ topk: 5 }, "unknown", "unknown option 'topk'"],
+  ]) {
+    assert.throws(
+      () => resolveGenerateOptions(given),
+      (e) => e instanceof OptionError && e.field === field && e.message.includes(text),
+      JSON.stringify(given),
+    );
+  }
 });

@@ -107,6 +107,8 @@ test("which buffers move, and which requests are out of band", () => {
   assert.deepEqual(transferables({ type: "export" }), []);
   const out = new Uint8Array(3);
   assert.deepEqual(resultTransferables({ adapterConfigJson: "{}", adapterSafetensors: out }), [out.buffer]);
+  assert.deepEqual(resultTransferables({ configJson: "{}", modelSafetensors: out }), [out.buffer]);
+  assert.deepEqual(resultTransferables({ text: "hi", ids: [1] }), []);
   assert.deepEqual(resultTransferables(null), []);
   assert.ok(isControl({ type: "pause" }) && isControl({ type: "stop" }));
   assert.ok(!isControl({ type: "train", options: {} }));
@@ -129,6 +131,12 @@ test("progress: speed and time left from the steps read back", () => {
   assert.equal(p.loss, 4.3);
   assert.equal(p.tokensPerSec, 2 * 32);
   assert.equal(p.etaSec, 3);
+  assert.equal(p.evalLoss, undefined, "no eval loss before the first evaluation");
+  assert.deepEqual(p.evals, []);
+  const q = m.report([{ step: 5, loss: 4.2, lr: 0.01, gradNorm: 1 }], [{ step: 5, loss: 4.4, perplexity: 81.5, tokens: 48 }]);
+  assert.equal(q.evalLoss, 4.4);
+  assert.equal(q.evals.length, 1);
+  assert.equal(m.report([{ step: 6, loss: 4.1, lr: 0.01, gradNorm: 1 }]).evalLoss, 4.4, "the latest eval loss stays");
   const resumed = new ProgressMeter(10, 32, 4, () => now);
   assert.equal(resumed.report([]).etaSec, Number.POSITIVE_INFINITY, "no speed before the first step back");
 });
