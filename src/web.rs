@@ -70,6 +70,39 @@ pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
 
+/// The byte-level BPE tokenizer on its own (no GPU needed), so the package can tokenize
+/// text and the conformance test can compare wasm32 with Python `tokenizers` case by case.
+#[wasm_bindgen(js_name = Tokenizer)]
+pub struct JsTokenizer(Tokenizer);
+
+#[wasm_bindgen(js_class = Tokenizer)]
+impl JsTokenizer {
+    /// From a Hugging Face tokenizer.json text; `name` is used in error messages.
+    #[wasm_bindgen(js_name = fromJson)]
+    pub fn from_json(text: &str, name: &str) -> Result<JsTokenizer, JsError> {
+        Tokenizer::from_json(text, name).map(JsTokenizer).map_err(js_err)
+    }
+
+    /// From the older vocab.json + merges.txt pair.
+    #[wasm_bindgen(js_name = fromVocabMerges)]
+    pub fn from_vocab_merges(vocab_json: &str, merges_txt: &str, name: &str) -> Result<JsTokenizer, JsError> {
+        Tokenizer::from_vocab_merges(vocab_json, merges_txt, name).map(JsTokenizer).map_err(js_err)
+    }
+
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        self.0.encode(text)
+    }
+
+    pub fn decode(&self, ids: Vec<u32>) -> String {
+        self.0.decode(&ids)
+    }
+
+    #[wasm_bindgen(js_name = vocabSize)]
+    pub fn vocab_size(&self) -> usize {
+        self.0.vocab_size()
+    }
+}
+
 fn js_err(e: impl Display) -> JsError {
     JsError::new(&e.to_string())
 }
