@@ -35,7 +35,7 @@ use crate::gpu::{Gpu, Tensor};
 use crate::model::gpt2::{Block, Gpt2Gpu, LinearParams, Param, Trainable};
 use crate::model::{Gpt2Weights, LoraAdapter, LoraConfig};
 use crate::train::checkpoint::{
-    self, DataInfo, Hyperparameters, ModelInfo, RunOptions, ScheduleState, TrainerState, OPTIMIZER_FILE, STATE_FILE,
+    self, DataInfo, Hyperparameters, ModelInfo, RunOptions, TrainerState, OPTIMIZER_FILE, STATE_FILE,
 };
 use crate::train::eval::{EvalResult, Evaluator};
 use crate::train::schedule::{LrSchedule, Schedule};
@@ -1413,34 +1413,16 @@ impl Engine {
             OPTIMIZER_FILE.into(),
             checkpoint::optimizer_to_safetensors(&moments).map_err(js_err)?,
         ));
-        let s = &run.sched;
-        let state = TrainerState {
-            format: checkpoint::FORMAT,
-            webtune_version: env!("CARGO_PKG_VERSION").to_string(),
-            step,
-            data_position: trainer.batcher.position,
-            epoch: trainer.batcher.position / run.windows.max(1) as u64,
-            hyperparameters: run.hyper.clone(),
-            schedule: ScheduleState {
-                kind: s.kind.to_string(),
-                lr: s.lr,
-                warmup: s.warmup,
-                total: s.total,
-                min_lr: s.min_lr,
-                next_lr: s.lr_at(step),
-            },
-            model: run.model_info.clone(),
-            data: run.data_info.clone(),
-            options: RunOptions {
-                out: String::new(),
-                eval_data: run.eval_data.clone(),
-                eval_every: (run.eval_every > 0).then_some(run.eval_every),
-                save_every: (run.checkpoint_every > 0).then_some(run.checkpoint_every),
-                keep_checkpoints: 1,
-                log_json: None,
-                log_every: 1,
-            },
+        let options = RunOptions {
+            out: String::new(),
+            eval_data: run.eval_data.clone(),
+            eval_every: (run.eval_every > 0).then_some(run.eval_every),
+            save_every: (run.checkpoint_every > 0).then_some(run.checkpoint_every),
+            keep_checkpoints: 1,
+            log_json: None,
+            log_every: 1,
         };
+        let state = TrainerState::of(trainer, &run.sched, run.hyper.clone(), run.model_info.clone(), run.data_info.clone(), options);
         files.push((
             STATE_FILE.into(),
             (state.to_json().map_err(js_err)? + "\n").into_bytes(),

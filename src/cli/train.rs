@@ -21,7 +21,7 @@ use webtune::data::{records, Batcher, Record, TokenStream, Tokenizer};
 use webtune::gpu::Gpu;
 use webtune::model::gpt2::{Gpt2Gpu, Trainable};
 use webtune::model::{Gpt2Config, Gpt2Weights, LoraAdapter, LoraConfig};
-use webtune::train::checkpoint::{self, DataInfo, Hyperparameters, ModelInfo, RunOptions, ScheduleState, TrainerState};
+use webtune::train::checkpoint::{self, DataInfo, Hyperparameters, ModelInfo, RunOptions, TrainerState};
 use webtune::train::schedule::{LrSchedule, Schedule};
 use webtune::train::eval::Evaluator;
 use webtune::train::{AdamWConfig, StepLog, TrainConfig, Trainer};
@@ -536,33 +536,13 @@ struct RunRecord {
     out: PathBuf,
     /// base_model_name_or_path of a saved adapter: --model as given.
     base_model: String,
-    windows: usize,
 }
 
 fn save_checkpoint(rec: &RunRecord, gpu: &Gpu, trainer: &Trainer, snap: &Snapshot) -> Result<PathBuf, String> {
     let step = trainer.steps_done();
     let moments = pollster::block_on(trainer.optimizer.read_moments(gpu, &trainer.model)).map_err(|e| e.to_string())?;
     let opt = checkpoint::optimizer_to_safetensors(&moments).map_err(|e| e.to_string())?;
-    let s = &rec.sched;
-    let state = TrainerState {
-        format: checkpoint::FORMAT,
-        webtune_version: env!("CARGO_PKG_VERSION").to_string(),
-        step,
-        data_position: trainer.batcher.position,
-        epoch: trainer.batcher.position / rec.windows.max(1) as u64,
-        hyperparameters: rec.hyper.clone(),
-        schedule: ScheduleState {
-            kind: s.kind.to_string(),
-            lr: s.lr,
-            warmup: s.warmup,
-            total: s.total,
-            min_lr: s.min_lr,
-            next_lr: s.lr_at(step),
-        },
-        model: rec.model.clone(),
-        data: rec.data.clone(),
-        options: rec.options.clone(),
-    };
+    let state = TrainerState::of(trainer, &rec.sched, rec.hyper.clone(), rec.model.clone(), rec.data.clone(), rec.options.clone());
     let json = state.to_json().map_err(|e| e.to_string())? + "\n";
     let keep = rec.options.keep_checkpoints;
     checkpoint::write_checkpoint(&rec.out, step, keep, |dir| {
@@ -933,7 +913,6 @@ fn train(
         },
         out: out.clone(),
         base_model,
-        windows: batcher.n_windows,
     };
 
     // The GPU: model, trainer (restored from the checkpoint), evaluator.

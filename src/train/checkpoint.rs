@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::TrainError;
 use crate::data::TokenStream;
+use crate::train::schedule::LrSchedule;
 use crate::model::HostTensor;
 
 /// The checkpoint layout version this build writes and reads.
@@ -135,6 +136,38 @@ pub struct TrainerState {
 }
 
 impl TrainerState {
+    /// The state of `trainer` now: its step and data position, with the run's settings.
+    pub fn of(
+        trainer: &crate::train::Trainer,
+        schedule: &LrSchedule,
+        hyperparameters: Hyperparameters,
+        model: ModelInfo,
+        data: DataInfo,
+        options: RunOptions,
+    ) -> TrainerState {
+        let step = trainer.steps_done();
+        let windows = trainer.batcher.n_windows.max(1) as u64;
+        TrainerState {
+            format: FORMAT,
+            webtune_version: env!("CARGO_PKG_VERSION").to_string(),
+            step,
+            data_position: trainer.batcher.position,
+            epoch: trainer.batcher.position / windows,
+            hyperparameters,
+            schedule: ScheduleState {
+                kind: schedule.kind.to_string(),
+                lr: schedule.lr,
+                warmup: schedule.warmup,
+                total: schedule.total,
+                min_lr: schedule.min_lr,
+                next_lr: schedule.lr_at(step),
+            },
+            model,
+            data,
+            options,
+        }
+    }
+
     pub fn to_json(&self) -> Result<String, TrainError> {
         serde_json::to_string_pretty(self).map_err(|e| TrainError::Invalid(format!("{STATE_FILE}: {e}")))
     }
