@@ -3,9 +3,8 @@
 //! one `error:` line with nothing written to --out, and `info`.
 mod common;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use common::{assert_close, expected, tiny_fixtures, Expected};
+use common::{assert_close, expected, text, tiny_fixtures, webtune, webtune_ok, Expected};
 use webtune::model::{Gpt2Config, Gpt2Weights, LoraAdapter};
 
 fn fixtures() -> PathBuf {
@@ -18,26 +17,6 @@ fn model_dir() -> PathBuf {
 
 fn data_file() -> PathBuf {
     fixtures().join("data.jsonl")
-}
-
-fn webtune(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_webtune")).args(args).output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs `webtune` and requires exit 0, showing stderr otherwise.
-fn webtune_ok(args: &[&str]) -> Output {
-    let out = webtune(args);
-    assert!(
-        out.status.success(),
-        "webtune {args:?} failed ({:?}):\n{}",
-        out.status,
-        text(&out.stderr)
-    );
-    out
 }
 
 fn s(p: &Path) -> &str {

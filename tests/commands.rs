@@ -14,7 +14,6 @@
 //! "<|endoftext|>" 96, no merges.
 mod common;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use common::*;
 use webtune::data::{records, Batch, Batcher, Record, TokenStream, Tokenizer};
@@ -37,23 +36,9 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn webtune(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_webtune")).args(args).output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn webtune_ok(args: &[&str]) -> String {
-    let out = webtune(args);
-    assert!(
-        out.status.success(),
-        "webtune {args:?} failed ({:?}):\n{}",
-        out.status,
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+/// Runs `webtune`, requires exit 0 and returns its stdout.
+fn webtune_stdout(args: &[&str]) -> String {
+    text(&webtune_ok(args).stdout)
 }
 
 /// Runs a failing command: exit 1 (not a panic), one `error: ` line (besides the Vulkan loader's
@@ -272,7 +257,7 @@ fn merge_command_writes_a_checkpoint_with_the_adapted_logits() {
     std::fs::write(model.join("README.md"), b"not copied").unwrap();
     let adapter = fixtures().join("adapter_init");
     let out = tmp.path().join("nested/merged");
-    webtune_ok(&[
+    webtune_stdout(&[
         "merge",
         "--model",
         s(&model),
@@ -336,7 +321,7 @@ fn merge_command_writes_a_checkpoint_with_the_adapted_logits() {
     // Into an existing folder: files are replaced, others kept.
     std::fs::write(out.join("keep.txt"), b"x").unwrap();
     std::fs::write(out.join("model.safetensors"), b"stale").unwrap();
-    webtune_ok(&[
+    webtune_stdout(&[
         "merge",
         "--model",
         s(&model),
@@ -478,7 +463,7 @@ fn generate_greedy_equals_reference_and_seeds_fix_samples() {
         "15",
     ];
     // tokenizer from the model folder; base and with the adapter
-    let got = webtune_ok(&greedy);
+    let got = webtune_stdout(&greedy);
     assert_eq!(
         got,
         format!("{}\n", tok.decode(&reference_greedy(&w, None, &ids, 15))),
@@ -486,7 +471,7 @@ fn generate_greedy_equals_reference_and_seeds_fix_samples() {
     );
     let mut with = greedy.to_vec();
     with.extend(["--adapter", s(&lora)]);
-    let got_lora = webtune_ok(&with);
+    let got_lora = webtune_stdout(&with);
     assert_eq!(
         got_lora,
         format!("{}\n", tok.decode(&reference_greedy(&w, Some(&ad), &ids, 15))),
@@ -508,14 +493,14 @@ fn generate_greedy_equals_reference_and_seeds_fix_samples() {
     ];
     let want = reference_greedy(&w, None, &ids, NPOS - ids.len());
     assert_eq!(
-        webtune_ok(&args),
+        webtune_stdout(&args),
         format!("{}\n", tok.decode(&want)),
         "greedy to n_positions"
     );
 
     // sampling: a seed fixes it, another seed differs; sample i of a run uses seed + i
     let sample = |seed: &str, n: &str| {
-        webtune_ok(&[
+        webtune_stdout(&[
             "generate",
             "--model",
             m,
@@ -655,7 +640,7 @@ fn generate_bad_inputs() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
     }
     // an empty prompt starts from the begin-of-text token
-    let out = webtune_ok(&[
+    let out = webtune_stdout(&[
         "generate",
         "--model",
         m,
@@ -695,7 +680,7 @@ fn eval_command_equals_the_library_and_the_reference() {
         .collect();
     std::fs::write(&data, lines.join("\n")).unwrap();
     let (b, t) = (3, 13);
-    let out = webtune_ok(&[
+    let out = webtune_stdout(&[
         "eval",
         "--model",
         s(&model),
@@ -770,7 +755,7 @@ fn eval_command_equals_the_library_and_the_reference() {
     assert!(diff.abs() > 1e-4, "the non-zero adapter changes the loss: {diff}");
 
     // text output; no adapter: no adapter line
-    let out = webtune_ok(&[
+    let out = webtune_stdout(&[
         "eval",
         "--model",
         s(&model),
@@ -787,7 +772,7 @@ fn eval_command_equals_the_library_and_the_reference() {
     );
     assert!(!out.contains("adapter"), "{out}");
     // without --seq: 128 clipped to n_positions 64
-    let j = json(&webtune_ok(&[
+    let j = json(&webtune_stdout(&[
         "eval",
         "--model",
         s(&model),
@@ -815,7 +800,7 @@ fn eval_command_equals_the_library_and_the_reference() {
         "7",
         "--json",
     ];
-    let j = json(&webtune_ok(&args));
+    let j = json(&webtune_stdout(&args));
     let n_windows = (story.len() + 1) / 8; // the text's tokens and EOS, in windows of T + 1 = 8
     assert_eq!(j["tokens"].as_u64(), Some(n_windows as u64 * 7));
     let tok = Tokenizer::load_dir(&tokenizer_dir()).unwrap();

@@ -5,10 +5,10 @@
 //! reference), schedules, and the errors of the new flags.
 mod common;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::assert_close;
+use common::{assert_close, text, webtune, webtune_ok};
 use webtune::data::Tokenizer;
 use webtune::model::{Gpt2Weights, LoraAdapter};
 use webtune::train::checkpoint;
@@ -29,24 +29,6 @@ fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn webtune(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_webtune")).args(args).output().unwrap()
-}
-
-fn webtune_ok(args: &[String]) -> Output {
-    let out = webtune(args);
-    assert!(
-        out.status.success(),
-        "webtune {args:?} failed ({:?}):\n{}",
-        out.status,
-        text(&out.stderr)
-    );
-    out
-}
 
 fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|x| x.to_string()).collect()

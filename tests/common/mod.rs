@@ -67,3 +67,19 @@ impl Expected {
         self.json[key].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
     }
 }
+
+/// Runs the `webtune` binary of this build with `args`.
+pub fn webtune<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_webtune")).args(args).output().unwrap()
+}
+
+/// Runs `webtune` and requires exit 0, showing stderr otherwise.
+pub fn webtune_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> std::process::Output {
+    let out = webtune(args);
+    assert!(out.status.success(), "webtune {args:?} failed ({:?}):\n{}", out.status, text(&out.stderr));
+    out
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
