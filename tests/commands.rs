@@ -19,8 +19,8 @@ use common::*;
 use webtune::data::{records, Batch, Batcher, Record, TokenStream, Tokenizer};
 use webtune::gpu::Gpu;
 use webtune::model::gpt2::{Gpt2Gpu, Trainable};
-use webtune::model::lora::{LoraAdapter, LoraConfig, LoraModule};
-use webtune::model::{Gpt2Config, Gpt2Weights, HostTensor, Linear};
+use webtune::model::lora::LoraAdapter;
+use webtune::model::{Gpt2Config, Gpt2Weights, Linear};
 use webtune::reference::{gpt2 as reference, ops};
 use webtune::train::eval::{evaluate, EvalResult};
 
@@ -201,32 +201,7 @@ fn merge_into_equals_the_adapted_forward_on_the_cpu() {
 
 /// A non-zero adapter (r, alpha 2r) on every linear of `cfg`.
 fn adapter_for(cfg: &Gpt2Config, r: usize) -> LoraAdapter {
-    let config = LoraConfig::new(
-        r,
-        2.0 * r as f32,
-        vec!["c_attn".into(), "c_proj".into(), "c_fc".into()],
-        0.0,
-    )
-    .unwrap();
-    let mut modules = Vec::new();
-    for layer in 0..cfg.n_layer {
-        for (k, linear) in Linear::ALL.into_iter().enumerate() {
-            let (fin, fout) = linear.dims(cfg.n_embd);
-            let seed = 900 + (layer * 10 + k) as u64;
-            let a = rand_vec(r * fin, seed)
-                .iter()
-                .map(|v| v / (fin as f32).sqrt())
-                .collect();
-            let b = rand_vec(fout * r, seed + 1000).iter().map(|v| 0.3 * v).collect();
-            modules.push(LoraModule {
-                layer,
-                linear,
-                a: HostTensor::new(&[r, fin], a),
-                b: HostTensor::new(&[fout, r], b),
-            });
-        }
-    }
-    LoraAdapter { config, modules }
+    random_adapter(cfg, r, 900, 0.3)
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -11,8 +11,8 @@ use common::*;
 use webtune::generate::{sample, Generator, SampleConfig};
 use webtune::gpu::Gpu;
 use webtune::model::gpt2::{Gpt2Gpu, Trainable};
-use webtune::model::lora::{LoraAdapter, LoraConfig, LoraModule};
-use webtune::model::{Gpt2Config, Gpt2Weights, HostTensor, Linear};
+use webtune::model::lora::LoraAdapter;
+use webtune::model::{Gpt2Config, Gpt2Weights, HostTensor};
 use webtune::reference::gpt2 as reference;
 use webtune::rng::Rng;
 
@@ -48,31 +48,7 @@ fn model(untied: bool) -> Gpt2Weights {
 }
 
 fn adapter(cfg: &Gpt2Config, r: usize) -> LoraAdapter {
-    let config = LoraConfig {
-        r,
-        alpha: 2.0 * r as f32,
-        targets: vec!["c_attn".into(), "c_proj".into(), "c_fc".into()],
-        dropout: 0.0,
-    };
-    let mut modules = Vec::new();
-    for layer in 0..cfg.n_layer {
-        for (k, linear) in Linear::ALL.into_iter().enumerate() {
-            let (fin, fout) = linear.dims(cfg.n_embd);
-            let seed = (layer * 10 + k) as u64;
-            let a = rand_vec(r * fin, seed)
-                .iter()
-                .map(|v| v / (fin as f32).sqrt())
-                .collect();
-            let b = rand_vec(fout * r, seed + 1000).iter().map(|v| 0.3 * v).collect();
-            modules.push(LoraModule {
-                layer,
-                linear,
-                a: HostTensor::new(&[r, fin], a),
-                b: HostTensor::new(&[fout, r], b),
-            });
-        }
-    }
-    LoraAdapter { config, modules }
+    random_adapter(cfg, r, 0, 0.3)
 }
 
 fn greedy(max_new_tokens: usize) -> SampleConfig {

@@ -83,3 +83,23 @@ pub fn webtune_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> st
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// A LoRA adapter (r, alpha 2r, c_attn/c_proj/c_fc: all four linears of every layer) with
+/// random A (scaled by 1/sqrt(in)) and non-zero B (scaled by `b_scale`), so every gradient
+/// and output path is exercised; seeds start at `seed0`.
+pub fn random_adapter(cfg: &webtune::model::Gpt2Config, r: usize, seed0: u64, b_scale: f32) -> webtune::model::LoraAdapter {
+    use webtune::model::lora::{LoraConfig, LoraModule};
+    use webtune::model::{HostTensor, Linear};
+    let config = LoraConfig { r, alpha: 2.0 * r as f32, targets: vec!["c_attn".into(), "c_proj".into(), "c_fc".into()], dropout: 0.0 };
+    let mut modules = Vec::new();
+    for layer in 0..cfg.n_layer {
+        for (k, linear) in Linear::ALL.into_iter().enumerate() {
+            let (fin, fout) = linear.dims(cfg.n_embd);
+            let seed = seed0 + (layer * 10 + k) as u64;
+            let a = rand_vec(r * fin, seed).iter().map(|v| v / (fin as f32).sqrt()).collect();
+            let b = rand_vec(fout * r, seed + 1000).iter().map(|v| b_scale * v).collect();
+            modules.push(LoraModule { layer, linear, a: HostTensor::new(&[r, fin], a), b: HostTensor::new(&[fout, r], b) });
+        }
+    }
+    webtune::model::LoraAdapter { config, modules }
+}
