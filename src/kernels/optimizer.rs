@@ -1,13 +1,14 @@
 //! Optimizer (shaders/optimizer.wgsl): global gradient norm with PyTorch
 //! `clip_grad_norm_` semantics, and AdamW (`torch.optim.AdamW`) in place.
 
+use crate::gpu::shaders::{reduce_lib, Template};
 use crate::gpu::{grid, groups, Gpu, GpuError, Program, Tensor};
 use crate::reference::ops::AdamW;
 
 const SRC: &str = include_str!("../../shaders/optimizer.wgsl");
 
 fn source() -> String {
-    SRC.to_string()
+    Template::new("optimizer", SRC).lib(&reduce_lib()).render()
 }
 
 pub fn variants() -> Vec<(String, String)> {
