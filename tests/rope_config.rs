@@ -1,7 +1,8 @@
 //! src/model/rope.rs against transformers (tests/fixtures/rope.json, tools/make_rope_fixtures.py):
 //! inv_freq, attention scaling and the cos/sin table for Llama (default and llama3 scaling, hub
 //! `rope_scaling` and transformers 5 `rope_parameters` spellings), Qwen2 and Qwen3 (head_dim ≠
-//! hidden / heads) configs; then the configs it must refuse, each error naming its field.
+//! hidden / heads) configs; transformers' apply_rotary_pos_emb against reference::llama's rotation
+//! with this table; then the configs it must refuse, each error naming its field.
 use webtune::model::rope::{cos_sin_table, Rope, RopeScaling};
 
 fn fixture() -> serde_json::Value {
@@ -67,6 +68,22 @@ fn frequencies_and_tables_match_transformers() {
         }
     }
     assert_eq!(llama3, 4, "the fixture's llama3 cases");
+}
+
+#[test]
+fn rotation_matches_apply_rotary_pos_emb() {
+    let fx = fixture();
+    let a = &fx["apply_rotary"];
+    let case = fx["cases"].as_array().unwrap().iter().find(|c| c["name"] == a["case"]).unwrap();
+    let rope = Rope::from_config(&case["config"], "case").unwrap();
+    let (heads, t) = (a["heads"].as_u64().unwrap() as usize, a["t"].as_u64().unwrap() as usize);
+    let (q, want) = (floats(&a["q"]), floats(&a["q_embed"]));
+    let got = webtune::reference::llama::rope_forward(&q, &rope.table(t).unwrap(), heads, rope.head_dim, t, 0);
+    assert_eq!(got.len(), want.len());
+    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-6 + 1e-6 * w.abs(), "q_embed[{k}]: {g} vs transformers {w}");
+    }
+    assert!(got.iter().zip(&q).any(|(g, x)| (g - x).abs() > 0.1), "the rotation did nothing");
 }
 
 #[test]

@@ -9,6 +9,9 @@ Each case holds the raw config dict (as a config.json would have it: hub style w
 RotaryEmbedding module computed the numbers, and what that module holds and returns:
 `inv_freq` [head_dim / 2], `attention_scaling`, and for a few positions the first half of
 `cos` and `sin` (HF's second half repeats the first; the script checks that) in float32.
+`apply_rotary` holds a random q of 2 heads at positions 0..7 (webtune's layout [T, heads·hd]) and
+what `apply_rotary_pos_emb` makes of it with the cos/sin of case `case`: the rotate_half
+convention itself, end to end.
 """
 import json
 import os
@@ -16,7 +19,7 @@ import os
 import torch
 import transformers
 from transformers import LlamaConfig, Qwen2Config, Qwen3Config
-from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
 from transformers.models.qwen3.modeling_qwen3 import Qwen3RotaryEmbedding
 
@@ -93,6 +96,17 @@ def main():
             "cos": [[float(v) for v in row] for row in cos[:, : hd // 2].tolist()],
             "sin": [[float(v) for v in row] for row in sin[:, : hd // 2].tolist()],
         })
+    # apply_rotary_pos_emb on q [B=1, heads=2, T=7, hd], stored as [T, heads·hd]
+    name, family, raw = CASES[7]
+    config_cls, rotary_cls = FAMILIES[family]
+    rotary = rotary_cls(config_cls(**json.loads(json.dumps(raw))))
+    hd, t = rotary.inv_freq.shape[0] * 2, 7
+    q = torch.randn(1, 2, t, hd, generator=torch.Generator().manual_seed(0))
+    cos, sin = rotary(q, torch.arange(t)[None])
+    q_embed, _ = apply_rotary_pos_emb(q, q, cos, sin)
+    flat = lambda x: [float(v) for v in x[0].transpose(0, 1).reshape(-1).tolist()]
+    out["apply_rotary"] = {"case": name, "heads": 2, "t": t, "q": flat(q), "q_embed": flat(q_embed)}
+
     path = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "rope.json")
     with open(path, "w") as f:  # one line per case
         head = json.dumps({k: v for k, v in out.items() if k != "cases"})[:-1]
