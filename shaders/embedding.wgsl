@@ -1,4 +1,4 @@
-// Token + position embedding over n = B*T token rows of width c:
+// Token (+ position) embedding over n = B*T token rows of width c:
 //   forward:   x[r, :] = wte[tokens[r], :] + wpe[r % t, :]          (one workgroup per row)
 //   dwte_add:  dwte[unique[u], :] += sum of dx[positions[k], :] over k in offsets[u]..offsets[u+1]
 //              (one workgroup per unique token; the host groups positions by token, so no
@@ -14,6 +14,9 @@ struct Params {
 }
 
 const WG: u32 = 256u;
+// Whether the model learns absolute positions (GPT-2's wpe); the Llama family has none (RoPE),
+// and then wpe is neither read nor bound.
+const POSITIONS: bool = {{POSITIONS}};
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;
@@ -38,15 +41,15 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let tok = tokens[r];
     let pos = (r % p.t) * p.c;
     let base = r * p.c;
-    if (tok < p.vocab) {
-        let row = tok * p.c;
-        for (var j = lid; j < p.c; j += WG) {
-            x[base + j] = wte[row + j] + wpe[pos + j];
+    for (var j = lid; j < p.c; j += WG) {
+        var v = 0.0;
+        if (tok < p.vocab) {
+            v = wte[tok * p.c + j];
         }
-    } else {
-        for (var j = lid; j < p.c; j += WG) {
-            x[base + j] = wpe[pos + j];
+        if (POSITIONS) {
+            v += wpe[pos + j];
         }
+        x[base + j] = v;
     }
 }
 
@@ -110,7 +113,7 @@ fn forward_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         if (tok < p.vocab) {
             v = wte[tok * p.c + j];
         }
-        if (at < p.t) {
+        if (POSITIONS && at < p.t) {
             v += wpe[at * p.c + j];
         }
         x[base + j] = v;

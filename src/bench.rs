@@ -20,7 +20,7 @@ use crate::data::{Batcher, Record, TokenStream};
 use crate::gpu::{AdapterReport, Gpu, GpuError, Program};
 use crate::kernels::matmul::{matmul, Matmul};
 use crate::model::gpt2::{Gpt2Gpu, Trainable};
-use crate::model::{Gpt2Config, Gpt2Weights, Linear, LoraAdapter, LoraConfig};
+use crate::model::{ModelConfig, Weights, Linear, LoraAdapter, LoraConfig};
 use crate::train::{AdamWConfig, TrainConfig, Trainer};
 
 #[derive(Debug, thiserror::Error)]
@@ -361,7 +361,7 @@ pub enum Mode {
 pub struct TrainBench {
     /// Shown in the report (a preset name or "custom").
     pub name: String,
-    pub config: Gpt2Config,
+    pub config: ModelConfig,
     pub batch: usize,
     pub seq: usize,
     pub mode: Mode,
@@ -375,7 +375,7 @@ pub struct TrainBench {
 
 impl TrainBench {
     /// The bench defaults: LoRA r 8, alpha 16 on c_attn, c_proj, c_fc; 3 warm-up and 10 timed steps.
-    pub fn new(name: &str, config: Gpt2Config, batch: usize, seq: usize, mode: Mode) -> Result<TrainBench, BenchError> {
+    pub fn new(name: &str, config: ModelConfig, batch: usize, seq: usize, mode: Mode) -> Result<TrainBench, BenchError> {
         let targets = ["c_attn", "c_proj", "c_fc"].iter().map(|s| s.to_string()).collect();
         let lora = LoraConfig::new(8, 16.0, targets, 0.0).map_err(crate::Error::from)?;
         Ok(TrainBench {
@@ -403,7 +403,7 @@ impl TrainBench {
 /// 2·N·r·(in+out) forward and 4·N·r·(in+out) backward. So full fine-tuning is
 /// 72·L·N·C² + 12·L·B·T²·C + 6·N·C·V, and LoRA on every linear
 /// 48·L·N·C² + 12·L·B·T²·C + 4·N·C·V + 96·L·N·r·C.
-pub fn train_flops(cfg: &Gpt2Config, b: usize, t: usize, lora: Option<&LoraConfig>) -> u64 {
+pub fn train_flops(cfg: &ModelConfig, b: usize, t: usize, lora: Option<&LoraConfig>) -> u64 {
     let (b, t) = (b as u64, t as u64);
     let (c, v, l) = (cfg.n_embd as u64, cfg.vocab_size as u64, cfg.n_layer as u64);
     let n = b * t;
@@ -488,7 +488,7 @@ pub fn bench_train(gpu: &Gpu, tb: &TrainBench) -> Result<TrainResult, BenchError
         )));
     }
     let before = gpu.allocated_bytes();
-    let weights = Gpt2Weights::random(cfg, tb.seed);
+    let weights = Weights::random(cfg, tb.seed);
     let (adapter, trainable) = match tb.mode {
         Mode::Lora => (Some(LoraAdapter::init(tb.lora.clone(), cfg, tb.seed)), Trainable::Lora),
         Mode::Full => (None, Trainable::Full),

@@ -22,7 +22,7 @@ use crate::kernels::embedding;
 use crate::kernels::matmul::{matmul, Matmul};
 use crate::kernels::{gelu, layernorm, residual};
 use crate::model::gpt2::{Activations, Gpt2Gpu, Param};
-use crate::model::Gpt2Config;
+use crate::model::ModelConfig;
 use crate::rng::Rng;
 
 /// How new tokens are chosen.
@@ -88,7 +88,7 @@ impl Prompt {
     /// Encodes `text` for generation with at most `max_new_tokens` new tokens: an empty prompt
     /// starts from the model's `bos_token_id` (GPT-2's unconditional start); a prompt that leaves
     /// no room for one new token within `n_positions` is refused.
-    pub fn new(tok: &Tokenizer, text: &str, cfg: &Gpt2Config, max_new_tokens: usize) -> Result<Prompt, String> {
+    pub fn new(tok: &Tokenizer, text: &str, cfg: &ModelConfig, max_new_tokens: usize) -> Result<Prompt, String> {
         let mut ids = tok.encode(text);
         if ids.is_empty() {
             ids.push(cfg.bos_token_id);
@@ -115,7 +115,7 @@ impl Prompt {
 
 /// The new tokens of a sample as text: the end-of-text token that stopped it (when `stop_at_eos`)
 /// is dropped. Returns (text, the ids kept, whether the sample ended at end of text).
-pub fn sample_text(tok: &Tokenizer, mut new: Vec<u32>, cfg: &Gpt2Config, stop_at_eos: bool) -> (String, Vec<u32>, bool) {
+pub fn sample_text(tok: &Tokenizer, mut new: Vec<u32>, cfg: &ModelConfig, stop_at_eos: bool) -> (String, Vec<u32>, bool) {
     let eos = stop_at_eos && new.last() == Some(&cfg.eos_token_id);
     if eos {
         new.pop();

@@ -38,7 +38,7 @@ use crate::flags::Style;
 use crate::generate::{sample_text, Generator, Prompt, SampleConfig};
 use crate::gpu::Gpu;
 use crate::model::gpt2::{Gpt2Gpu, Trainable};
-use crate::model::{lora, Gpt2Weights, LoraAdapter, LoraConfig};
+use crate::model::{lora, Weights, LoraAdapter, LoraConfig};
 use crate::train::checkpoint::{ModelInfo, RunOptions};
 use crate::train::eval::{EvalResult, Evaluator};
 use crate::train::run::{Checkpoint, Control, Files, RunData, RunInputs};
@@ -315,7 +315,7 @@ pub fn default_options() -> Result<JsValue, JsError> {
 }
 
 struct Model {
-    weights: Gpt2Weights,
+    weights: Weights,
     info: ModelInfo,
 }
 
@@ -533,7 +533,7 @@ impl Engine {
     #[wasm_bindgen(js_name = loadModel)]
     pub fn load_model(&self, config_json: &str, safetensors: &[u8], name: &str) -> Result<JsValue, JsError> {
         let mut st = self.state.try_borrow_mut().map_err(|_| JsError::new(BUSY))?;
-        let weights = Gpt2Weights::from_bytes(
+        let weights = Weights::from_bytes(
             config_json,
             &format!("{name}/config.json"),
             safetensors,

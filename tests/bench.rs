@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use webtune::bench::{self, Layout, MatmulBench, Mode, TrainBench};
-use webtune::model::{Gpt2Config, LoraConfig};
+use webtune::model::{ModelConfig, LoraConfig};
 
 fn close(what: &str, got: f64, want: f64) {
     assert!(
@@ -18,8 +18,8 @@ fn lora(r: usize, targets: &[&str]) -> LoraConfig {
 }
 
 /// 1 layer, C = 8, 2 heads, V = 16, n_positions 8.
-fn micro() -> Gpt2Config {
-    Gpt2Config::new(1, 2, 8, 16, 8)
+fn micro() -> ModelConfig {
+    ModelConfig::gpt2(1, 2, 8, 16, 8)
 }
 
 #[test]
@@ -36,7 +36,7 @@ fn train_flops_match_the_closed_forms() {
     // LoRA r 2 on c_attn only: 15360 + 2400 + 2560 + 6·N·r·(C + 3C) = ... + 1920
     assert_eq!(bench::train_flops(&micro(), b, t, Some(&lora(2, &["c_attn"]))), 22_240);
     // GPT-2 124M, full, B·T = 1 x 1: 72·12·768² + 12·12·768 + 6·768·50257
-    let gpt2 = Gpt2Config::new(12, 12, 768, 50257, 1024);
+    let gpt2 = ModelConfig::gpt2(12, 12, 768, 50257, 1024);
     assert_eq!(
         bench::train_flops(&gpt2, 1, 1, None),
         509_607_936 + 110_592 + 231_584_256

@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{assert_close, expected, text, tiny_fixtures, webtune, webtune_ok, Expected};
-use webtune::model::{Gpt2Config, Gpt2Weights, LoraAdapter};
+use webtune::model::{ModelConfig, Weights, LoraAdapter};
 
 fn fixtures() -> PathBuf {
     tiny_fixtures()
@@ -130,9 +130,9 @@ fn train_like_fixture(tmp: &Path, ex: &Expected, section: &str) -> PathBuf {
     out
 }
 
-fn tiny_config() -> Gpt2Config {
+fn tiny_config() -> ModelConfig {
     let path = model_dir().join("config.json");
-    Gpt2Config::from_json(&std::fs::read_to_string(&path).unwrap(), s(&path)).unwrap()
+    ModelConfig::from_json(&std::fs::read_to_string(&path).unwrap(), s(&path)).unwrap()
 }
 
 fn file_names(dir: &Path) -> Vec<String> {
@@ -171,9 +171,9 @@ fn full_train_matches_pytorch() {
     let ex = expected();
     let out = train_like_fixture(tmp.path(), &ex, "full");
     assert_eq!(file_names(&out), ["config.json", "model.safetensors"]);
-    let w = Gpt2Weights::load_dir(&out).unwrap();
+    let w = Weights::load_dir(&out).unwrap();
     // The fields webtune uses survive the round trip (the raw JSON gains dtype float32 etc.).
-    let shape = |c: &Gpt2Config| Gpt2Config {
+    let shape = |c: &ModelConfig| ModelConfig {
         raw: serde_json::Value::Null,
         ..c.clone()
     };

@@ -20,7 +20,7 @@ use webtune::data::{records, Batch, Batcher, Record, TokenStream, Tokenizer};
 use webtune::gpu::Gpu;
 use webtune::model::gpt2::{Gpt2Gpu, Trainable};
 use webtune::model::lora::LoraAdapter;
-use webtune::model::{Gpt2Config, Gpt2Weights, Linear};
+use webtune::model::{ModelConfig, Weights, Linear};
 use webtune::reference::{gpt2 as reference, ops};
 use webtune::train::eval::{evaluate, EvalResult};
 
@@ -60,8 +60,8 @@ fn webtune_err(args: &[&str], want: &[&str]) -> String {
     lines[0].to_string()
 }
 
-fn tiny() -> (Gpt2Weights, LoraAdapter) {
-    let w = Gpt2Weights::load_dir(&fixtures().join("model")).unwrap();
+fn tiny() -> (Weights, LoraAdapter) {
+    let w = Weights::load_dir(&fixtures().join("model")).unwrap();
     let ad = LoraAdapter::load_peft(&fixtures().join("adapter_init"), &w.config).unwrap();
     (w, ad)
 }
@@ -81,7 +81,7 @@ fn masked_records(vocab: usize) -> Vec<Record> {
 }
 
 /// The reference eval loss: each window's mean cross-entropy of `forward_logits`, pooled over counted positions.
-fn reference_eval(w: &Gpt2Weights, lora: Option<&LoraAdapter>, batches: &[Batch], t: usize) -> (f64, usize) {
+fn reference_eval(w: &Weights, lora: Option<&LoraAdapter>, batches: &[Batch], t: usize) -> (f64, usize) {
     let v = w.config.vocab_size;
     let (mut sum, mut counted) = (0.0f64, 0usize);
     for batch in batches {
@@ -96,7 +96,7 @@ fn reference_eval(w: &Gpt2Weights, lora: Option<&LoraAdapter>, batches: &[Batch]
     (sum / counted as f64, counted)
 }
 
-fn run_eval(gpu: &Gpu, w: &Gpt2Weights, lora: Option<&LoraAdapter>, batches: &[Batch], t: usize) -> EvalResult {
+fn run_eval(gpu: &Gpu, w: &Weights, lora: Option<&LoraAdapter>, batches: &[Batch], t: usize) -> EvalResult {
     let m = Gpt2Gpu::new(gpu, w, lora, Trainable::None).unwrap();
     pollster::block_on(evaluate(gpu, &m, batches, t)).unwrap()
 }
@@ -192,7 +192,7 @@ fn merge_into_equals_the_adapted_forward_on_the_cpu() {
         assert_eq!(merged.tensors[name] != *t, adapted, "{name}");
     }
     // An adapter for another width is refused and leaves the weights as they were.
-    let other = adapter_for(&Gpt2Config::new(2, 3, 15, 97, 40), 2);
+    let other = adapter_for(&ModelConfig::gpt2(2, 3, 15, 97, 40), 2);
     let mut untouched = w.clone();
     let e = other.merge_into(&mut untouched).unwrap_err().to_string();
     assert!(e.contains("cannot merge LoRA module h.0.attn.c_attn"), "{e}");
@@ -200,7 +200,7 @@ fn merge_into_equals_the_adapted_forward_on_the_cpu() {
 }
 
 /// A non-zero adapter (r, alpha 2r) on every linear of `cfg`.
-fn adapter_for(cfg: &Gpt2Config, r: usize) -> LoraAdapter {
+fn adapter_for(cfg: &ModelConfig, r: usize) -> LoraAdapter {
     random_adapter(cfg, r, 900, 0.3)
 }
 
@@ -262,14 +262,14 @@ fn merge_command_writes_a_checkpoint_with_the_adapted_logits() {
         ["model", "nested"],
         "no temporary folder is left"
     );
-    let merged = Gpt2Weights::load_dir(&out).unwrap();
+    let merged = Weights::load_dir(&out).unwrap();
     let (w, ad) = tiny();
     assert_eq!(
-        Gpt2Config {
+        ModelConfig {
             raw: serde_json::Value::Null,
             ..merged.config.clone()
         },
-        Gpt2Config {
+        ModelConfig {
             raw: serde_json::Value::Null,
             ..w.config.clone()
         }
@@ -279,7 +279,7 @@ fn merge_command_writes_a_checkpoint_with_the_adapted_logits() {
     let gpu = gpu();
     let (b, t) = (3, 17);
     let tokens: Vec<u32> = (0..b * t).map(|i| (i * 31 % 97) as u32).collect();
-    let logits = |w: &Gpt2Weights, lora: Option<&LoraAdapter>| {
+    let logits = |w: &Weights, lora: Option<&LoraAdapter>| {
         let m = Gpt2Gpu::new(&gpu, w, lora, Trainable::None).unwrap();
         pollster::block_on(m.logits(&gpu, &tokens, b, t)).unwrap()
     };
@@ -306,7 +306,7 @@ fn merge_command_writes_a_checkpoint_with_the_adapted_logits() {
         s(&out),
     ]);
     assert!(file_names(&out).contains(&"keep.txt".to_string()));
-    assert!(Gpt2Weights::load_dir(&out).unwrap().tensors == merged.tensors);
+    assert!(Weights::load_dir(&out).unwrap().tensors == merged.tensors);
 }
 
 #[test]
@@ -317,7 +317,7 @@ fn merge_bad_inputs_write_nothing() {
     let out = t.join("out");
     // an adapter for another model (width 15)
     let other = t.join("other_adapter");
-    adapter_for(&Gpt2Config::new(2, 3, 15, 97, 40), 2)
+    adapter_for(&ModelConfig::gpt2(2, 3, 15, 97, 40), 2)
         .save_peft(&other, "")
         .unwrap();
     let (missing, nope, init) = (t.join("missing"), t.join("nope"), fixtures().join("adapter_init"));
@@ -373,9 +373,9 @@ const NPOS: usize = 40;
 
 /// A random model with the tokenizer's 97 ids whose logits are spread out (greedy choices are
 /// clear-cut), saved with tokenizer.json into `dir`.
-fn spread_model(dir: &Path) -> Gpt2Weights {
-    let cfg = Gpt2Config::new(2, 3, 15, 97, NPOS);
-    let mut w = Gpt2Weights::random(&cfg, 11);
+fn spread_model(dir: &Path) -> Weights {
+    let cfg = ModelConfig::gpt2(2, 3, 15, 97, NPOS);
+    let mut w = Weights::random(&cfg, 11);
     for (i, (name, t)) in w.tensors.iter_mut().enumerate() {
         let noise = rand_vec(t.data.len(), 500 + i as u64);
         if name == "wte.weight" || name == "wpe.weight" {
@@ -394,7 +394,7 @@ fn spread_model(dir: &Path) -> Gpt2Weights {
 }
 
 /// The reference greedy continuation; asserts each step's top-1 / top-2 margin exceeds 1e-3.
-fn reference_greedy(w: &Gpt2Weights, lora: Option<&LoraAdapter>, prompt: &[u32], n: usize) -> Vec<u32> {
+fn reference_greedy(w: &Weights, lora: Option<&LoraAdapter>, prompt: &[u32], n: usize) -> Vec<u32> {
     let v = w.config.vocab_size;
     let mut seq = prompt.to_vec();
     for _ in 0..n {
@@ -589,7 +589,7 @@ fn generate_bad_inputs() {
         &["missing.txt"],
     );
     let other = tmp.path().join("other_adapter");
-    adapter_for(&Gpt2Config::new(2, 3, 15, 97, 40), 2)
+    adapter_for(&ModelConfig::gpt2(2, 3, 15, 97, 40), 2)
         .save_peft(&other, "")
         .unwrap();
     webtune_err(
@@ -822,7 +822,7 @@ fn eval_bad_inputs() {
         &["3 tokens"],
     );
     let other = tmp.path().join("other_adapter");
-    adapter_for(&Gpt2Config::new(2, 3, 15, 97, 40), 2)
+    adapter_for(&ModelConfig::gpt2(2, 3, 15, 97, 40), 2)
         .save_peft(&other, "")
         .unwrap();
     webtune_err(&["eval", "--model", m, "--data", d, "--adapter", s(&other)], &["shape"]);

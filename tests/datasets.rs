@@ -10,7 +10,7 @@ use webtune::data::records::{parse_dataset, parse_jsonl, read_dataset, split_eva
 use webtune::data::{Batcher, TokenStream};
 use webtune::gpu::Gpu;
 use webtune::model::gpt2::{Activations, Gpt2Gpu, Trainable};
-use webtune::model::{Gpt2Weights, LoraAdapter};
+use webtune::model::{Weights, LoraAdapter};
 use webtune::train::{AdamWConfig, StepLog, TrainConfig, Trainer};
 
 /// A stand-in tokenizer: one token per byte.
@@ -213,9 +213,9 @@ fn dir() -> PathBuf {
 
 const T: usize = 16;
 
-fn fixture() -> (Gpu, Gpt2Weights, LoraAdapter, Vec<Record>) {
+fn fixture() -> (Gpu, Weights, LoraAdapter, Vec<Record>) {
     let gpu = gpu();
-    let w = Gpt2Weights::load_dir(&dir().join("model")).unwrap();
+    let w = Weights::load_dir(&dir().join("model")).unwrap();
     let adapter = LoraAdapter::load_peft(&dir().join("adapter_init"), &w.config).unwrap();
     let bytes = std::fs::read(dir().join("data.jsonl")).unwrap();
     let recs = parse_dataset(&bytes, "data.jsonl", w.config.vocab_size, &|_| vec![]).unwrap();
@@ -231,7 +231,7 @@ fn adamw() -> AdamWConfig {
 #[allow(clippy::type_complexity)]
 fn train(
     gpu: &Gpu,
-    w: &Gpt2Weights,
+    w: &Weights,
     adapter: Option<&LoraAdapter>,
     recs: &[Record],
     b: usize,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use webtune::data::Tokenizer;
-use webtune::model::{Gpt2Weights, LoraAdapter};
+use webtune::model::{Weights, LoraAdapter};
 
 fn assets() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
@@ -65,7 +65,7 @@ fn demo_runs_from_another_folder_and_writes_a_trained_adapter() {
     assert_eq!(stdout.matches("  > Call me Ishmael").count(), 2, "{stdout}");
 
     let dir = tmp.path().join("webtune-demo-adapter");
-    let weights = Gpt2Weights::load_dir(&assets().join("model")).unwrap();
+    let weights = Weights::load_dir(&assets().join("model")).unwrap();
     let adapter = LoraAdapter::load_peft(&dir, &weights.config).unwrap();
     assert_eq!((adapter.config.r, adapter.config.alpha), (8, 16.0));
     assert_eq!(
@@ -94,7 +94,7 @@ fn demo_runs_from_another_folder_and_writes_a_trained_adapter() {
 #[test]
 fn bundled_model_matches_its_tokenizer() {
     let dir = assets().join("model");
-    let w = Gpt2Weights::load_dir(&dir).unwrap();
+    let w = Weights::load_dir(&dir).unwrap();
     let tok = Tokenizer::load_dir(&dir).unwrap();
     assert_eq!(w.config.vocab_size, tok.vocab_size());
     assert_eq!(Some(w.config.eos_token_id), tok.token_to_id("<|endoftext|>"));
@@ -159,7 +159,7 @@ fn pretrain_tiny_writes_a_model_sized_to_its_tokenizer() {
     let run = webtune(&args, t, &[]);
     assert!(run.status.success(), "pretrain failed:\n{}", text(&run.stderr));
 
-    let w = Gpt2Weights::load_dir(&out).unwrap();
+    let w = Weights::load_dir(&out).unwrap();
     let tok = Tokenizer::load_dir(&out).unwrap();
     assert_eq!(
         std::fs::read(out.join("tokenizer.json")).unwrap(),
@@ -171,7 +171,7 @@ fn pretrain_tiny_writes_a_model_sized_to_its_tokenizer() {
     assert_eq!(Some(c.eos_token_id), tok.token_to_id("<|endoftext|>"));
     assert_eq!(w.get("wte.weight").shape, vec![tok.vocab_size(), 16]);
     // Trained away from the seeded init: every tensor is written, and wte moved.
-    let init = Gpt2Weights::random(c, 0);
+    let init = Weights::random(c, 0);
     assert_ne!(w.get("wte.weight").data, init.get("wte.weight").data);
 
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)

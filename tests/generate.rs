@@ -12,7 +12,7 @@ use webtune::generate::{sample, Generator, SampleConfig};
 use webtune::gpu::Gpu;
 use webtune::model::gpt2::{Gpt2Gpu, Trainable};
 use webtune::model::lora::LoraAdapter;
-use webtune::model::{Gpt2Config, Gpt2Weights, HostTensor};
+use webtune::model::{ModelConfig, Weights, HostTensor};
 use webtune::reference::gpt2 as reference;
 use webtune::rng::Rng;
 
@@ -21,9 +21,9 @@ const C: usize = 15;
 const NPOS: usize = 23;
 
 /// A small model whose logits are spread out (std ~2), so greedy choices are clear-cut.
-fn model(untied: bool) -> Gpt2Weights {
-    let cfg = Gpt2Config::new(2, 3, C, V, NPOS);
-    let mut w = Gpt2Weights::random(&cfg, 11);
+fn model(untied: bool) -> Weights {
+    let cfg = ModelConfig::gpt2(2, 3, C, V, NPOS);
+    let mut w = Weights::random(&cfg, 11);
     for (i, (name, t)) in w.tensors.iter_mut().enumerate() {
         let noise = rand_vec(t.data.len(), 500 + i as u64);
         if name == "wte.weight" {
@@ -47,7 +47,7 @@ fn model(untied: bool) -> Gpt2Weights {
     w
 }
 
-fn adapter(cfg: &Gpt2Config, r: usize) -> LoraAdapter {
+fn adapter(cfg: &ModelConfig, r: usize) -> LoraAdapter {
     random_adapter(cfg, r, 0, 0.3)
 }
 
@@ -60,13 +60,13 @@ fn greedy(max_new_tokens: usize) -> SampleConfig {
     }
 }
 
-fn last_row(w: &Gpt2Weights, lora: Option<&LoraAdapter>, seq: &[u32]) -> Vec<f32> {
+fn last_row(w: &Weights, lora: Option<&LoraAdapter>, seq: &[u32]) -> Vec<f32> {
     let logits = reference::forward_logits(w, lora, seq, 1, seq.len());
     logits[(seq.len() - 1) * V..].to_vec()
 }
 
 /// The reference greedy continuation; asserts each step's top-1 / top-2 margin exceeds `margin`.
-fn reference_greedy(w: &Gpt2Weights, lora: Option<&LoraAdapter>, prompt: &[u32], n: usize, margin: f32) -> Vec<u32> {
+fn reference_greedy(w: &Weights, lora: Option<&LoraAdapter>, prompt: &[u32], n: usize, margin: f32) -> Vec<u32> {
     let mut seq = prompt.to_vec();
     for _ in 0..n {
         let row = last_row(w, lora, &seq);
@@ -93,7 +93,7 @@ fn greedy_matches_reference_with_and_without_lora() {
     let tied = model(false);
     let untied = model(true);
     let ad = adapter(&tied.config, 3);
-    let cases: [(&str, &Gpt2Weights, Option<&LoraAdapter>); 3] = [
+    let cases: [(&str, &Weights, Option<&LoraAdapter>); 3] = [
         ("base", &tied, None),
         ("lora", &tied, Some(&ad)),
         ("untied head", &untied, None),
@@ -146,7 +146,7 @@ fn greedy_matches_reference_with_and_without_lora() {
 fn sampling_is_seeded() {
     let gpu = gpu();
     // GPT-2 init: logits near zero, a flat distribution, so different seeds differ
-    let w = Gpt2Weights::random(&Gpt2Config::new(2, 3, C, V, NPOS), 3);
+    let w = Weights::random(&ModelConfig::gpt2(2, 3, C, V, NPOS), 3);
     let m = Gpt2Gpu::new(&gpu, &w, None, Trainable::None).unwrap();
     let mut g = Generator::new(&gpu, &m, NPOS).unwrap();
     let cfg = |seed| SampleConfig {

@@ -8,7 +8,7 @@ use safetensors::{Dtype, SafeTensors};
 use webtune::model::lora::{LoraModule, VALID_TARGETS};
 use webtune::model::weights::param_shapes;
 use webtune::model::Linear;
-use webtune::model::{Gpt2Config, Gpt2Weights, LoraAdapter, LoraConfig, ModelError};
+use webtune::model::{ModelConfig, Weights, LoraAdapter, LoraConfig, ModelError};
 
 fn fixture(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(p)
@@ -50,7 +50,7 @@ fn model_tensors() -> BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> {
 
 /// Loads from bytes with the fixture config and the given tensors; returns the error text.
 fn load_err(tensors: &BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>) -> String {
-    match Gpt2Weights::from_bytes(&model_config_text(), "cfg.json", &serialize(tensors), "w.safetensors") {
+    match Weights::from_bytes(&model_config_text(), "cfg.json", &serialize(tensors), "w.safetensors") {
         Ok(_) => panic!("loading should fail"),
         Err(e) => e.to_string(),
     }
@@ -62,8 +62,8 @@ fn assert_has(msg: &str, parts: &[&str]) {
     }
 }
 
-fn tiny_config() -> Gpt2Config {
-    Gpt2Config::from_json(&model_config_text(), "config.json").unwrap()
+fn tiny_config() -> ModelConfig {
+    ModelConfig::from_json(&model_config_text(), "config.json").unwrap()
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -74,7 +74,7 @@ fn strings(v: &[&str]) -> Vec<String> {
 
 #[test]
 fn load_fixture_model() {
-    let w = Gpt2Weights::load_dir(&fixture("model")).unwrap();
+    let w = Weights::load_dir(&fixture("model")).unwrap();
     let c = &w.config;
     assert_eq!((c.n_layer, c.n_head, c.n_embd, c.vocab_size, c.n_positions), (2, 3, 48, 97, 64));
     assert_eq!((c.eos_token_id, c.bos_token_id), (96, 96));
@@ -95,7 +95,7 @@ fn load_fixture_model() {
 #[test]
 fn prefix_less_names_buffers_and_lm_head() {
     let raw = model_tensors();
-    let want = Gpt2Weights::load_dir(&fixture("model")).unwrap();
+    let want = Weights::load_dir(&fixture("model")).unwrap();
     let mut renamed: BTreeMap<_, _> =
         raw.iter().map(|(n, t)| (n.strip_prefix("transformer.").unwrap().to_string(), t.clone())).collect();
     // HF's old attention buffers are ignored; an lm_head equal to wte is the tied head.
@@ -105,27 +105,27 @@ fn prefix_less_names_buffers_and_lm_head() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.json"), model_config_text()).unwrap();
     std::fs::write(dir.path().join("model.safetensors"), serialize(&renamed)).unwrap();
-    let got = Gpt2Weights::load_dir(dir.path()).unwrap();
+    let got = Weights::load_dir(dir.path()).unwrap();
     assert_eq!(got.tensors, want.tensors);
 
     // An untied head that differs from wte is kept under its canonical name.
     let (d, s, mut b) = renamed["wte.weight"].clone();
     b[0] ^= 1;
     renamed.insert("lm_head.weight".into(), (d, s, b.clone()));
-    let got = Gpt2Weights::from_bytes(&model_config_text(), "c", &serialize(&renamed), "w").unwrap();
+    let got = Weights::from_bytes(&model_config_text(), "c", &serialize(&renamed), "w").unwrap();
     assert_eq!(got.lm_head().data, f32s(&b));
     assert_eq!(got.tensors.len(), want.tensors.len() + 1);
     // ... and survives a save (config marked untied).
     let out = tempfile::tempdir().unwrap();
     got.save_dir(out.path()).unwrap();
-    let again = Gpt2Weights::load_dir(out.path()).unwrap();
+    let again = Weights::load_dir(out.path()).unwrap();
     assert_eq!(again.tensors, got.tensors);
     assert_eq!(again.config.raw["tie_word_embeddings"], serde_json::json!(false));
 }
 
 #[test]
 fn bf16_and_f16_models_convert_to_f32() {
-    let want = Gpt2Weights::load_dir(&fixture("model")).unwrap();
+    let want = Weights::load_dir(&fixture("model")).unwrap();
     for (dir, round) in [
         ("model_bf16", (|x: f32| half::bf16::from_f32(x).to_f32()) as fn(f32) -> f32),
         ("model_f16", |x: f32| half::f16::from_f32(x).to_f32()),
@@ -133,7 +133,7 @@ fn bf16_and_f16_models_convert_to_f32() {
         let raw = raw_tensors(&read(&fixture(&format!("{dir}/model.safetensors"))));
         let dtype = if dir == "model_bf16" { Dtype::BF16 } else { Dtype::F16 };
         assert!(raw.values().all(|t| t.0 == dtype), "{dir} should hold {dtype:?} tensors");
-        let got = Gpt2Weights::load_dir(&fixture(dir)).unwrap();
+        let got = Weights::load_dir(&fixture(dir)).unwrap();
         assert_eq!(got.tensors.len(), want.tensors.len());
         for (name, t) in &want.tensors {
             let g = &got.tensors[name];
@@ -150,7 +150,7 @@ fn bf16_and_f16_models_convert_to_f32() {
 
 #[test]
 fn save_dir_round_trip_writes_hf_layout() {
-    let w = Gpt2Weights::load_dir(&fixture("model_bf16")).unwrap();
+    let w = Weights::load_dir(&fixture("model_bf16")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("new/sub");
     w.save_dir(&out).unwrap();
@@ -165,7 +165,7 @@ fn save_dir_round_trip_writes_hf_layout() {
     let st = read(&out.join("model.safetensors"));
     let meta = SafeTensors::read_metadata(&st).unwrap().1;
     assert_eq!(meta.metadata().as_ref().and_then(|m| m.get("format")).map(String::as_str), Some("pt"));
-    let back = Gpt2Weights::load_dir(&out).unwrap();
+    let back = Weights::load_dir(&out).unwrap();
     assert_eq!(back.tensors, w.tensors);
     assert_eq!(back.config.n_embd, w.config.n_embd);
     assert_eq!(back.config.raw["dtype"], serde_json::json!("float32"));
@@ -177,21 +177,21 @@ fn save_dir_round_trip_writes_hf_layout() {
 
 #[test]
 fn missing_dir_and_files() {
-    let e = Gpt2Weights::load_dir(Path::new("/no/such/model_dir")).unwrap_err();
+    let e = Weights::load_dir(Path::new("/no/such/model_dir")).unwrap_err();
     assert!(matches!(e, ModelError::Io { .. }));
     assert_has(&e.to_string(), &["/no/such/model_dir", "not a directory"]);
 
     let dir = tempfile::tempdir().unwrap();
-    let e = Gpt2Weights::load_dir(dir.path()).unwrap_err().to_string();
+    let e = Weights::load_dir(dir.path()).unwrap_err().to_string();
     assert_has(&e, &["config.json"]);
 
     std::fs::write(dir.path().join("config.json"), model_config_text()).unwrap();
-    let e = Gpt2Weights::load_dir(dir.path()).unwrap_err();
+    let e = Weights::load_dir(dir.path()).unwrap_err();
     assert!(matches!(e, ModelError::Io { .. }));
     assert_has(&e.to_string(), &["model.safetensors", "not found"]);
 
     std::fs::write(dir.path().join("pytorch_model.bin"), b"x").unwrap();
-    assert_has(&Gpt2Weights::load_dir(dir.path()).unwrap_err().to_string(), &["pytorch_model.bin", "safetensors"]);
+    assert_has(&Weights::load_dir(dir.path()).unwrap_err().to_string(), &["pytorch_model.bin", "safetensors"]);
 
     let e = LoraAdapter::load_peft(&dir.path().join("nope"), &tiny_config()).unwrap_err().to_string();
     assert_has(&e, &["nope", "not a directory"]);
@@ -202,20 +202,20 @@ fn missing_dir_and_files() {
 #[test]
 fn bad_config_json() {
     let st = read(&fixture("model/model.safetensors"));
-    let e = Gpt2Weights::from_bytes("{\"n_layer\": 2,", "my/config.json", &st, "w").unwrap_err();
+    let e = Weights::from_bytes("{\"n_layer\": 2,", "my/config.json", &st, "w").unwrap_err();
     assert!(matches!(e, ModelError::Json { .. }));
     assert_has(&e.to_string(), &["my/config.json", "invalid JSON"]);
 
     let mut cfg: serde_json::Value = serde_json::from_str(&model_config_text()).unwrap();
     cfg.as_object_mut().unwrap().remove("n_embd");
-    let e = Gpt2Weights::from_bytes(&cfg.to_string(), "my/config.json", &st, "w").unwrap_err().to_string();
+    let e = Weights::from_bytes(&cfg.to_string(), "my/config.json", &st, "w").unwrap_err().to_string();
     assert_has(&e, &["my/config.json", "n_embd"]);
 
     // The same through a folder: the message names the file.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.json"), "not json").unwrap();
     std::fs::write(dir.path().join("model.safetensors"), &st).unwrap();
-    let e = Gpt2Weights::load_dir(dir.path()).unwrap_err().to_string();
+    let e = Weights::load_dir(dir.path()).unwrap_err().to_string();
     assert_has(&e, &[&dir.path().join("config.json").display().to_string(), "invalid JSON"]);
 }
 
@@ -223,7 +223,7 @@ fn bad_config_json() {
 fn truncated_or_garbage_safetensors() {
     let st = read(&fixture("model/model.safetensors"));
     for bytes in [&st[..st.len() - 100], &st[..20], &[][..], &b"\xff\xff\xff\xff\xff\xff\xff\xffgarbage"[..]] {
-        let e = Gpt2Weights::from_bytes(&model_config_text(), "c", bytes, "dir/model.safetensors").unwrap_err();
+        let e = Weights::from_bytes(&model_config_text(), "c", bytes, "dir/model.safetensors").unwrap_err();
         assert!(matches!(e, ModelError::Safetensors { .. }), "{e}");
         assert_has(&e.to_string(), &["dir/model.safetensors", "not a valid safetensors"]);
     }
@@ -308,7 +308,7 @@ fn lora_config_validation_and_matching() {
 
 #[test]
 fn init_statistics_and_determinism() {
-    let model = Gpt2Config::new(2, 4, 96, 50, 32);
+    let model = ModelConfig::gpt2(2, 4, 96, 50, 32);
     let cfg = LoraConfig::new(8, 16.0, strings(&["c_attn", "c_proj", "c_fc"]), 0.0).unwrap();
     let a = LoraAdapter::init(cfg.clone(), &model, 7);
     let keys: Vec<(usize, Linear)> = a.modules.iter().map(|m| (m.layer, m.linear)).collect();
@@ -529,7 +529,7 @@ fn bad_peft_adapters() {
     assert_has(&peft_err(&ok, &serialize(&raw)), &["lora_A.weight", "I32"]);
     assert_has(&peft_err(&ok, &bytes[..bytes.len() / 2]), &["ad/adapter_model.safetensors", "not a valid safetensors"]);
     // A model with a different width: shape errors, not a panic.
-    let wide = Gpt2Config::new(2, 4, 64, 97, 64);
+    let wide = ModelConfig::gpt2(2, 4, 64, 97, 64);
     let e = LoraAdapter::from_peft_bytes(&ok, &bytes, &wide, "ad").unwrap_err().to_string();
     assert_has(&e, &["[4, 48]", "[4, 64]"]);
 }

@@ -8,7 +8,7 @@ use common::*;
 use webtune::data::{records, Batcher, TokenStream};
 use webtune::gpu::Gpu;
 use webtune::model::gpt2::{Activations, Gpt2Gpu, Trainable};
-use webtune::model::{Gpt2Weights, LoraAdapter};
+use webtune::model::{Weights, LoraAdapter};
 use webtune::train::{AdamWConfig, TrainConfig, Trainer};
 
 const RTOL: f32 = 1e-4;
@@ -26,9 +26,9 @@ fn peft_name(module: &str, ab: &str) -> String {
     format!("base_model.model.transformer.{module}.{ab}.weight")
 }
 
-fn setup() -> (Gpu, Gpt2Weights, LoraAdapter, Batcher) {
+fn setup() -> (Gpu, Weights, LoraAdapter, Batcher) {
     let gpu = gpu();
-    let w = Gpt2Weights::load_dir(&dir().join("model")).unwrap();
+    let w = Weights::load_dir(&dir().join("model")).unwrap();
     let adapter = LoraAdapter::load_peft(&dir().join("adapter_init"), &w.config).unwrap();
     let recs = records::read_jsonl(&dir().join("data.jsonl"), w.config.vocab_size).unwrap();
     let batcher = Batcher::new(TokenStream::new(&recs, w.config.eos_token_id), 2, 16, false, 0).unwrap();

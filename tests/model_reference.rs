@@ -5,16 +5,16 @@ mod common;
 use common::*;
 use webtune::model::gpt2::{Activations, Gpt2Gpu, Trainable};
 use webtune::model::lora::LoraAdapter;
-use webtune::model::{Gpt2Config, Gpt2Weights, HostTensor};
+use webtune::model::{ModelConfig, Weights, HostTensor};
 use webtune::reference::gpt2 as reference;
 
 const B: usize = 2;
 const T: usize = 7;
 
-fn model(untied: bool) -> Gpt2Weights {
+fn model(untied: bool) -> Weights {
     // n_embd 24 with 3 heads (head_dim 8), vocab 37, n_positions 11: no size is a tile multiple
-    let cfg = Gpt2Config::new(2, 3, 24, 37, 11);
-    let mut w = Gpt2Weights::random(&cfg, 5);
+    let cfg = ModelConfig::gpt2(2, 3, 24, 37, 11);
+    let mut w = Weights::random(&cfg, 5);
     // non-trivial LayerNorm and bias values so their gradients matter
     for (i, (name, t)) in w.tensors.iter_mut().enumerate() {
         if name.contains("ln_") || name.ends_with(".bias") {
@@ -31,7 +31,7 @@ fn model(untied: bool) -> Gpt2Weights {
     w
 }
 
-fn adapter(cfg: &Gpt2Config, r: usize) -> LoraAdapter {
+fn adapter(cfg: &ModelConfig, r: usize) -> LoraAdapter {
     random_adapter(cfg, r, 0, 0.1)
 }
 
@@ -44,7 +44,7 @@ fn batch(vocab: usize, ignore_some: bool) -> (Vec<u32>, Vec<i32>) {
 }
 
 /// Runs one gradient program on the GPU; returns (loss, name -> gradient).
-fn gpu_loss_and_grads(w: &Gpt2Weights, lora: Option<&LoraAdapter>, mode: Trainable, tokens: &[u32], targets: &[i32]) -> (f32, Vec<(String, Vec<f32>)>) {
+fn gpu_loss_and_grads(w: &Weights, lora: Option<&LoraAdapter>, mode: Trainable, tokens: &[u32], targets: &[i32]) -> (f32, Vec<(String, Vec<f32>)>) {
     let gpu = gpu();
     let m = Gpt2Gpu::new(&gpu, w, lora, mode).unwrap();
     // a small head budget so the LM head runs in several chunks (14 rows, chunks of 4)

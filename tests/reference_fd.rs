@@ -14,7 +14,7 @@ use common::rand_vec;
 
 use webtune::model::lora::LoraModule;
 use webtune::model::weights::HostTensor;
-use webtune::model::{Gpt2Config, Gpt2Weights, Linear, LoraAdapter, LoraConfig};
+use webtune::model::{ModelConfig, Weights, Linear, LoraAdapter, LoraConfig};
 use webtune::reference::gpt2::{forward_logits, loss_and_grads, Gradients};
 use webtune::reference::{llama, ops};
 use webtune::rng::Rng;
@@ -385,15 +385,15 @@ fn fd_swiglu() {
 const B: usize = 2;
 const T: usize = 5;
 
-fn cfg() -> Gpt2Config {
-    Gpt2Config::new(2, 3, 12, 23, 16)
+fn cfg() -> ModelConfig {
+    ModelConfig::gpt2(2, 3, 12, 23, 16)
 }
 
 /// Weights far from GPT-2's tiny init so every gradient is sizeable: matrices ±0.4, embeddings
 /// ±0.5, LayerNorm gains 1 ± 0.3, biases ±0.1. `untied` adds an `lm_head.weight`.
-fn weights(seed: u64, untied: bool) -> Gpt2Weights {
+fn weights(seed: u64, untied: bool) -> Weights {
     let cfg = cfg();
-    let mut w = Gpt2Weights::random(&cfg, seed);
+    let mut w = Weights::random(&cfg, seed);
     if untied {
         let (v, c) = (cfg.vocab_size, cfg.n_embd);
         w.tensors
@@ -457,7 +457,7 @@ fn tokens() -> Vec<u32> {
 }
 
 /// The model's loss in f64 from its f32 logits.
-fn model_loss(w: &Gpt2Weights, lora: Option<&LoraAdapter>, targets: &[i32]) -> f64 {
+fn model_loss(w: &Weights, lora: Option<&LoraAdapter>, targets: &[i32]) -> f64 {
     ce64(&forward_logits(w, lora, &tokens(), B, T), targets, w.config.vocab_size)
 }
 
@@ -477,7 +477,7 @@ fn model_atol(g: &[f32]) -> f64 {
     2e-4 * g.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64 + 1e-6
 }
 
-fn check_full(w: &Gpt2Weights, targets: &[i32]) -> Gradients {
+fn check_full(w: &Weights, targets: &[i32]) -> Gradients {
     let (loss, grads) = loss_and_grads(w, None, &tokens(), targets, B, T);
     assert!(
         (loss as f64 - model_loss(w, None, targets)).abs() < 1e-5,
@@ -538,7 +538,7 @@ fn fd_model_full_untied_with_ignored_targets() {
     assert_eq!((l0, &g0), (l1, &g1));
 }
 
-fn check_lora(w: &Gpt2Weights, ad: &LoraAdapter, targets: &[i32]) {
+fn check_lora(w: &Weights, ad: &LoraAdapter, targets: &[i32]) {
     let (loss, grads) = loss_and_grads(w, Some(ad), &tokens(), targets, B, T);
     assert!(
         (loss as f64 - model_loss(w, Some(ad), targets)).abs() < 1e-5,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{assert_close, text, webtune, webtune_ok};
 use webtune::data::Tokenizer;
-use webtune::model::{Gpt2Weights, LoraAdapter};
+use webtune::model::{Weights, LoraAdapter};
 use webtune::train::checkpoint;
 
 fn fixtures() -> PathBuf {
@@ -116,9 +116,9 @@ fn check_checkpoint(dir: &Path, full: bool, step: u32) -> checkpoint::TrainerSta
     assert_eq!(state.step, step);
     assert_eq!(state.webtune_version, env!("CARGO_PKG_VERSION"));
     let moments = checkpoint::read_moments(dir).unwrap();
-    let cfg = Gpt2Weights::load_dir(&model_dir()).unwrap().config;
+    let cfg = Weights::load_dir(&model_dir()).unwrap().config;
     if full {
-        let w = Gpt2Weights::load_dir(dir).unwrap();
+        let w = Weights::load_dir(dir).unwrap();
         assert_eq!(moments.len(), w.tensors.len(), "one (m, v) per tensor");
         for (name, t) in &w.tensors {
             assert_eq!(moments[name].0.shape, t.shape, "{name}");
@@ -480,7 +480,7 @@ fn second_ctrl_c_quits_at_once_leaving_nothing_half_written() {
         );
     }
     if out.join("model.safetensors").exists() {
-        Gpt2Weights::load_dir(&out).unwrap();
+        Weights::load_dir(&out).unwrap();
     }
 }
 
@@ -581,7 +581,7 @@ fn text_data_trains_like_its_token_ids() {
 
 /// Mean cross-entropy over the counted targets of `windows` (tokens, targets), on the CPU.
 fn reference_eval_loss(model: &Path, adapter: &Path, windows: &[(Vec<u32>, Vec<i32>)], t: usize) -> f32 {
-    let w = Gpt2Weights::load_dir(model).unwrap();
+    let w = Weights::load_dir(model).unwrap();
     let a = LoraAdapter::load_peft(adapter, &w.config).unwrap();
     let tokens: Vec<u32> = windows.iter().flat_map(|w| w.0.clone()).collect();
     let logits = webtune::reference::gpt2::forward_logits(&w, Some(&a), &tokens, windows.len(), t);

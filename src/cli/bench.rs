@@ -71,7 +71,7 @@ pub fn run(adapter: Option<&str>, a: BenchArgs) -> Result<(), String> {
              need every one >= 1 (vocab >= 2) and embd a multiple of heads"
         ));
     }
-    let config = webtune::model::Gpt2Config::new(layers, heads, embd, vocab, a.positions.unwrap_or(p.n_positions));
+    let config = webtune::model::ModelConfig::gpt2(layers, heads, embd, vocab, a.positions.unwrap_or(p.n_positions));
     let gpu = Gpu::new_blocking(adapter).map_err(|e| e.to_string())?;
     let mut report = wb::Report::new(&gpu);
     eprintln!("bench on {}", gpu.report);

@@ -16,7 +16,7 @@ use webtune::generate::{Generator, SampleConfig};
 use webtune::gpu::Gpu;
 use webtune::model::gpt2::Gpt2Gpu;
 use webtune::model::weights::write_atomic;
-use webtune::model::Gpt2Weights;
+use webtune::model::Weights;
 use webtune::train::checkpoint::{ModelInfo, RunOptions};
 use webtune::train::run::{Control, RunData, RunInputs};
 use webtune::train::schedule::Schedule;
@@ -169,7 +169,7 @@ pub fn run(adapter_filter: Option<&str>, a: DemoArgs) -> Result<(), String> {
     let dir = assets_dir(a.assets.as_deref());
     check_assets(&dir)?;
     let model_dir = dir.join(MODEL);
-    let weights = Gpt2Weights::load_dir(&model_dir).map_err(|e| e.to_string())?;
+    let weights = Weights::load_dir(&model_dir).map_err(|e| e.to_string())?;
     let cfg = weights.config.clone();
     let tok = Tokenizer::load_dir(&model_dir).map_err(|e| e.to_string())?;
     let eos = eos_id(&tok, &model_dir)?;

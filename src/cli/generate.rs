@@ -8,7 +8,7 @@ use webtune::flags::Style;
 use webtune::generate::{sample_text, Generator, Prompt, SampleConfig};
 use webtune::gpu::Gpu;
 use webtune::model::gpt2::{Gpt2Gpu, Trainable};
-use webtune::model::{Gpt2Weights, LoraAdapter};
+use webtune::model::{Weights, LoraAdapter};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -78,8 +78,8 @@ pub(crate) fn load_tokenizer(
 }
 
 /// The model's weights and, with `lora`, the adapter checked against them.
-pub(crate) fn load_model(model: &Path, lora: Option<&Path>) -> Result<(Gpt2Weights, Option<LoraAdapter>), String> {
-    let weights = Gpt2Weights::load_dir(model).map_err(|e| e.to_string())?;
+pub(crate) fn load_model(model: &Path, lora: Option<&Path>) -> Result<(Weights, Option<LoraAdapter>), String> {
+    let weights = Weights::load_dir(model).map_err(|e| e.to_string())?;
     let adapter = match lora {
         Some(dir) => Some(LoraAdapter::load_peft(dir, &weights.config).map_err(|e| e.to_string())?),
         None => None,

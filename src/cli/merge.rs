@@ -86,7 +86,7 @@ pub fn run(a: MergeArgs) -> Result<(), String> {
 /// Writes the checkpoint and the copied files into `tmp` (a fresh folder); returns the file names.
 fn write_into(
     tmp: &Path,
-    weights: &webtune::model::Gpt2Weights,
+    weights: &webtune::model::Weights,
     copies: &[(&str, Vec<u8>)],
 ) -> Result<Vec<String>, String> {
     if tmp.exists() {

@@ -9,7 +9,7 @@ use webtune::data::{Batch, Batcher, Dataset, Record, TokenStream, Tokenizer};
 use webtune::flags::Style;
 use webtune::gpu::Gpu;
 use webtune::model::gpt2::Gpt2Gpu;
-use webtune::model::{Gpt2Config, Gpt2Weights};
+use webtune::model::{ModelConfig, Weights};
 use webtune::train::checkpoint::{ModelInfo, RunOptions};
 use webtune::train::eval::EvalResult;
 use webtune::train::run::{Control, RunData, RunInputs};
@@ -173,7 +173,7 @@ pub fn run(adapter_filter: Option<&str>, a: PretrainArgs) -> Result<(), String> 
     if a.out.is_file() {
         return Err(format!("--out {}: is a file, not a folder", a.out.display()));
     }
-    let mut cfg = Gpt2Config::new(a.layers, a.heads, a.embd, vocab, a.positions);
+    let mut cfg = ModelConfig::gpt2(a.layers, a.heads, a.embd, vocab, a.positions);
     cfg.eos_token_id = eos;
     cfg.bos_token_id = eos;
     if let Some(raw) = cfg.raw.as_object_mut() {
@@ -197,13 +197,13 @@ pub fn run(adapter_filter: Option<&str>, a: PretrainArgs) -> Result<(), String> 
 fn pretrain(
     adapter_filter: Option<&str>,
     a: &PretrainArgs,
-    cfg: Gpt2Config,
+    cfg: ModelConfig,
     spec: RunSpec,
     data: RunData,
     log: &mut Option<std::fs::File>,
 ) -> Result<(), String> {
     let gpu = Gpu::new_blocking(adapter_filter).map_err(|e| e.to_string())?;
-    let weights = Gpt2Weights::random(&cfg, a.seed);
+    let weights = Weights::random(&cfg, a.seed);
     let n_params: usize = weights.tensors.values().map(|t| t.data.len()).sum();
     let (batch, seq, steps) = (spec.batch, spec.seq, spec.steps);
     let input = RunInputs {

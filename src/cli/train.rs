@@ -20,7 +20,7 @@ use webtune::data::{Dataset, Tokenizer};
 use webtune::flags::Style;
 use webtune::gpu::Gpu;
 use webtune::model::weights::write_atomic;
-use webtune::model::{Gpt2Config, Gpt2Weights, LoraAdapter};
+use webtune::model::{ModelConfig, Weights, LoraAdapter};
 use webtune::train::checkpoint::{self, ModelInfo, RunOptions, TrainerState};
 use webtune::train::run::{Checkpoint, Control, RunData, RunInputs};
 use webtune::train::schedule::Schedule;
@@ -323,7 +323,7 @@ impl LazyTokenizer {
 }
 
 /// The base model's weights (a full run resumes from the checkpoint's) and its identity.
-fn load_model(a: &TrainArgs, full: bool, ckpt: Option<&Checkpoint>) -> Result<(Gpt2Weights, ModelInfo), String> {
+fn load_model(a: &TrainArgs, full: bool, ckpt: Option<&Checkpoint>) -> Result<(Weights, ModelInfo), String> {
     let size = |dir: &Path| std::fs::metadata(dir.join("model.safetensors")).map(|m| m.len()).unwrap_or(0);
     match (full, ckpt, &a.model) {
         // a full run's weights are the checkpoint's; --model, if given, must have its shape
@@ -334,7 +334,7 @@ fn load_model(a: &TrainArgs, full: bool, ckpt: Option<&Checkpoint>) -> Result<(G
                 Some(m) => {
                     let path = m.join("config.json");
                     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                    let cfg = Gpt2Config::from_json(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
+                    let cfg = ModelConfig::from_json(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
                     ModelInfo::of(&cfg, &m.display().to_string(), &abs(m), saved.weights_bytes, None)
                 }
                 None => saved.clone(),
@@ -342,14 +342,14 @@ fn load_model(a: &TrainArgs, full: bool, ckpt: Option<&Checkpoint>) -> Result<(G
             Ok((w, info))
         }
         (_, _, Some(dir)) => {
-            let w = Gpt2Weights::load_dir(dir).map_err(|e| e.to_string())?;
+            let w = Weights::load_dir(dir).map_err(|e| e.to_string())?;
             let info = ModelInfo::of(&w.config, &dir.display().to_string(), &abs(dir), size(dir), None);
             Ok((w, info))
         }
         (_, Some(ck), None) => {
             let saved = &ck.state.model;
             let dir = PathBuf::from(&saved.path);
-            let w = Gpt2Weights::load_dir(&dir).map_err(|e| e.to_string())?;
+            let w = Weights::load_dir(&dir).map_err(|e| e.to_string())?;
             let info = ModelInfo::of(&w.config, &saved.name, &saved.path, size(&dir), None);
             Ok((w, info))
         }
@@ -358,7 +358,7 @@ fn load_model(a: &TrainArgs, full: bool, ckpt: Option<&Checkpoint>) -> Result<(G
 }
 
 /// --init-adapter, checked against the LoRA flags given with it (the adapter decides the shape).
-fn init_adapter(a: &TrainArgs, cfg: &Gpt2Config) -> Result<Option<LoraAdapter>, String> {
+fn init_adapter(a: &TrainArgs, cfg: &ModelConfig) -> Result<Option<LoraAdapter>, String> {
     let Some(dir) = &a.init_adapter else { return Ok(None) };
     let adapter = LoraAdapter::load_peft(dir, cfg).map_err(|e| e.to_string())?;
     let c = &adapter.config;

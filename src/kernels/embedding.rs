@@ -6,16 +6,30 @@
 //! positions' rows of dx in position order. The dispatch size is fixed at plan time
 //! (B·T workgroups); those past the uploaded unique count return at once.
 
+use crate::gpu::shaders::Template;
 use crate::gpu::{grid, Gpu, GpuError, Program, Tensor};
 
 const SRC: &str = include_str!("../../shaders/embedding.wgsl");
 
-fn source() -> String {
-    SRC.to_string()
+/// The shader with or without learned positions (GPT-2's wpe).
+fn source(positions: bool) -> String {
+    Template::new(key(positions), SRC).set("POSITIONS", positions).render()
+}
+
+fn key(positions: bool) -> &'static str {
+    if positions {
+        "embedding"
+    } else {
+        "embedding:no-positions"
+    }
+}
+
+fn kernel(gpu: &Gpu, positions: bool, entry: &str) -> crate::gpu::Kernel {
+    gpu.kernel(key(positions), &|| source(positions), entry, &[])
 }
 
 pub fn variants() -> Vec<(String, String)> {
-    vec![("embedding".into(), source())]
+    [true, false].map(|p| (key(p).to_string(), source(p))).to_vec()
 }
 
 #[repr(C)]
@@ -27,7 +41,8 @@ struct Params {
     vocab: u32,
 }
 
-/// tokens: u32 tensor [B*T]; x[b,t,:] = wte[tokens[b,t],:] + wpe[t,:].
+/// tokens: u32 tensor [B*T]; x[b,t,:] = wte[tokens[b,t],:] (+ wpe[t,:] when the model has learned
+/// positions, `wpe` Some).
 /// The vocabulary size is `wte.len() / c`; a token id beyond it reads as a zero row
 /// (the data layer is expected to reject such ids before they get here).
 #[allow(clippy::too_many_arguments)]
@@ -36,18 +51,18 @@ pub fn embedding_forward(
     prog: &mut Program,
     tokens: &Tensor,
     wte: &Tensor,
-    wpe: &Tensor,
+    wpe: Option<&Tensor>,
     x: &Tensor,
     b: usize,
     t: usize,
     c: usize,
 ) {
     let n = b * t;
-    debug_assert!(tokens.len() >= n && x.len() >= n * c && wpe.len() >= t * c);
+    debug_assert!(tokens.len() >= n && x.len() >= n * c && wpe.is_none_or(|w| w.len() >= t * c));
     if n == 0 || c == 0 {
         return;
     }
-    let k = gpu.kernel("embedding", &source, "forward", &[]);
+    let k = kernel(gpu, wpe.is_some(), "forward");
     let params = Params {
         n: n as u32,
         t: t as u32,
@@ -58,7 +73,7 @@ pub fn embedding_forward(
         "embedding.forward",
         &k,
         super::bytes_of(&params),
-        &[(1, &tokens.buffer), (2, &wte.buffer), (3, &wpe.buffer), (4, &x.buffer)],
+        &[(1, &tokens.buffer), (2, &wte.buffer), (3, &wpe.unwrap_or(wte).buffer), (4, &x.buffer)],
         grid(n as u32),
     ));
 }
@@ -140,7 +155,7 @@ impl TokenIndexBuffers {
     }
 }
 
-/// ACCUMULATES (+=) dwte [V, C] and rows 0..t of dwpe [P, C] from dx [B*T, C], using the
+/// ACCUMULATES (+=) dwte [V, C] and (with learned positions) rows 0..t of dwpe [P, C] from dx [B*T, C], using the
 /// batch's index (uploaded with [`TokenIndexBuffers::write`]). Deterministic, no float
 /// atomics. V is `dwte.len() / c`.
 #[allow(clippy::too_many_arguments)]
@@ -150,13 +165,13 @@ pub fn embedding_backward(
     dx: &Tensor,
     index: &TokenIndexBuffers,
     dwte: &Tensor,
-    dwpe: &Tensor,
+    dwpe: Option<&Tensor>,
     b: usize,
     t: usize,
     c: usize,
 ) {
     let n = b * t;
-    debug_assert!(index.n >= n && dx.len() >= n * c && dwpe.len() >= t * c);
+    debug_assert!(index.n >= n && dx.len() >= n * c && dwpe.is_none_or(|w| w.len() >= t * c));
     if n == 0 || c == 0 {
         return;
     }
@@ -167,7 +182,7 @@ pub fn embedding_backward(
         vocab: (dwte.len() / c) as u32,
     };
     let p = super::bytes_of(&params);
-    let k = gpu.kernel("embedding", &source, "dwte_add", &[]);
+    let k = kernel(gpu, dwpe.is_some(), "dwte_add");
     prog.push(gpu.dispatch(
         "embedding.dwte_add",
         &k,
@@ -182,7 +197,8 @@ pub fn embedding_backward(
         ],
         grid(n as u32),
     ));
-    let k = gpu.kernel("embedding", &source, "dwpe_add", &[]);
+    let Some(dwpe) = dwpe else { return };
+    let k = kernel(gpu, true, "dwpe_add");
     prog.push(gpu.dispatch(
         "embedding.dwpe_add",
         &k,
@@ -192,7 +208,7 @@ pub fn embedding_backward(
     ));
 }
 
-/// Decoding: x[r, :] = wte[tokens[r], :] + wpe[pos[0] + r, :] for r < n, with the position
+/// Decoding: x[r, :] = wte[tokens[r], :] (+ wpe[pos[0] + r, :]) for r < n, with the position
 /// offset `pos` (u32 [1]) read on the GPU, so one prepared dispatch serves every step.
 /// Out-of-range token ids or positions read as zero rows.
 #[allow(clippy::too_many_arguments)]
@@ -202,7 +218,7 @@ pub fn embedding_forward_at(
     tokens: &Tensor,
     pos: &Tensor,
     wte: &Tensor,
-    wpe: &Tensor,
+    wpe: Option<&Tensor>,
     x: &Tensor,
     n: usize,
     c: usize,
@@ -211,10 +227,10 @@ pub fn embedding_forward_at(
     if n == 0 || c == 0 {
         return;
     }
-    let k = gpu.kernel("embedding", &source, "forward_at", &[]);
+    let k = kernel(gpu, wpe.is_some(), "forward_at");
     let params = Params {
         n: n as u32,
-        t: (wpe.len() / c) as u32,
+        t: (wpe.map_or(0, |w| w.len()) / c) as u32,
         c: c as u32,
         vocab: (wte.len() / c) as u32,
     };
@@ -225,7 +241,7 @@ pub fn embedding_forward_at(
         &[
             (1, &tokens.buffer),
             (2, &wte.buffer),
-            (3, &wpe.buffer),
+            (3, &wpe.unwrap_or(wte).buffer),
             (4, &x.buffer),
             (12, &pos.buffer),
         ],

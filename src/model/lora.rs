@@ -1,7 +1,9 @@
 //! LoRA adapters: config, PEFT-style target matching and init, and PEFT's on-disk format
 //! (adapter_config.json + adapter_model.safetensors, tensors
-//! `base_model.model.transformer.h.{i}.{module}.lora_A.weight` [r, in] and `lora_B.weight` [out, r]).
-//! The forward adds `scale * (x · Aᵀ) · Bᵀ` to the base layer's output, scale = alpha / r.
+//! `base_model.model.transformer.h.{i}.{module}.lora_A.weight` (GPT-2) or
+//! `base_model.model.model.layers.{i}.{module}.lora_A.weight` (the Llama family), [r, in], and
+//! `lora_B.weight` [out, r]). The forward adds `scale * (x · Aᵀ) · Bᵀ` to the base layer's output,
+//! scale = alpha / r.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,15 +11,17 @@ use std::path::Path;
 use super::weights::{
     io_error, parse_safetensors, read_bytes, read_text, serialize_f32, st_error, view_to_f32, write_atomic,
 };
-use super::{Gpt2Config, Gpt2Weights, HostTensor, Linear, ModelError};
+use super::{Family, HostTensor, Linear, ModelConfig, ModelError, Weights};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoraConfig {
     pub r: usize,
     pub alpha: f32,
-    /// PEFT target names as the user gave them (`c_attn`, `c_proj`, `attn.c_proj`, ...).
+    /// PEFT target names (`c_attn`, `attn.c_proj`, `q_proj`, `mlp.down_proj`, ...), sorted.
     pub targets: Vec<String>,
     pub dropout: f32,
+    /// The family whose module names the targets are.
+    pub family: Family,
 }
 
 impl LoraConfig {
@@ -38,9 +42,10 @@ pub struct LoraModule {
 }
 
 impl LoraModule {
-    /// Canonical module name, e.g. `h.0.attn.c_attn`.
+    /// Canonical module name, e.g. `h.0.attn.c_attn` or `layers.0.self_attn.q_proj`.
     pub fn name(&self) -> String {
-        format!("h.{}.{}", self.layer, self.linear.hf_name())
+        let block = if self.linear.conv1d() { "h" } else { "layers" };
+        format!("{block}.{}.{}", self.layer, self.linear.hf_name())
     }
 }
 
@@ -64,14 +69,34 @@ impl LoraAdapter {
 // ---------------------------------------------------------------------------------------
 // Config validation, PEFT-style target matching, init, and PEFT's on-disk format.
 
-/// Target names that match GPT-2 linears under PEFT's rule, whatever the layer.
-pub const VALID_TARGETS: [&str; 7] =
-    ["c_attn", "c_proj", "c_fc", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"];
+/// PEFT's shorthand for every linear layer of the model but the output head.
+pub const ALL_LINEAR: &str = "all-linear";
+
+/// Target names that match a family's linear layers under PEFT's rule, whatever the layer: each
+/// module's path in a block (`attn.c_attn`, `self_attn.q_proj`) and its last part (`c_attn`,
+/// `q_proj`); plus [`ALL_LINEAR`].
+pub fn valid_targets(family: Family) -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = Vec::new();
+    for lin in Linear::of(family) {
+        let full = lin.hf_name();
+        let leaf = full.rsplit('.').next().unwrap_or(full);
+        for name in [leaf, full] {
+            if !v.contains(&name) {
+                v.push(name);
+            }
+        }
+    }
+    v.push(ALL_LINEAR);
+    v
+}
+
+/// GPT-2's valid targets (see [`valid_targets`]).
+pub const VALID_TARGETS: [&str; 7] = ["c_attn", "c_proj", "c_fc", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"];
 
 /// The PEFT version whose adapter_config.json key set we write (and whose format we read).
 pub const PEFT_FORMAT_VERSION: &str = "0.21.2";
 
-/// PEFT's prefix for tensors of a `PeftModelForCausalLM` wrapping `GPT2LMHeadModel`.
+/// PEFT's prefix for tensors of a `PeftModelForCausalLM` (then the model's own names).
 const PEFT_PREFIX: &str = "base_model.model.";
 
 /// PEFT's rule: a module is targeted if its full name equals the target or ends with "." + target.
@@ -84,17 +109,24 @@ fn peft_match(full_name: &str, target: &str) -> bool {
 }
 
 impl LoraConfig {
-    /// The targets when none are given: every linear layer of a block (`c_attn`, `c_proj` of the
-    /// attention and the MLP, `c_fc`).
-    pub fn default_targets() -> Vec<String> {
-        ["c_attn", "c_proj", "c_fc"].map(String::from).to_vec()
+    /// The targets when none are given: every linear layer of a block (GPT-2: `c_attn`, `c_proj`
+    /// of the attention and the MLP, `c_fc`; the Llama family: the seven projections).
+    pub fn default_targets(family: Family) -> Vec<String> {
+        let mut v: Vec<String> = Linear::of(family)
+            .iter()
+            .map(|l| l.hf_name().rsplit('.').next().unwrap_or_default().to_string())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
     }
 
     /// Validates r > 0, alpha finite > 0, dropout in [0,1), and that every target matches at least one
-    /// GPT-2 linear (PEFT rule on the full module name
-    /// `transformer.h.{i}.<attn.c_attn|attn.c_proj|mlp.c_fc|mlp.c_proj>`: name == target or name ends with
-    /// "." + target), whatever the layer. Targets are kept sorted and deduplicated (PEFT stores a set).
-    pub fn new(r: usize, alpha: f32, targets: Vec<String>, dropout: f32) -> Result<LoraConfig, ModelError> {
+    /// linear layer of the `family` (PEFT rule on the full module name, e.g.
+    /// `transformer.h.{i}.attn.c_attn` or `model.layers.{i}.self_attn.q_proj`: name == target or name
+    /// ends with "." + target), whatever the layer; `all-linear` stands for every one. Targets are kept
+    /// sorted and deduplicated (PEFT stores a set).
+    pub fn new(r: usize, alpha: f32, targets: Vec<String>, dropout: f32, family: Family) -> Result<LoraConfig, ModelError> {
         if r == 0 {
             return Err(ModelError::Lora("LoRA rank r must be at least 1, found 0".into()));
         }
@@ -104,37 +136,44 @@ impl LoraConfig {
         if !(0.0..1.0).contains(&dropout) {
             return Err(ModelError::Lora(format!("LoRA dropout must lie in [0, 1), found {dropout}")));
         }
+        let valid = valid_targets(family);
         if targets.is_empty() {
-            return Err(ModelError::Lora(format!(
-                "no LoRA target modules given; valid targets are {}",
-                VALID_TARGETS.join(", ")
-            )));
+            return Err(ModelError::Lora(format!("no LoRA target modules given; valid targets are {}", valid.join(", "))));
         }
+        let kind = match family {
+            Family::Gpt2 => "GPT-2",
+            Family::Llama => "Llama-family",
+        };
+        let mut out = Vec::new();
         for t in &targets {
-            let hits = Linear::ALL.iter().any(|lin| peft_match(&format!("transformer.h.0.{}", lin.hf_name()), t));
-            if !hits || !VALID_TARGETS.contains(&t.as_str()) {
+            if t == ALL_LINEAR {
+                out.extend(LoraConfig::default_targets(family));
+                continue;
+            }
+            let hits = Linear::of(family).iter().any(|lin| peft_match(&format!("x.0.{}", lin.hf_name()), t));
+            if !hits || !valid.contains(&t.as_str()) {
                 return Err(ModelError::Lora(format!(
-                    "LoRA target '{t}' matches no GPT-2 linear layer; valid targets are {}",
-                    VALID_TARGETS.join(", ")
+                    "LoRA target '{t}' matches no {kind} linear layer; valid targets are {}",
+                    valid.join(", ")
                 )));
             }
+            out.push(t.clone());
         }
-        let mut targets = targets;
-        targets.sort();
-        targets.dedup();
-        Ok(LoraConfig { r, alpha, targets, dropout })
+        out.sort();
+        out.dedup();
+        Ok(LoraConfig { r, alpha, targets: out, dropout, family })
     }
 
     /// Whether the adapter covers this linear layer (in every block).
     pub fn matches(&self, linear: Linear) -> bool {
-        let full = format!("transformer.h.0.{}", linear.hf_name());
-        self.targets.iter().any(|t| peft_match(&full, t))
+        let full = format!("x.0.{}", linear.hf_name());
+        Linear::of(self.family).contains(&linear) && self.targets.iter().any(|t| peft_match(&full, t))
     }
 }
 
 /// PEFT's on-disk name of a module's `lora_A` / `lora_B` weight.
-fn peft_tensor_name(layer: usize, linear: Linear, ab: &str) -> String {
-    format!("{PEFT_PREFIX}transformer.h.{layer}.{}.{ab}.weight", linear.hf_name())
+fn peft_tensor_name(family: Family, layer: usize, linear: Linear, ab: &str) -> String {
+    format!("{PEFT_PREFIX}{}{}.{ab}.weight", family.hf_prefix(), family.block_name(layer, linear.hf_name()))
 }
 
 /// Like [`crate::json::f32`], but an integer when the value is one (PEFT writes `lora_alpha: 8`).
@@ -149,15 +188,15 @@ fn json_number(x: f32) -> serde_json::Value {
 impl LoraAdapter {
     /// PEFT's init: A ~ kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)) from crate::rng::Rng(seed);
     /// B = 0. Modules sorted by (layer, linear); A filled row-major, module by module, from one stream.
-    pub fn init(config: LoraConfig, model: &Gpt2Config, seed: u64) -> LoraAdapter {
+    pub fn init(config: LoraConfig, model: &ModelConfig, seed: u64) -> LoraAdapter {
         let mut rng = crate::rng::Rng::new(seed);
         let mut modules = Vec::new();
         for layer in 0..model.n_layer {
-            for linear in Linear::ALL {
+            for &linear in Linear::of(model.family) {
                 if !config.matches(linear) {
                     continue;
                 }
-                let (fan_in, fan_out) = linear.dims(model.n_embd);
+                let (fan_in, fan_out) = linear.dims(model);
                 let bound = 1.0 / (fan_in as f32).sqrt();
                 let a = (0..config.r * fan_in).map(|_| rng.uniform_in(-bound, bound)).collect();
                 modules.push(LoraModule {
@@ -200,8 +239,8 @@ impl LoraAdapter {
                     c.r
                 )));
             }
-            named.push((peft_tensor_name(m.layer, m.linear, "lora_A"), &m.a));
-            named.push((peft_tensor_name(m.layer, m.linear, "lora_B"), &m.b));
+            named.push((peft_tensor_name(c.family, m.layer, m.linear, "lora_A"), &m.a));
+            named.push((peft_tensor_name(c.family, m.layer, m.linear, "lora_B"), &m.b));
         }
         let bytes = serialize_f32(named, "adapter_model.safetensors")?;
         let base = if base_model_name_or_path.is_empty() {
@@ -223,7 +262,7 @@ impl LoraAdapter {
             ("ensure_weight_tying", false.into()),
             ("eva_config", null.clone()),
             ("exclude_modules", null.clone()),
-            ("fan_in_fan_out", true.into()),
+            ("fan_in_fan_out", c.family.fan_in_fan_out().into()),
             ("inference_mode", true.into()),
             ("init_lora_weights", true.into()),
             ("kasa_config", null.clone()),
@@ -264,7 +303,7 @@ impl LoraAdapter {
     }
 
     /// Reads a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) for `model`.
-    pub fn load_peft(dir: &Path, model: &Gpt2Config) -> Result<LoraAdapter, ModelError> {
+    pub fn load_peft(dir: &Path, model: &ModelConfig) -> Result<LoraAdapter, ModelError> {
         if !dir.is_dir() {
             return Err(ModelError::Io {
                 path: dir.display().to_string(),
@@ -290,7 +329,7 @@ impl LoraAdapter {
     pub fn from_peft_bytes(
         config_json: &str,
         safetensors: &[u8],
-        model: &Gpt2Config,
+        model: &ModelConfig,
         name: &str,
     ) -> Result<LoraAdapter, ModelError> {
         from_peft(
@@ -304,30 +343,32 @@ impl LoraAdapter {
 }
 
 impl LoraAdapter {
-    /// Folds the adapter into the base weights, as PEFT's `merge_and_unload` does for GPT-2's Conv1D
-    /// (fan_in_fan_out): for each module, W [in, out] += scale · (B · A)ᵀ, i.e.
-    /// W[i][o] += scale · Σ_k B[o][k] · A[k][i] (summed in f64, rounded once). Biases are unchanged.
-    /// Every module is checked against `weights` (layer, A [r, in], B [out, r]) before anything
-    /// changes, so on error `weights` is untouched.
-    pub fn merge_into(&self, weights: &mut Gpt2Weights) -> Result<(), ModelError> {
+    /// Folds the adapter into the base weights, as PEFT's `merge_and_unload` does: for each module,
+    /// W += scale · B·A as the weight is stored — GPT-2's Conv1D W [in, out] += scale · (B · A)ᵀ
+    /// (fan_in_fan_out), an nn.Linear W [out, in] += scale · B · A — summed in f64 and rounded
+    /// once. Biases are unchanged. Every module is checked against `weights` (layer, A [r, in],
+    /// B [out, r]) before anything changes, so on error `weights` is untouched.
+    pub fn merge_into(&self, weights: &mut Weights) -> Result<(), ModelError> {
         let cfg = &weights.config;
         let r = self.config.r;
         for m in &self.modules {
-            let (fin, fout) = m.linear.dims(cfg.n_embd);
-            let name = super::weights::block_name(m.layer, &format!("{}.weight", m.linear.hf_name()));
+            let (fin, fout) = m.linear.dims(cfg);
+            let name = cfg.block_name(m.layer, &format!("{}.weight", m.linear.hf_name()));
             let ok = m.layer < cfg.n_layer
-                && weights.tensors.get(&name).is_some_and(|w| w.shape == [fin, fout] && w.data.len() == fin * fout)
+                && Linear::of(cfg.family).contains(&m.linear)
+                && weights.tensors.get(&name).is_some_and(|w| w.shape == m.linear.weight_shape(cfg) && w.data.len() == fin * fout)
                 && m.a.shape == [r, fin]
                 && m.b.shape == [fout, r]
                 && m.a.data.len() == r * fin
                 && m.b.data.len() == fout * r;
             if !ok {
                 return Err(ModelError::Lora(format!(
-                    "cannot merge LoRA module {}: A {:?} / B {:?} do not fit rank {r} of a model with n_layer {} and \
-                     n_embd {} (A must be [{r}, {fin}], B [{fout}, {r}])",
+                    "cannot merge LoRA module {}: A {:?} / B {:?} do not fit rank {r} of a {} model with n_layer {} and \
+                     hidden size {} (A must be [{r}, {fin}], B [{fout}, {r}])",
                     m.name(),
                     m.a.shape,
                     m.b.shape,
+                    cfg.model_type,
                     cfg.n_layer,
                     cfg.n_embd
                 )));
@@ -335,14 +376,16 @@ impl LoraAdapter {
         }
         let scale = self.scale() as f64;
         for m in &self.modules {
-            let (fin, fout) = m.linear.dims(weights.config.n_embd);
-            let name = super::weights::block_name(m.layer, &format!("{}.weight", m.linear.hf_name()));
+            let cfg = &weights.config;
+            let (fin, fout) = m.linear.dims(cfg);
+            let conv1d = m.linear.conv1d();
+            let name = cfg.block_name(m.layer, &format!("{}.weight", m.linear.hf_name()));
             let Some(w) = weights.tensors.get_mut(&name) else { continue }; // checked above
             let (a, b) = (&m.a.data, &m.b.data);
             for i in 0..fin {
-                let row = &mut w.data[i * fout..(i + 1) * fout];
-                for (o, x) in row.iter_mut().enumerate() {
+                for o in 0..fout {
                     let dot: f64 = (0..r).map(|k| b[o * r + k] as f64 * a[k * fin + i] as f64).sum();
+                    let x = if conv1d { &mut w.data[i * fout + o] } else { &mut w.data[o * fin + i] };
                     *x = (*x as f64 + scale * dot) as f32;
                 }
             }
@@ -352,7 +395,7 @@ impl LoraAdapter {
 }
 
 /// Parses adapter_config.json into a [`LoraConfig`], refusing settings webtune does not implement.
-fn parse_peft_config(text: &str, path: &str) -> Result<LoraConfig, ModelError> {
+fn parse_peft_config(text: &str, path: &str, family: Family) -> Result<LoraConfig, ModelError> {
     let raw: serde_json::Value =
         serde_json::from_str(text).map_err(|e| ModelError::Json { path: path.into(), msg: e.to_string() })?;
     let obj =
@@ -383,11 +426,12 @@ fn parse_peft_config(text: &str, path: &str) -> Result<LoraConfig, ModelError> {
             .iter()
             .map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad(format!("target_modules holds {v}, not a name"))))
             .collect::<Result<Vec<_>, _>>()?,
+        Some(serde_json::Value::String(s)) if s == ALL_LINEAR => vec![s.clone()],
         Some(serde_json::Value::String(s)) => {
             return Err(bad(format!(
                 "target_modules is the string '{s}', which PEFT treats as a regular expression; webtune needs \
                  a list of module names (valid: {})",
-                VALID_TARGETS.join(", ")
+                valid_targets(family).join(", ")
             )))
         }
         Some(v) => return Err(bad(format!("target_modules must be a list of module names, found {v}"))),
@@ -425,7 +469,7 @@ fn parse_peft_config(text: &str, path: &str) -> Result<LoraConfig, ModelError> {
             return Err(bad(format!("'{field}' is {v}; webtune does not implement it (needs {field} unset/false)")));
         }
     }
-    LoraConfig::new(r as usize, alpha, targets, dropout).map_err(|e| match e {
+    LoraConfig::new(r as usize, alpha, targets, dropout, family).map_err(|e| match e {
         ModelError::Lora(msg) => bad(msg),
         e => e,
     })
@@ -436,19 +480,20 @@ fn from_peft(
     config_path: &str,
     safetensors: &[u8],
     weights_path: &str,
-    model: &Gpt2Config,
+    model: &ModelConfig,
 ) -> Result<LoraAdapter, ModelError> {
-    let config = parse_peft_config(config_json, config_path)?;
+    let config = parse_peft_config(config_json, config_path, model.family)?;
     let st = parse_safetensors(safetensors, weights_path)?;
     let r = config.r;
     // Every (layer, linear) the config targets, with its A/B file names and shapes.
     let mut wanted: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut order = Vec::new();
     for layer in 0..model.n_layer {
-        for linear in Linear::ALL.into_iter().filter(|l| config.matches(*l)) {
-            let (fan_in, fan_out) = linear.dims(model.n_embd);
-            wanted.insert(format!("h.{layer}.{}.lora_A.weight", linear.hf_name()), vec![r, fan_in]);
-            wanted.insert(format!("h.{layer}.{}.lora_B.weight", linear.hf_name()), vec![fan_out, r]);
+        for &linear in Linear::of(model.family).iter().filter(|l| config.matches(**l)) {
+            let (fan_in, fan_out) = linear.dims(model);
+            let module = model.block_name(layer, linear.hf_name());
+            wanted.insert(format!("{module}.lora_A.weight"), vec![r, fan_in]);
+            wanted.insert(format!("{module}.lora_B.weight"), vec![fan_out, r]);
             order.push((layer, linear));
         }
     }
@@ -457,12 +502,13 @@ fn from_peft(
     names.sort_unstable();
     for file_name in names {
         let rest = file_name.strip_prefix(PEFT_PREFIX).unwrap_or(file_name);
-        let canon = rest.strip_prefix("transformer.").unwrap_or(rest);
+        let canon = rest.strip_prefix(model.hf_prefix()).unwrap_or(rest);
         let Some(want) = wanted.get(canon) else {
             return Err(ModelError::Lora(format!(
-                "{weights_path}: unexpected tensor '{file_name}' (the config targets {} of a {}-layer GPT-2)",
+                "{weights_path}: unexpected tensor '{file_name}' (the config targets {} of a {}-layer {} model)",
                 config.targets.join(", "),
-                model.n_layer
+                model.n_layer,
+                model.model_type
             )));
         };
         let view = st.tensor(file_name).map_err(|e| st_error(weights_path, e))?;
@@ -482,9 +528,9 @@ fn from_peft(
     let mut modules = Vec::with_capacity(order.len());
     for (layer, linear) in order {
         let mut take = |ab: &str| {
-            found.remove(&format!("h.{layer}.{}.{ab}.weight", linear.hf_name())).ok_or_else(|| ModelError::Missing {
+            found.remove(&format!("{}.{ab}.weight", model.block_name(layer, linear.hf_name()))).ok_or_else(|| ModelError::Missing {
                 path: weights_path.into(),
-                name: peft_tensor_name(layer, linear, ab),
+                name: peft_tensor_name(model.family, layer, linear, ab),
             })
         };
         let a = take("lora_A")?;

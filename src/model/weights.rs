@@ -1,13 +1,14 @@
-//! Host-side weights under canonical names (HF names without the `transformer.`
-//! prefix): `wte.weight`, `wpe.weight`, `h.{i}.ln_1.weight`, `h.{i}.attn.c_attn.weight`
-//! ([in, out], Conv1D layout), ..., `ln_f.bias`, and `lm_head.weight` only when untied.
+//! Host-side weights under canonical names: HF names without the body's prefix
+//! (`transformer.` for GPT-2, `model.` for the Llama family), e.g. `wte.weight`,
+//! `h.{i}.attn.c_attn.weight` ([in, out], Conv1D) or `embed_tokens.weight`,
+//! `layers.{i}.self_attn.q_proj.weight` ([out, in], nn.Linear); `lm_head.weight` only when untied.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use super::{Gpt2Config, Linear, ModelError};
+use super::{Family, Linear, ModelConfig, ModelError};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostTensor {
@@ -25,44 +26,26 @@ impl HostTensor {
     }
 }
 
+/// A model's weights on the host, by canonical name (see [`ModelConfig::block_name`]).
 #[derive(Clone, Debug)]
-pub struct Gpt2Weights {
-    pub config: Gpt2Config,
+pub struct Weights {
+    pub config: ModelConfig,
     pub tensors: BTreeMap<String, HostTensor>,
 }
 
-/// Every tensor a GPT-2 of this config has, with its shape, in checkpoint order
-/// (the untied `lm_head.weight` is not listed; see [`Gpt2Weights::lm_head`]).
-pub fn param_shapes(cfg: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
-    let c = cfg.n_embd;
-    let mut v = vec![("wte.weight".to_string(), vec![cfg.vocab_size, c]), ("wpe.weight".to_string(), vec![cfg.n_positions, c])];
-    for i in 0..cfg.n_layer {
-        let p = |s: &str| format!("h.{i}.{s}");
-        v.push((p("ln_1.weight"), vec![c]));
-        v.push((p("ln_1.bias"), vec![c]));
-        for lin in Linear::ALL {
-            let (fi, fo) = lin.dims(c);
-            v.push((p(&format!("{}.weight", lin.hf_name())), vec![fi, fo]));
-            v.push((p(&format!("{}.bias", lin.hf_name())), vec![fo]));
-            if lin == Linear::AttnProj {
-                v.push((p("ln_2.weight"), vec![c]));
-                v.push((p("ln_2.bias"), vec![c]));
-            }
-        }
-    }
-    v.push(("ln_f.weight".to_string(), vec![c]));
-    v.push(("ln_f.bias".to_string(), vec![c]));
-    v
+/// GPT-2's tensors with their shapes, in checkpoint order (`ModelConfig::param_shapes`).
+pub fn param_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    cfg.param_shapes()
 }
 
-/// Canonical name of block `layer`'s tensor `suffix` (e.g. `"ln_1.weight"`).
+/// GPT-2's canonical name of block `layer`'s tensor `suffix` (e.g. `"ln_1.weight"`): `h.{layer}.{suffix}`.
 pub fn block_name(layer: usize, suffix: &str) -> String {
     format!("h.{layer}.{suffix}")
 }
 
-impl Gpt2Weights {
-    /// The tensor called `name`. Names come from [`param_shapes`], which loading checks,
-    /// so a miss is a programming error.
+impl Weights {
+    /// The tensor called `name`. Names come from [`ModelConfig::param_shapes`], which loading
+    /// checks, so a miss is a programming error.
     pub fn get(&self, name: &str) -> &HostTensor {
         match self.tensors.get(name) {
             Some(t) => t,
@@ -70,148 +53,199 @@ impl Gpt2Weights {
         }
     }
 
-    /// Weight [in, out] and bias [out] of a block's linear layer.
-    pub fn linear(&self, layer: usize, lin: Linear) -> (&HostTensor, &HostTensor) {
-        (
-            self.get(&block_name(layer, &format!("{}.weight", lin.hf_name()))),
-            self.get(&block_name(layer, &format!("{}.bias", lin.hf_name()))),
-        )
+    /// Weight and bias of a block's linear layer (the bias only where the layer has one).
+    pub fn linear(&self, layer: usize, lin: Linear) -> (&HostTensor, Option<&HostTensor>) {
+        let name = self.config.block_name(layer, lin.hf_name());
+        (self.get(&format!("{name}.weight")), self.tensors.get(&format!("{name}.bias")))
     }
 
-    /// The LM head [vocab, C]: `lm_head.weight` if the checkpoint has an untied one, else `wte.weight`.
+    /// The LM head [vocab, C]: `lm_head.weight` if the checkpoint has an untied one, else the
+    /// token embedding.
     pub fn lm_head(&self) -> &HostTensor {
-        self.tensors.get("lm_head.weight").unwrap_or_else(|| self.get("wte.weight"))
+        self.tensors.get("lm_head.weight").unwrap_or_else(|| self.get(self.config.embedding_name()))
     }
 
-    /// GPT-2's initialisation (normal(0, 0.02) weights, zero biases, unit LayerNorm),
-    /// from a seed; for tests and training from scratch.
-    pub fn random(config: &Gpt2Config, seed: u64) -> Gpt2Weights {
+    /// A fresh model from a seed (for tests, benchmarks and training from scratch): GPT-2's
+    /// initialisation (normal(0, 0.02) weights, zero biases, unit norms) for every family.
+    pub fn random(config: &ModelConfig, seed: u64) -> Weights {
         let mut rng = crate::rng::Rng::new(seed);
         let mut tensors = BTreeMap::new();
-        for (name, shape) in param_shapes(config) {
+        let mut shapes = config.param_shapes();
+        if !config.tie_word_embeddings && config.family != Family::Gpt2 {
+            shapes.push(("lm_head.weight".into(), vec![config.vocab_size, config.n_embd]));
+        }
+        for (name, shape) in shapes {
             let n: usize = shape.iter().product();
             let data = if name.ends_with(".bias") {
                 vec![0.0; n]
-            } else if name.contains("ln_") {
+            } else if name.contains("ln_") || name.contains("norm") {
                 vec![1.0; n]
             } else {
                 (0..n).map(|_| 0.02 * rng.normal()).collect()
             };
             tensors.insert(name, HostTensor { shape, data });
         }
-        Gpt2Weights { config: config.clone(), tensors }
+        Weights { config: config.clone(), tensors }
     }
 }
 
 // ---------------------------------------------------------------------------------------
-// Files: Hugging Face GPT-2 folders (config.json + model.safetensors), from disk or bytes.
+// Files: Hugging Face folders (config.json + model.safetensors, or the shards that
+// model.safetensors.index.json lists), from disk or bytes.
 
-/// HF's name prefix for the transformer body inside `GPT2LMHeadModel`.
-const HF_PREFIX: &str = "transformer.";
+/// Tensors read from one or more safetensors files, checked against a config as they come.
+struct Collect<'c> {
+    config: &'c ModelConfig,
+    expected: BTreeMap<String, Vec<usize>>,
+    tensors: BTreeMap<String, HostTensor>,
+}
 
-impl Gpt2Weights {
-    /// A Hugging Face GPT-2 folder: config.json + model.safetensors.
-    pub fn load_dir(dir: &Path) -> Result<Gpt2Weights, ModelError> {
-        if !dir.is_dir() {
-            return Err(ModelError::Io {
-                path: dir.display().to_string(),
-                msg: "not a directory (expected a Hugging Face GPT-2 folder with config.json and model.safetensors)"
-                    .into(),
-            });
-        }
-        let config_path = dir.join("config.json");
-        let weights_path = dir.join("model.safetensors");
-        let config_text = read_text(&config_path)?;
-        if !weights_path.exists() {
-            let hint = if dir.join("model.safetensors.index.json").exists() {
-                "; sharded checkpoints (model.safetensors.index.json) are not supported, save the model as one file"
-            } else if dir.join("pytorch_model.bin").exists() {
-                "; found pytorch_model.bin: convert it to safetensors (save_pretrained in transformers does)"
-            } else {
-                ""
-            };
-            return Err(ModelError::Io {
-                path: weights_path.display().to_string(),
-                msg: format!("file not found{hint}"),
-            });
-        }
-        let bytes = read_bytes(&weights_path)?;
-        Gpt2Weights::from_bytes(
-            &config_text,
-            &config_path.display().to_string(),
-            &bytes,
-            &weights_path.display().to_string(),
-        )
+impl<'c> Collect<'c> {
+    fn new(config: &'c ModelConfig) -> Collect<'c> {
+        let mut expected: BTreeMap<String, Vec<usize>> = config.param_shapes().into_iter().collect();
+        expected.insert("lm_head.weight".into(), vec![config.vocab_size, config.n_embd]);
+        Collect { config, expected, tensors: BTreeMap::new() }
     }
 
-    /// The same from bytes (the browser has no file system). Names are for messages.
-    pub fn from_bytes(
-        config_json: &str,
-        config_name: &str,
-        safetensors: &[u8],
-        weights_name: &str,
-    ) -> Result<Gpt2Weights, ModelError> {
-        let config = Gpt2Config::from_json(config_json, config_name)?;
-        let st = parse_safetensors(safetensors, weights_name)?;
-        let expected: BTreeMap<String, Vec<usize>> = param_shapes(&config).into_iter().collect();
-        let head_shape = vec![config.vocab_size, config.n_embd];
-        let mut tensors: BTreeMap<String, HostTensor> = BTreeMap::new();
+    /// Adds every tensor of one safetensors file (`name` for messages).
+    fn add_file(&mut self, bytes: &[u8], name: &str) -> Result<(), ModelError> {
+        let cfg = self.config;
+        let prefix = cfg.hf_prefix();
+        let st = parse_safetensors(bytes, name)?;
         // Sorted, so messages name the same tensor every time.
         let mut names: Vec<&str> = st.names();
         names.sort_unstable();
         for file_name in names {
-            let canon = file_name.strip_prefix(HF_PREFIX).unwrap_or(file_name);
+            let canon = file_name.strip_prefix(prefix).unwrap_or(file_name);
             if is_hf_buffer(canon) {
                 continue;
             }
-            let want = if canon == "lm_head.weight" {
-                &head_shape
-            } else {
-                expected.get(canon).ok_or_else(|| ModelError::Config {
-                    path: weights_name.into(),
-                    msg: format!(
-                        "unexpected tensor '{file_name}' (not a parameter of a GPT-2 with n_layer {})",
-                        config.n_layer
-                    ),
-                })?
-            };
-            let view = st.tensor(file_name).map_err(|e| st_error(weights_name, e))?;
+            let want = self.expected.get(canon).ok_or_else(|| ModelError::Config {
+                path: name.into(),
+                msg: format!(
+                    "unexpected tensor '{file_name}' (not a parameter of a {} model with {} layers)",
+                    cfg.model_type, cfg.n_layer
+                ),
+            })?;
+            let view = st.tensor(file_name).map_err(|e| st_error(name, e))?;
             if view.shape() != want.as_slice() {
                 return Err(ModelError::Shape {
-                    path: weights_name.into(),
+                    path: name.into(),
                     name: file_name.into(),
                     found: view.shape().to_vec(),
                     expected: want.clone(),
                 });
             }
-            let data = view_to_f32(&view, weights_name, file_name)?;
-            if tensors.insert(canon.to_string(), HostTensor { shape: want.clone(), data }).is_some() {
+            let data = view_to_f32(&view, name, file_name)?;
+            if self.tensors.insert(canon.to_string(), HostTensor { shape: want.clone(), data }).is_some() {
                 return Err(ModelError::Config {
-                    path: weights_name.into(),
-                    msg: format!("tensor '{canon}' appears twice (with and without the '{HF_PREFIX}' prefix)"),
+                    path: name.into(),
+                    msg: format!("tensor '{canon}' appears twice (with and without the '{prefix}' prefix, or in two files)"),
                 });
             }
         }
-        for (name, _) in param_shapes(&config) {
-            if !tensors.contains_key(&name) {
-                return Err(ModelError::Missing { path: weights_name.into(), name: format!("{HF_PREFIX}{name}") });
-            }
-        }
-        // An untied head equal to wte bit for bit is the tied head written out: drop it.
-        if let (Some(head), Some(wte)) = (tensors.get("lm_head.weight"), tensors.get("wte.weight")) {
-            if head.data.iter().zip(&wte.data).all(|(a, b)| a.to_bits() == b.to_bits()) {
-                tensors.remove("lm_head.weight");
-            }
-        } else if !tensors.contains_key("lm_head.weight")
-            && config.raw.get("tie_word_embeddings").and_then(|v| v.as_bool()) == Some(false)
-        {
-            return Err(ModelError::Missing { path: weights_name.into(), name: "lm_head.weight".into() });
-        }
-        Ok(Gpt2Weights { config, tensors })
+        Ok(())
     }
 
-    /// Writes config.json + model.safetensors (f32, HF names with the `transformer.` prefix, tied head
-    /// omitted), each file written to a temp name and renamed, so no half-written file is left.
+    /// Checks that every parameter came, and settles the LM head; `name` names the weights in messages.
+    fn finish(mut self, name: &str) -> Result<Weights, ModelError> {
+        let cfg = self.config;
+        for (p, _) in cfg.param_shapes() {
+            if !self.tensors.contains_key(&p) {
+                return Err(ModelError::Missing { path: name.into(), name: format!("{}{p}", cfg.hf_prefix()) });
+            }
+        }
+        let embedding = cfg.embedding_name();
+        match cfg.family {
+            // GPT-2 (as before): an untied head equal to wte bit for bit is the tied head written
+            // out, so it is dropped; a different one is kept.
+            Family::Gpt2 => {
+                if let (Some(head), Some(wte)) = (self.tensors.get("lm_head.weight"), self.tensors.get(embedding)) {
+                    if head.data.iter().zip(&wte.data).all(|(a, b)| a.to_bits() == b.to_bits()) {
+                        self.tensors.remove("lm_head.weight");
+                    }
+                } else if !self.tensors.contains_key("lm_head.weight") && !cfg.tie_word_embeddings {
+                    return Err(ModelError::Missing { path: name.into(), name: "lm_head.weight".into() });
+                }
+            }
+            // The Llama family follows tie_word_embeddings, as transformers does: tied means the
+            // head is the embedding (a stored lm_head.weight is not used).
+            Family::Llama => {
+                if cfg.tie_word_embeddings {
+                    self.tensors.remove("lm_head.weight");
+                } else if !self.tensors.contains_key("lm_head.weight") {
+                    return Err(ModelError::Missing {
+                        path: name.into(),
+                        name: "lm_head.weight (config.json has tie_word_embeddings false)".into(),
+                    });
+                }
+            }
+        }
+        Ok(Weights { config: self.config.clone(), tensors: self.tensors })
+    }
+}
+
+impl Weights {
+    /// A Hugging Face folder: config.json + model.safetensors, or the shards listed by
+    /// model.safetensors.index.json (read one at a time).
+    pub fn load_dir(dir: &Path) -> Result<Weights, ModelError> {
+        if !dir.is_dir() {
+            return Err(ModelError::Io {
+                path: dir.display().to_string(),
+                msg: "not a directory (expected a Hugging Face model folder with config.json and model.safetensors)"
+                    .into(),
+            });
+        }
+        let config_path = dir.join("config.json");
+        let config = ModelConfig::from_json(&read_text(&config_path)?, &config_path.display().to_string())?;
+        let mut collect = Collect::new(&config);
+        let weights_path = dir.join("model.safetensors");
+        let index_path = dir.join("model.safetensors.index.json");
+        if weights_path.exists() {
+            collect.add_file(&read_bytes(&weights_path)?, &weights_path.display().to_string())?;
+            return collect.finish(&weights_path.display().to_string());
+        }
+        if index_path.exists() {
+            let shards = shard_files(&read_text(&index_path)?, &index_path.display().to_string())?;
+            for shard in &shards {
+                let path = dir.join(shard);
+                collect.add_file(&read_bytes(&path)?, &path.display().to_string())?;
+            }
+            return collect.finish(&index_path.display().to_string());
+        }
+        let hint = if dir.join("pytorch_model.bin").exists() {
+            "; found pytorch_model.bin: convert it to safetensors (save_pretrained in transformers does)"
+        } else {
+            ""
+        };
+        Err(ModelError::Io {
+            path: weights_path.display().to_string(),
+            msg: format!("file not found (nor model.safetensors.index.json){hint}"),
+        })
+    }
+
+    /// The same from bytes (the browser has no file system): config.json and one
+    /// model.safetensors. Names are for messages.
+    pub fn from_bytes(config_json: &str, config_name: &str, safetensors: &[u8], weights_name: &str) -> Result<Weights, ModelError> {
+        Weights::from_shards(config_json, config_name, &[(weights_name, safetensors)])
+    }
+
+    /// From config.json and the safetensors files of a (sharded) checkpoint, each with its name.
+    pub fn from_shards(config_json: &str, config_name: &str, shards: &[(&str, &[u8])]) -> Result<Weights, ModelError> {
+        let config = ModelConfig::from_json(config_json, config_name)?;
+        let mut collect = Collect::new(&config);
+        for (name, bytes) in shards {
+            collect.add_file(bytes, name)?;
+        }
+        let name = match shards {
+            [(one, _)] => one.to_string(),
+            _ => format!("{config_name} (its {} weight files)", shards.len()),
+        };
+        collect.finish(&name)
+    }
+
+    /// Writes config.json + model.safetensors (f32, HF names, the tied head omitted), each file
+    /// written to a temp name and renamed, so no half-written file is left.
     pub fn save_dir(&self, dir: &Path) -> Result<(), ModelError> {
         let bytes = self.to_safetensors()?;
         let config = self.config_json()?;
@@ -220,17 +254,18 @@ impl Gpt2Weights {
         write_atomic(&dir.join("config.json"), config.as_bytes())
     }
 
-    /// model.safetensors bytes: f32, HF names (`transformer.` prefix, `lm_head.weight` only when untied).
+    /// model.safetensors bytes: f32, HF names (the body's prefix; `lm_head.weight` only when untied).
     pub fn to_safetensors(&self) -> Result<Vec<u8>, ModelError> {
+        let prefix = self.config.hf_prefix();
         let named: Vec<(String, &HostTensor)> = self
             .tensors
             .iter()
-            .map(|(k, t)| (if k == "lm_head.weight" { k.clone() } else { format!("{HF_PREFIX}{k}") }, t))
+            .map(|(k, t)| (if k == "lm_head.weight" { k.clone() } else { format!("{prefix}{k}") }, t))
             .collect();
         serialize_f32(named, "model.safetensors")
     }
 
-    /// config.json for [`Gpt2Weights::save_dir`]: the loaded config, marked f32 and tied iff no
+    /// config.json for [`Weights::save_dir`]: the loaded config, marked f32 and tied iff no
     /// `lm_head.weight` is kept.
     pub fn config_json(&self) -> Result<String, ModelError> {
         let mut raw = self.config.raw.clone();
@@ -242,13 +277,39 @@ impl Gpt2Weights {
             }
             obj.insert("tie_word_embeddings".into(), (!self.tensors.contains_key("lm_head.weight")).into());
         }
-        serde_json::to_string_pretty(&raw)
-            .map_err(|e| ModelError::Json { path: "config.json".into(), msg: e.to_string() })
+        serde_json::to_string_pretty(&raw).map_err(|e| ModelError::Json { path: "config.json".into(), msg: e.to_string() })
     }
 }
 
-/// HF's non-parameter attention buffers (`h.{i}.attn.bias`, `h.{i}.attn.masked_bias`).
+/// The shard files a model.safetensors.index.json lists (its `weight_map`'s values), in order
+/// of first appearance; only plain file names (no folders) are accepted.
+fn shard_files(text: &str, path: &str) -> Result<Vec<String>, ModelError> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| ModelError::Json { path: path.into(), msg: e.to_string() })?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| ModelError::Config { path: path.into(), msg: "missing object 'weight_map'".into() })?;
+    let mut files: Vec<String> = Vec::new();
+    for (tensor, file) in map {
+        let f = file.as_str().filter(|f| !f.is_empty() && !f.contains(['/', '\\']) && *f != ".." && *f != ".").ok_or_else(|| {
+            ModelError::Config { path: path.into(), msg: format!("weight_map['{tensor}'] must be a file name in the folder, found {file}") }
+        })?;
+        if !files.iter().any(|x| x == f) {
+            files.push(f.to_string());
+        }
+    }
+    if files.is_empty() {
+        return Err(ModelError::Config { path: path.into(), msg: "weight_map lists no files".into() });
+    }
+    Ok(files)
+}
+
+/// HF's non-parameter buffers: GPT-2's attention masks (`h.{i}.attn.bias`, `h.{i}.attn.masked_bias`)
+/// and the rotary frequencies older Llama checkpoints saved (`layers.{i}.self_attn.rotary_emb.inv_freq`).
 fn is_hf_buffer(canon: &str) -> bool {
+    if canon.ends_with(".rotary_emb.inv_freq") {
+        return true;
+    }
     let Some(rest) = canon.strip_prefix("h.") else { return false };
     let Some((layer, tail)) = rest.split_once('.') else { return false };
     layer.parse::<usize>().is_ok() && (tail == "attn.bias" || tail == "attn.masked_bias")

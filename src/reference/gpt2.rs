@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use super::ops;
 use crate::model::weights::block_name;
-use crate::model::{Gpt2Weights, Linear, LoraAdapter};
+use crate::model::{Weights, Linear, LoraAdapter};
 
 /// Gradients: `base` holds canonical-name -> gradient for every base tensor (full fine-tuning; empty in LoRA mode);
 /// `lora` holds module name (`h.{i}.attn.c_attn`) -> (dA [r,in], dB [out,r]) in LoRA mode.
@@ -59,7 +59,7 @@ struct Acts {
     lnf_rstd: Vec<f32>, // [n]
 }
 
-fn check_inputs(w: &Gpt2Weights, lora: Option<&LoraAdapter>, tokens: &[u32], b: usize, t: usize) {
+fn check_inputs(w: &Weights, lora: Option<&LoraAdapter>, tokens: &[u32], b: usize, t: usize) {
     let cfg = &w.config;
     assert_eq!(tokens.len(), b * t, "tokens: {} ids for b={b}, t={t}", tokens.len());
     assert!(t <= cfg.n_positions, "t = {t} exceeds n_positions {}", cfg.n_positions);
@@ -95,13 +95,13 @@ fn check_inputs(w: &Gpt2Weights, lora: Option<&LoraAdapter>, tokens: &[u32], b: 
     }
 }
 
-fn param<'a>(w: &'a Gpt2Weights, name: &str) -> &'a [f32] {
+fn param<'a>(w: &'a Weights, name: &str) -> &'a [f32] {
     &w.get(name).data
 }
 
 /// y[n, out] = x[n, in] · W + bias (+ scale · (x · Aᵀ) · Bᵀ if block `layer`'s `lin` is adapted).
 fn linear_forward(
-    w: &Gpt2Weights,
+    w: &Weights,
     lora: Option<&LoraAdapter>,
     layer: usize,
     lin: Linear,
@@ -126,7 +126,7 @@ fn linear_forward(
 /// Backward of [`linear_forward`]: returns dx [n, in]; stores dW, dbias (full mode) or dA, dB (LoRA mode).
 #[allow(clippy::too_many_arguments)]
 fn linear_backward(
-    w: &Gpt2Weights,
+    w: &Weights,
     lora: Option<&LoraAdapter>,
     layer: usize,
     lin: Linear,
@@ -159,7 +159,7 @@ fn linear_backward(
     }
 }
 
-fn forward(w: &Gpt2Weights, lora: Option<&LoraAdapter>, tokens: &[u32], b: usize, t: usize) -> Acts {
+fn forward(w: &Weights, lora: Option<&LoraAdapter>, tokens: &[u32], b: usize, t: usize) -> Acts {
     check_inputs(w, lora, tokens, b, t);
     let cfg = &w.config;
     let (n, c, nh, eps) = (b * t, cfg.n_embd, cfg.n_head, cfg.layer_norm_epsilon);
@@ -208,7 +208,7 @@ fn forward(w: &Gpt2Weights, lora: Option<&LoraAdapter>, tokens: &[u32], b: usize
 }
 
 /// Logits [b, t, vocab] (head = weights.lm_head(), tied or not).
-pub fn forward_logits(w: &Gpt2Weights, lora: Option<&LoraAdapter>, tokens: &[u32], b: usize, t: usize) -> Vec<f32> {
+pub fn forward_logits(w: &Weights, lora: Option<&LoraAdapter>, tokens: &[u32], b: usize, t: usize) -> Vec<f32> {
     let acts = forward(w, lora, tokens, b, t);
     let (c, v) = (w.config.n_embd, w.config.vocab_size);
     ops::matmul(&acts.lnf, &w.lm_head().data, b * t, v, c, false, true) // [n, V]
@@ -218,7 +218,7 @@ pub fn forward_logits(w: &Gpt2Weights, lora: Option<&LoraAdapter>, tokens: &[u32
 /// With `lora` = Some: LoRA mode (only adapter gradients). With None: full fine-tuning (every base tensor; if the
 /// head is tied, wte's gradient includes the head's contribution; an untied head gets `lm_head.weight`).
 pub fn loss_and_grads(
-    w: &Gpt2Weights,
+    w: &Weights,
     lora: Option<&LoraAdapter>,
     tokens: &[u32],
     targets: &[i32],

@@ -96,7 +96,7 @@ pub struct ModelInfo {
 impl ModelInfo {
     /// A model's identity: `name` as the user gave it, `path` where it is (absolute for a
     /// folder on disk).
-    pub fn of(cfg: &crate::model::Gpt2Config, name: &str, path: &str, weights_bytes: u64, fnv: Option<String>) -> ModelInfo {
+    pub fn of(cfg: &crate::model::ModelConfig, name: &str, path: &str, weights_bytes: u64, fnv: Option<String>) -> ModelInfo {
         ModelInfo {
             path: path.to_string(),
             name: name.to_string(),

@@ -87,7 +87,7 @@ pub fn text(bytes: &[u8]) -> String {
 /// A LoRA adapter (r, alpha 2r, c_attn/c_proj/c_fc: all four linears of every layer) with
 /// random A (scaled by 1/sqrt(in)) and non-zero B (scaled by `b_scale`), so every gradient
 /// and output path is exercised; seeds start at `seed0`.
-pub fn random_adapter(cfg: &webtune::model::Gpt2Config, r: usize, seed0: u64, b_scale: f32) -> webtune::model::LoraAdapter {
+pub fn random_adapter(cfg: &webtune::model::ModelConfig, r: usize, seed0: u64, b_scale: f32) -> webtune::model::LoraAdapter {
     use webtune::model::lora::{LoraConfig, LoraModule};
     use webtune::model::{HostTensor, Linear};
     let config = LoraConfig { r, alpha: 2.0 * r as f32, targets: vec!["c_attn".into(), "c_proj".into(), "c_fc".into()], dropout: 0.0 };

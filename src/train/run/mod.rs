@@ -28,7 +28,7 @@ use crate::data::{records, Batcher, Dataset, TokenStream};
 use crate::flags::Style;
 use crate::gpu::Gpu;
 use crate::model::gpt2::{Gpt2Gpu, Trainable};
-use crate::model::{Gpt2Config, Gpt2Weights, HostTensor, LoraAdapter, LoraConfig};
+use crate::model::{ModelConfig, Weights, HostTensor, LoraAdapter, LoraConfig};
 
 /// Named files: a checkpoint or a result, as the CLI writes them into a folder.
 pub type Files = Vec<(String, Vec<u8>)>;
@@ -120,17 +120,17 @@ impl Checkpoint {
     }
 
     /// The adapter of a LoRA run's checkpoint, for the base model `cfg`.
-    pub fn adapter(&self, cfg: &Gpt2Config) -> Result<LoraAdapter, TrainError> {
+    pub fn adapter(&self, cfg: &ModelConfig) -> Result<LoraAdapter, TrainError> {
         let config = self.text("adapter_config.json")?;
         LoraAdapter::from_peft_bytes(&config, self.param("adapter_model.safetensors"), cfg, &self.what)
             .map_err(|e| invalid(e.to_string()))
     }
 
     /// The weights of a full fine-tuning run's checkpoint.
-    pub fn weights(&self) -> Result<Gpt2Weights, TrainError> {
+    pub fn weights(&self) -> Result<Weights, TrainError> {
         let config = self.text("config.json")?;
         let (c, m) = (format!("{}/config.json", self.what), format!("{}/model.safetensors", self.what));
-        Gpt2Weights::from_bytes(&config, &c, self.param("model.safetensors"), &m).map_err(|e| invalid(e.to_string()))
+        Weights::from_bytes(&config, &c, self.param("model.safetensors"), &m).map_err(|e| invalid(e.to_string()))
     }
 }
 
@@ -152,7 +152,7 @@ pub struct StepEvents {
 /// Everything a run is made from besides the GPU and the checkpoint it resumes.
 pub struct RunInputs<'a> {
     /// The base weights (for a resumed full run: the checkpoint's).
-    pub weights: &'a Gpt2Weights,
+    pub weights: &'a Weights,
     /// The base model's identity (name, path, file size/fingerprint).
     pub model: ModelInfo,
     /// The adapter to start from (`--init-adapter`, `loadAdapter`); None = a fresh seeded one.

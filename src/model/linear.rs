@@ -1,0 +1,194 @@
+//! What every family shares on the GPU: parameters (a tensor and, when trained, its gradient)
+//! and a linear layer with its LoRA adapter, forward and backward side by side.
+//!
+//! A linear layer is y [N, out] = x [N, in] · W (+ bias) (+ s · (x · Aᵀ) · Bᵀ), s = alpha / r,
+//! with W stored as the checkpoint stores it: [in, out] for GPT-2's Conv1D, [out, in] for an
+//! nn.Linear (the Llama family). A is [r, in], B [out, r] either way (PEFT's layout).
+
+use super::lora::LoraModule;
+use super::{HostTensor, Linear, ModelConfig, Weights};
+use crate::gpu::{Gpu, GpuError, Program, Tensor};
+use crate::kernels::matmul::{matmul, Matmul};
+use crate::kernels::reduce;
+
+/// What is trained: nothing (inference), the LoRA adapter, or every tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trainable {
+    None,
+    Lora,
+    Full,
+}
+
+/// A parameter on the GPU; `grad` exists only when it is trained.
+pub struct Param {
+    pub name: String,
+    pub value: Tensor,
+    pub grad: Option<Tensor>,
+}
+
+impl Param {
+    pub fn new(gpu: &Gpu, name: &str, t: &HostTensor, trainable: bool) -> Result<Param, GpuError> {
+        let value = gpu.upload(name, &t.shape, &t.data)?;
+        let grad = if trainable { Some(gpu.zeros(&format!("grad {name}"), &t.shape)?) } else { None };
+        Ok(Param { name: name.to_string(), value, grad })
+    }
+
+    /// The same tensor without a gradient (the buffers are shared, nothing is copied).
+    pub fn frozen(&self) -> Param {
+        Param { name: self.name.clone(), value: self.value.shared(), grad: None }
+    }
+}
+
+/// The LoRA pair of one linear layer: A [r, in], B [out, r].
+pub struct LoraParams {
+    pub a: Param,
+    pub b: Param,
+    pub r: usize,
+}
+
+/// A linear layer of a block: weight, optional bias, optional LoRA pair.
+pub struct LinearParams {
+    pub kind: Linear,
+    pub w: Param,
+    pub b: Option<Param>,
+    pub lora: Option<LoraParams>,
+    pub fin: usize,
+    pub fout: usize,
+    /// LoRA's alpha / r (0 without an adapter).
+    pub scale: f32,
+}
+
+impl LinearParams {
+    /// Uploads block `layer`'s `kind` layer from `w`, with its LoRA pair from `adapter` when it has
+    /// one. `full`: the base weight and bias are trained; `lora`: the LoRA pair is.
+    pub fn new(
+        gpu: &Gpu,
+        w: &Weights,
+        layer: usize,
+        kind: Linear,
+        adapter: Option<(&LoraModule, f32)>,
+        full: bool,
+        lora: bool,
+    ) -> Result<LinearParams, GpuError> {
+        let cfg = &w.config;
+        let (fin, fout) = kind.dims(cfg);
+        let name = cfg.block_name(layer, kind.hf_name());
+        let weight = Param::new(gpu, &format!("{name}.weight"), w.get(&format!("{name}.weight")), full)?;
+        let bias = match kind.has_bias(cfg) {
+            true => Some(Param::new(gpu, &format!("{name}.bias"), w.get(&format!("{name}.bias")), full)?),
+            false => None,
+        };
+        let (lora_params, scale) = match adapter {
+            Some((m, scale)) => (
+                Some(LoraParams {
+                    a: Param::new(gpu, &format!("{name}.lora_A"), &m.a, lora)?,
+                    b: Param::new(gpu, &format!("{name}.lora_B"), &m.b, lora)?,
+                    r: m.a.shape[0],
+                }),
+                scale,
+            ),
+            None => (None, 0.0),
+        };
+        Ok(LinearParams { kind, w: weight, b: bias, lora: lora_params, fin, fout, scale })
+    }
+
+    /// The layer without its adapter or gradients, sharing its buffers.
+    pub fn frozen(&self) -> LinearParams {
+        LinearParams {
+            kind: self.kind,
+            w: self.w.frozen(),
+            b: self.b.as_ref().map(Param::frozen),
+            lora: None,
+            fin: self.fin,
+            fout: self.fout,
+            scale: 0.0,
+        }
+    }
+
+    /// Its parameters: weight, bias (base first), then the LoRA pair.
+    pub fn base_params(&self) -> impl Iterator<Item = &Param> {
+        std::iter::once(&self.w).chain(self.b.as_ref())
+    }
+
+    pub fn lora_params(&self) -> impl Iterator<Item = &Param> {
+        self.lora.iter().flat_map(|l| [&l.a, &l.b])
+    }
+
+    /// x · Wᵀ-or-W as the weight is stored.
+    fn weight_product(&self, n: usize) -> Matmul {
+        if self.kind.conv1d() {
+            Matmul::new(n, self.fout, self.fin)
+        } else {
+            Matmul::new(n, self.fout, self.fin).tb()
+        }
+    }
+
+    /// y [N, out] = x [N, in] · W + bias, plus s · (x · Aᵀ) · Bᵀ when adapted (xa = x · Aᵀ [N, r] is kept).
+    pub fn forward(&self, gpu: &Gpu, prog: &mut Program, x: &Tensor, y: &Tensor, xa: Option<&Tensor>, n: usize) {
+        matmul(gpu, prog, &self.weight_product(n), x, &self.w.value, y, self.b.as_ref().map(|b| &b.value));
+        if let (Some(lo), Some(xa)) = (&self.lora, xa) {
+            matmul(gpu, prog, &Matmul::new(n, lo.r, self.fin).tb(), x, &lo.a.value, xa, None);
+            matmul(gpu, prog, &Matmul::new(n, self.fout, lo.r).tb().alpha(self.scale).accumulate(), xa, &lo.b.value, y, None);
+        }
+    }
+
+    /// From dy [N, out]: dx [N, in] (overwritten, or added to with `accumulate`), and the layer's
+    /// trained gradients accumulated: dW += xᵀ·dy (or dyᵀ·x for [out, in]), dbias += Σrows dy;
+    /// LoRA: dxa = s·dy·B, dB += s·dyᵀ·xa, dA += dxaᵀ·x, dx += dxa·A. `dxa` is [N, ≥ r] scratch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        gpu: &Gpu,
+        prog: &mut Program,
+        dy: &Tensor,
+        x: &Tensor,
+        xa: Option<&Tensor>,
+        dx: &Tensor,
+        accumulate: bool,
+        dxa: &Tensor,
+        n: usize,
+    ) {
+        let (fin, fout) = (self.fin, self.fout);
+        let dx_product = if self.kind.conv1d() { Matmul::new(n, fin, fout).tb() } else { Matmul::new(n, fin, fout) };
+        let dx_product = if accumulate { dx_product.accumulate() } else { dx_product };
+        matmul(gpu, prog, &dx_product, dy, &self.w.value, dx, None);
+        if let Some(gw) = &self.w.grad {
+            if self.kind.conv1d() {
+                matmul(gpu, prog, &Matmul::new(fin, fout, n).ta().accumulate(), x, dy, gw, None);
+            } else {
+                matmul(gpu, prog, &Matmul::new(fout, fin, n).ta().accumulate(), dy, x, gw, None);
+            }
+        }
+        if let Some(gb) = self.b.as_ref().and_then(|b| b.grad.as_ref()) {
+            reduce::sum_rows(gpu, prog, dy, gb, n, fout, true);
+        }
+        if let (Some(lo), Some(xa)) = (&self.lora, xa) {
+            let (s, r) = (self.scale, lo.r);
+            matmul(gpu, prog, &Matmul::new(n, r, fout).alpha(s), dy, &lo.b.value, dxa, None);
+            if let (Some(ga), Some(gb)) = (&lo.a.grad, &lo.b.grad) {
+                matmul(gpu, prog, &Matmul::new(fout, r, n).ta().alpha(s).accumulate(), dy, xa, gb, None);
+                matmul(gpu, prog, &Matmul::new(r, fin, n).ta().accumulate(), dxa, x, ga, None);
+            }
+            matmul(gpu, prog, &Matmul::new(n, fin, r).accumulate(), dxa, &lo.a.value, dx, None);
+        }
+    }
+
+    /// The adapter module of this layer read back (layer `layer`), if it has one.
+    pub async fn download_lora(&self, gpu: &Gpu, layer: usize) -> Result<Option<LoraModule>, GpuError> {
+        let Some(lo) = &self.lora else { return Ok(None) };
+        Ok(Some(LoraModule {
+            layer,
+            linear: self.kind,
+            a: HostTensor::new(&lo.a.value.shape, gpu.read(&lo.a.value).await?),
+            b: HostTensor::new(&lo.b.value.shape, gpu.read(&lo.b.value).await?),
+        }))
+    }
+}
+
+/// x · Aᵀ [N, r] scratch for a layer, when it is adapted (kept from forward for backward).
+pub fn lora_scratch(gpu: &Gpu, lin: &LinearParams, label: &str, n: usize) -> Result<Option<Tensor>, GpuError> {
+    match &lin.lora {
+        Some(lo) => Ok(Some(gpu.zeros(&format!("{label}.lora_xa"), &[n, lo.r])?)),
+        None => Ok(None),
+    }
+}
