@@ -15,7 +15,7 @@
 //! [`Rng`](crate::rng::Rng) per call, so a seed fixes the output on a given device.
 
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
-use crate::kernels::attention::{self, AttentionDecode, DECODE_MAX_HEAD_DIM};
+use crate::kernels::attention::{self, Attention, AttentionDecode, Qkv};
 use crate::kernels::embedding;
 use crate::kernels::matmul::{matmul, Matmul};
 use crate::kernels::{gelu, layernorm, residual};
@@ -98,18 +98,17 @@ impl Generator {
                 cfg.n_positions
             )));
         }
-        if nh == 0 || !c.is_multiple_of(nh) || c / nh > DECODE_MAX_HEAD_DIM {
-            return Err(invalid(format!(
-                "generation supports head dimensions up to {DECODE_MAX_HEAD_DIM}; \
-                 this model has n_embd {c} and n_head {nh}"
-            )));
+        if nh == 0 || !c.is_multiple_of(nh) {
+            return Err(invalid(format!("generation: n_embd {c} is not a multiple of n_head {nh}")));
         }
-        let dims = AttentionDecode { c, nh, max_len };
+        Attention::check_heads(nh, nh, c / nh)
+            .map_err(|e| invalid(format!("generation: n_embd {c} over n_head {nh}: {e}")))?;
+        let dims = AttentionDecode::mha(c, nh, max_len);
         let mut caches = Vec::with_capacity(cfg.n_layer);
         for l in 0..cfg.n_layer {
             caches.push((
-                gpu.zeros(&format!("h.{l}.k_cache"), &[max_len, c])?,
-                gpu.zeros(&format!("h.{l}.v_cache"), &[max_len, c])?,
+                gpu.zeros(&format!("h.{l}.k_cache"), &[max_len, dims.kv_width()])?,
+                gpu.zeros(&format!("h.{l}.v_cache"), &[max_len, dims.kv_width()])?,
             ));
         }
         let max_rank = model
@@ -149,8 +148,9 @@ impl Generator {
         for (blk, (kc, vc)) in model.blocks.iter().zip(&caches) {
             ln(p, &b.x, &blk.ln_1); // ln [1, C]
             model.linear_forward(gpu, p, &blk.c_attn, &b.ln, &b.qkv, xa, 1); // qkv [1, 3C]
-            attention::kv_store(gpu, p, &dims, &b.qkv, 1, &pos, kc, vc); // cache row pos = k, v
-            attention::attention_decode(gpu, p, &dims, &b.qkv, &pos, kc, vc, &b.atty); // atty [1, C]
+            let x = Qkv::packed(&b.qkv, c);
+            attention::kv_store(gpu, p, &dims, x.k, x.v, 1, &pos, kc, vc); // cache row pos = k, v
+            attention::attention_decode(gpu, p, &dims, x.q, &pos, kc, vc, &b.atty); // atty [1, C]
             model.linear_forward(gpu, p, &blk.attn_proj, &b.atty, &b.tmp, xa, 1); // [1, C]
             residual::add_forward(gpu, p, &b.x, &b.tmp, &b.x_mid); // x_mid [1, C]
             ln(p, &b.x_mid, &blk.ln_2); // ln [1, C]
@@ -237,7 +237,8 @@ impl Generator {
             let mut prog = Program::new();
             model.forward(gpu, &mut prog, &a);
             for (la, (kc, vc)) in a.layers.iter().zip(&self.caches) {
-                attention::kv_store(gpu, &mut prog, &self.dims, &la.qkv, len, &self.pos, kc, vc);
+                let x = Qkv::packed(&la.qkv, c);
+                attention::kv_store(gpu, &mut prog, &self.dims, x.k, x.v, len, &self.pos, kc, vc);
             }
             let last_row = Matmul {
                 a_offset: (len - 1) * c,

@@ -23,6 +23,9 @@ pub mod matmul;
 pub mod optimizer;
 pub mod reduce;
 pub mod residual;
+pub mod view;
+
+pub use view::View;
 
 /// Every shader variant of every kernel, for validation.
 pub fn all_variants() -> Vec<(String, String)> {
@@ -62,6 +65,22 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// WebGPU guarantees 16 KiB of workgroup memory (wgpu's downlevel default: 16352 bytes);
+    /// every variant's workgroup variables together stay within it.
+    #[test]
+    fn workgroup_memory_fits_webgpu_defaults() {
+        for (name, src) in super::all_variants() {
+            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let bytes: u32 = module
+                .global_variables
+                .iter()
+                .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
+                .map(|(_, g)| module.types[g.ty].inner.size(module.to_ctx()))
+                .sum();
+            assert!(bytes <= 16352, "{name}: {bytes} bytes of workgroup memory");
         }
     }
 

@@ -10,7 +10,7 @@ use super::lora::{LoraConfig, LoraModule};
 use super::weights::block_name;
 use super::{Gpt2Config, Gpt2Weights, HostTensor, Linear, LoraAdapter};
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
-use crate::kernels::attention::{self, Attention};
+use crate::kernels::attention::{self, Attention, Qkv};
 use crate::kernels::cross_entropy::{self, LmHeadLoss};
 use crate::kernels::embedding::{self, TokenIndexBuffers};
 use crate::kernels::matmul::{matmul, Matmul};
@@ -210,7 +210,7 @@ pub struct LayerActs {
     pub ln1_mean: Tensor, // [N]
     pub ln1_rstd: Tensor, // [N]
     pub qkv: Tensor,      // [N, 3C]
-    pub att: Tensor,      // [B, H, T, T] softmax probabilities
+    pub lse: Tensor,      // [B, H, T] log-sum-exp of each query's attention scores
     pub atty: Tensor,     // [N, C] attention output before c_proj
     pub x_mid: Tensor,    // [N, C] residual after attention
     pub ln2: Tensor,      // [N, C]
@@ -228,7 +228,7 @@ pub struct GradActs {
     pub dresid: Tensor,   // [N, C] gradient of the residual stream
     pub dln: Tensor,      // [N, C] gradient of a LayerNorm output
     pub dqkv: Tensor,     // [N, 3C]
-    pub datt: Tensor,     // [B, H, T, T]
+    pub delta: Tensor,    // [B, H, T] rowsum(d atty ∘ atty) per head, attention backward scratch
     pub datty: Tensor,    // [N, C]
     pub dfc: Tensor,      // [N, 4C]
     pub dfc_gelu: Tensor, // [N, 4C]
@@ -262,6 +262,8 @@ impl Activations {
     pub fn new(gpu: &Gpu, m: &Gpt2Gpu, b: usize, t: usize, backward: bool, head_bytes: u64) -> Result<Activations, GpuError> {
         let cfg = &m.config;
         let (c, h, v, n) = (cfg.n_embd, cfg.n_head, cfg.vocab_size, b * t);
+        Attention::check_heads(h, h, c / h.max(1))
+            .map_err(|e| GpuError::Invalid(format!("n_embd {c} over n_head {h}: {e}")))?;
         let z = |name: &str, shape: &[usize]| gpu.zeros(name, shape);
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for (l, blk) in m.blocks.iter().enumerate() {
@@ -277,7 +279,7 @@ impl Activations {
                 ln1_mean: lz("ln1_mean", &[n])?,
                 ln1_rstd: lz("ln1_rstd", &[n])?,
                 qkv: lz("qkv", &[n, 3 * c])?,
-                att: lz("att", &[b, h, t, t])?,
+                lse: lz("lse", &[b, h, t])?,
                 atty: lz("atty", &[n, c])?,
                 x_mid: lz("x_mid", &[n, c])?,
                 ln2: lz("ln2", &[n, c])?,
@@ -295,7 +297,7 @@ impl Activations {
                 dresid: z("dresid", &[n, c])?,
                 dln: z("dln", &[n, c])?,
                 dqkv: z("dqkv", &[n, 3 * c])?,
-                datt: z("datt", &[b, h, t, t])?,
+                delta: z("delta", &[b, h, t])?,
                 datty: z("datty", &[n, c])?,
                 dfc: z("dfc", &[n, 4 * c])?,
                 dfc_gelu: z("dfc_gelu", &[n, 4 * c])?,
@@ -349,13 +351,13 @@ impl Gpt2Gpu {
     pub fn forward(&self, gpu: &Gpu, prog: &mut Program, a: &Activations) {
         let cfg = &self.config;
         let (b, t, c, n, eps) = (a.b, a.t, cfg.n_embd, a.b * a.t, cfg.layer_norm_epsilon);
-        let dims = Attention { b, t, c, nh: cfg.n_head };
+        let dims = Attention::mha(b, t, c, cfg.n_head);
         embedding::embedding_forward(gpu, prog, &a.tokens, &self.wte.value, &self.wpe.value, &a.x0, b, t, c); // x0 [N, C]
         for (l, (blk, la)) in self.blocks.iter().zip(&a.layers).enumerate() {
             let x = if l == 0 { &a.x0 } else { &a.layers[l - 1].x_out }; // [N, C]
             layernorm::layernorm_forward(gpu, prog, x, &blk.ln_1.0.value, &blk.ln_1.1.value, &la.ln1, &la.ln1_mean, &la.ln1_rstd, n, c, eps);
             self.linear_forward(gpu, prog, &blk.c_attn, &la.ln1, &la.qkv, la.lora_xa[0].as_ref(), n); // qkv [N, 3C]
-            attention::attention_forward(gpu, prog, &dims, &la.qkv, &la.att, &la.atty); // atty [N, C]
+            attention::attention_forward(gpu, prog, &dims, Qkv::packed(&la.qkv, c), &la.atty, &la.lse); // atty [N, C], lse [B, H, T]
             self.linear_forward(gpu, prog, &blk.attn_proj, &la.atty, &a.tmp, la.lora_xa[1].as_ref(), n); // [N, C]
             residual::add_forward(gpu, prog, x, &a.tmp, &la.x_mid); // x_mid [N, C]
             layernorm::layernorm_forward(gpu, prog, &la.x_mid, &blk.ln_2.0.value, &blk.ln_2.1.value, &la.ln2, &la.ln2_mean, &la.ln2_rstd, n, c, eps);
@@ -384,7 +386,7 @@ impl Gpt2Gpu {
         let Some(g) = &a.grads else { return };
         let cfg = &self.config;
         let (b, t, c, n) = (a.b, a.t, cfg.n_embd, a.b * a.t);
-        let dims = Attention { b, t, c, nh: cfg.n_head };
+        let dims = Attention::mha(b, t, c, cfg.n_head);
         fn ln_grads(p: &(Param, Param)) -> Option<(&Tensor, &Tensor)> {
             p.0.grad.as_ref().zip(p.1.grad.as_ref())
         }
@@ -399,7 +401,7 @@ impl Gpt2Gpu {
             layernorm::layernorm_backward(gpu, prog, &g.dln, &la.x_mid, &blk.ln_2.0.value, &la.ln2_mean, &la.ln2_rstd, &g.dresid, true, ln_grads(&blk.ln_2), n, c);
             // attention: dresid is now d x_mid
             self.linear_backward(gpu, prog, &blk.attn_proj, &g.dresid, &la.atty, la.lora_xa[1].as_ref(), &g.datty, g, n); // d atty [N, C]
-            attention::attention_backward(gpu, prog, &dims, &g.datty, &la.qkv, &la.att, &g.datt, &g.dqkv); // d qkv [N, 3C]
+            attention::attention_backward(gpu, prog, &dims, Qkv::packed(&la.qkv, c), &la.atty, &la.lse, &g.datty, &g.delta, Qkv::packed(&g.dqkv, c)); // d qkv [N, 3C]
             self.linear_backward(gpu, prog, &blk.c_attn, &g.dqkv, &la.ln1, la.lora_xa[0].as_ref(), &g.dln, g, n); // d ln1 [N, C]
             layernorm::layernorm_backward(gpu, prog, &g.dln, x, &blk.ln_1.0.value, &la.ln1_mean, &la.ln1_rstd, &g.dresid, true, ln_grads(&blk.ln_1), n, c);
         }

@@ -2,5 +2,6 @@
 //! model are tested against. Written for clarity, not speed; checked by finite
 //! differences in its own tests.
 
+pub mod attention;
 pub mod gpt2;
 pub mod ops;
