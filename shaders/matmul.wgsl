@@ -13,12 +13,6 @@
 //
 // Workgroups: one per (batch, tile row, tile column), linear id wid.x + wid.y * nwg.x
 // over a 2D grid (so more than 65535 of them work); tile column varies fastest.
-//
-// Causal modes (p.causal, for attention's triangular matrices; 0 = none):
-// 1: C is only needed on and below the diagonal (col <= row): tiles wholly above it
-//    are skipped and their elements left as they were.
-// 2: op(A)[row, kk] is zero for kk > row: the k loop stops after the tile's last row.
-// 3: op(A)[row, kk] is zero for kk < row: the k loop starts at the tile's first row.
 
 const TA: bool = {{TA}};
 const TB: bool = {{TB}};
@@ -48,7 +42,6 @@ struct Params {
     tiles_mn: u32,
     total: u32,
     has_bias: u32,
-    causal: u32,
     alpha: f32,
     beta: f32,
 }
@@ -124,17 +117,6 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let t = id % p.tiles_mn;
     let m0 = (t / p.tiles_n) * BM;
     let n0 = (t % p.tiles_n) * BN;
-    var k_begin = 0u;
-    var k_end = p.k;
-    if (p.causal == 1u && n0 >= m0 + BM) {
-        return;
-    }
-    if (p.causal == 2u) {
-        k_end = min(p.k, m0 + BM);
-    }
-    if (p.causal == 3u) {
-        k_begin = min(p.k, (m0 / BK) * BK);
-    }
     let outer = z / p.batch_inner;
     let inner = z % p.batch_inner;
     let a_base = p.a_off + outer * p.a_so + inner * p.a_si;
@@ -154,7 +136,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     var c60 = vec4<f32>(0.0); var c61 = vec4<f32>(0.0);
     var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
 
-    for (var k0 = k_begin; k0 < k_end; k0 += BK) {
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
         // Each tile is 256 vec4 slots; each of the 64 threads fills 4.
         for (var r = 0u; r < 4u; r++) {
             let slot = lid + r * 64u;

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::data::{Batcher, Record, TokenStream};
 use crate::gpu::{AdapterReport, Gpu, GpuError, Program};
 use crate::kernels::matmul::{matmul, Matmul};
-use crate::model::gpt2::{Gpt2Gpu, Trainable};
+use crate::model::{ModelGpu, Trainable};
 use crate::model::{ModelConfig, Weights, Linear, LoraAdapter, LoraConfig};
 use crate::train::{AdamWConfig, TrainConfig, Trainer};
 
@@ -376,8 +376,8 @@ pub struct TrainBench {
 impl TrainBench {
     /// The bench defaults: LoRA r 8, alpha 16 on c_attn, c_proj, c_fc; 3 warm-up and 10 timed steps.
     pub fn new(name: &str, config: ModelConfig, batch: usize, seq: usize, mode: Mode) -> Result<TrainBench, BenchError> {
-        let targets = ["c_attn", "c_proj", "c_fc"].iter().map(|s| s.to_string()).collect();
-        let lora = LoraConfig::new(8, 16.0, targets, 0.0).map_err(crate::Error::from)?;
+        let targets = LoraConfig::default_targets(config.family);
+        let lora = LoraConfig::new(8, 16.0, targets, 0.0, config.family).map_err(crate::Error::from)?;
         Ok(TrainBench {
             name: name.into(),
             config,
@@ -407,9 +407,10 @@ pub fn train_flops(cfg: &ModelConfig, b: usize, t: usize, lora: Option<&LoraConf
     let (b, t) = (b as u64, t as u64);
     let (c, v, l) = (cfg.n_embd as u64, cfg.vocab_size as u64, cfg.n_layer as u64);
     let n = b * t;
-    let mut per_layer = 12 * b * t * t * c; // attention: 4 forward + 8 backward
-    for lin in Linear::ALL {
-        let (fin, fout) = lin.dims(cfg.n_embd);
+    let width = (cfg.n_head * cfg.head_dim) as u64;
+    let mut per_layer = 12 * b * t * t * width; // attention: 4 forward + 8 backward
+    for &lin in Linear::of(cfg.family) {
+        let (fin, fout) = lin.dims(cfg);
         let (fin, fout) = (fin as u64, fout as u64);
         let base = 2 * n * fin * fout;
         per_layer += match lora {
@@ -493,7 +494,7 @@ pub fn bench_train(gpu: &Gpu, tb: &TrainBench) -> Result<TrainResult, BenchError
         Mode::Lora => (Some(LoraAdapter::init(tb.lora.clone(), cfg, tb.seed)), Trainable::Lora),
         Mode::Full => (None, Trainable::Full),
     };
-    let model = Gpt2Gpu::new(gpu, &weights, adapter.as_ref(), trainable)?;
+    let model = ModelGpu::new(gpu, &weights, adapter.as_ref(), trainable)?;
     drop(weights);
     let params_total: u64 = model.params().iter().map(|p| p.value.len() as u64).sum();
     let params_trained: u64 = model.trained().iter().map(|p| p.value.len() as u64).sum();

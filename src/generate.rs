@@ -1,15 +1,15 @@
 //! KV-cached generation for one sequence, and sampling from a logits row.
 //!
-//! [`Generator::new`] makes, once per (model, max_len), a K and a V cache [max_len, C] per
-//! layer and the program of one decoding step (N = 1 row): embedding at position pos[0] ->
-//! L x [LN -> qkv (+LoRA) -> store k, v in cache row pos -> attention of q against cache
-//! rows 0..=pos -> proj (+LoRA) -> residual -> LN -> fc (+LoRA) -> GELU -> proj (+LoRA) ->
-//! residual] -> LN -> logits [V] = h · headᵀ. The token and its position travel in two
-//! small u32 storage buffers written before each step, so nothing is created per token
-//! except the staging buffer that reads the logits back.
+//! [`Generator::new`] makes, once per (model, max_len), a K and a V cache [max_len, Hkv·D] per
+//! layer and the program of one decoding step (N = 1 row), which the model's family builds with
+//! its own block sequence (`decode_program` in gpt2.rs / llama.rs: the block for one row, with
+//! the attention of q against cache rows 0..=pos after storing the row's k, v at pos) ->
+//! final norm -> logits [V] = h · headᵀ. The token and its position travel in two small u32
+//! storage buffers written before each step, so nothing is created per token except the
+//! staging buffer that reads the logits back.
 //!
 //! [`Generator::generate`] prefills the prompt with the batched forward (B = 1, T = prompt
-//! length; the prompt's K/V rows are copied out of its qkv activations into the caches),
+//! length; the prompt's K/V rows are copied out of its activations into the caches),
 //! samples the first new token from the prompt's last logits row, then runs one decoding
 //! step per further token. Sampling is on the CPU ([`sample`]), from one seeded
 //! [`Rng`](crate::rng::Rng) per call, so a seed fixes the output on a given device.
@@ -17,12 +17,9 @@
 use crate::data::Tokenizer;
 use crate::flags::Style;
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
-use crate::kernels::attention::{self, AttentionDecode, DECODE_MAX_HEAD_DIM};
-use crate::kernels::embedding;
+use crate::kernels::attention::{Attention, AttentionDecode};
 use crate::kernels::matmul::{matmul, Matmul};
-use crate::kernels::{gelu, layernorm, residual};
-use crate::model::gpt2::{Activations, Gpt2Gpu, Param};
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, ModelGpu};
 use crate::rng::Rng;
 
 /// How new tokens are chosen.
@@ -116,7 +113,7 @@ impl Prompt {
 /// The new tokens of a sample as text: the end-of-text token that stopped it (when `stop_at_eos`)
 /// is dropped. Returns (text, the ids kept, whether the sample ended at end of text).
 pub fn sample_text(tok: &Tokenizer, mut new: Vec<u32>, cfg: &ModelConfig, stop_at_eos: bool) -> (String, Vec<u32>, bool) {
-    let eos = stop_at_eos && new.last() == Some(&cfg.eos_token_id);
+    let eos = stop_at_eos && new.last().is_some_and(|t| cfg.eos_token_ids.contains(t));
     if eos {
         new.pop();
     }
@@ -127,28 +124,15 @@ fn invalid(msg: String) -> GpuError {
     GpuError::Invalid(msg)
 }
 
-/// The tensors of one decoding step (N = 1), kept alive with the program that binds them.
-struct StepBuffers {
-    x: Tensor,       // [1, C] residual stream (block input, then block output)
-    x_mid: Tensor,   // [1, C] residual after attention
-    ln: Tensor,      // [1, C] a LayerNorm output
-    mean: Tensor,    // [1]
-    rstd: Tensor,    // [1]
-    qkv: Tensor,     // [1, 3C]
-    atty: Tensor,    // [1, C]
-    tmp: Tensor,     // [1, C] a projection before its residual add
-    fc: Tensor,      // [1, 4C]
-    fc_gelu: Tensor, // [1, 4C]
-    lora_xa: Tensor, // [1, max rank] x · Aᵀ of the adapted linear being run
-}
-
-/// KV-cached decoding for one sequence: buffers and per-token programs made once per (model, max_len).
+/// KV-cached decoding for one sequence: caches and the per-token program made once per
+/// (model, max_len). The model's family builds its own decoding step (`ModelGpu::decode_program`,
+/// the block sequence for one row) and stores a prompt's keys and values (`ModelGpu::store_prompt`).
 pub struct Generator {
     max_len: usize,
-    /// The model's token embedding buffer: identifies the model the step program binds.
-    wte: wgpu::Buffer,
+    /// The model's head buffer: identifies the model the step program binds.
+    model_id: wgpu::Buffer,
     dims: AttentionDecode,
-    /// Per layer: (K, V) caches [max_len, C].
+    /// Per layer: (K, V) caches [max_len, Hkv·D].
     caches: Vec<(Tensor, Tensor)>,
     /// u32 [1]: the token a step feeds.
     token: Tensor,
@@ -157,88 +141,45 @@ pub struct Generator {
     /// [V]: logits of the last position run.
     logits: Tensor,
     step: Program,
-    _bufs: StepBuffers,
+    /// The decoding step's own buffers, kept with the program that binds them.
+    _bufs: Vec<Tensor>,
 }
 
 impl Generator {
     /// max_len <= n_positions (error otherwise, naming both).
-    pub fn new(gpu: &Gpu, model: &Gpt2Gpu, max_len: usize) -> Result<Generator, GpuError> {
-        let cfg = &model.config;
-        let (c, nh, v, eps) = (cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.layer_norm_epsilon);
+    pub fn new(gpu: &Gpu, model: &ModelGpu, max_len: usize) -> Result<Generator, GpuError> {
+        let cfg = model.config();
         if max_len == 0 || max_len > cfg.n_positions {
             return Err(invalid(format!(
                 "generation max_len {max_len} must be between 1 and the model's n_positions {}",
                 cfg.n_positions
             )));
         }
-        if nh == 0 || !c.is_multiple_of(nh) || c / nh > DECODE_MAX_HEAD_DIM {
-            return Err(invalid(format!(
-                "generation supports head dimensions up to {DECODE_MAX_HEAD_DIM}; \
-                 this model has n_embd {c} and n_head {nh}"
-            )));
-        }
-        let dims = AttentionDecode { c, nh, max_len };
+        Attention::check_heads(cfg.n_head, cfg.n_kv_head, cfg.head_dim)
+            .map_err(|e| invalid(format!("generation: {e}")))?;
+        let scale = Attention::gqa(1, 1, cfg.n_head, cfg.n_kv_head, cfg.head_dim).scale;
+        let dims = AttentionDecode { nh: cfg.n_head, nkv: cfg.n_kv_head, hd: cfg.head_dim, max_len, scale };
         let mut caches = Vec::with_capacity(cfg.n_layer);
         for l in 0..cfg.n_layer {
             caches.push((
-                gpu.zeros(&format!("h.{l}.k_cache"), &[max_len, c])?,
-                gpu.zeros(&format!("h.{l}.v_cache"), &[max_len, c])?,
+                gpu.zeros(&format!("layer {l} k_cache"), &[max_len, dims.kv_width()])?,
+                gpu.zeros(&format!("layer {l} v_cache"), &[max_len, dims.kv_width()])?,
             ));
         }
-        let max_rank = model.max_rank();
-        let z = |name: &str, shape: &[usize]| gpu.zeros(&format!("decode {name}"), shape);
-        let b = StepBuffers {
-            x: z("x", &[1, c])?,
-            x_mid: z("x_mid", &[1, c])?,
-            ln: z("ln", &[1, c])?,
-            mean: z("mean", &[1])?,
-            rstd: z("rstd", &[1])?,
-            qkv: z("qkv", &[1, 3 * c])?,
-            atty: z("atty", &[1, c])?,
-            tmp: z("tmp", &[1, c])?,
-            fc: z("fc", &[1, 4 * c])?,
-            fc_gelu: z("fc_gelu", &[1, 4 * c])?,
-            lora_xa: z("lora_xa", &[1, max_rank.max(1)])?,
-        };
-        let token = z("token", &[1])?;
-        let pos = z("pos", &[1])?;
-        let logits = z("logits", &[v])?;
-
-        // One decoding step: the token at position pos[0] -> logits [V].
-        let mut prog = Program::new();
-        let p = &mut prog;
-        let xa = Some(&b.lora_xa);
-        let ln = |p: &mut Program, x: &Tensor, (w, bias): &(Param, Param)| {
-            layernorm::layernorm_forward(gpu, p, x, &w.value, &bias.value, &b.ln, &b.mean, &b.rstd, 1, c, eps)
-        };
-        let (wte, wpe) = (&model.wte.value, &model.wpe.value);
-        embedding::embedding_forward_at(gpu, p, &token, &pos, wte, wpe, &b.x, 1, c); // x [1, C]
-        for (blk, (kc, vc)) in model.blocks.iter().zip(&caches) {
-            ln(p, &b.x, &blk.ln_1); // ln [1, C]
-            model.linear_forward(gpu, p, &blk.c_attn, &b.ln, &b.qkv, xa, 1); // qkv [1, 3C]
-            attention::kv_store(gpu, p, &dims, &b.qkv, 1, &pos, kc, vc); // cache row pos = k, v
-            attention::attention_decode(gpu, p, &dims, &b.qkv, &pos, kc, vc, &b.atty); // atty [1, C]
-            model.linear_forward(gpu, p, &blk.attn_proj, &b.atty, &b.tmp, xa, 1); // [1, C]
-            residual::add_forward(gpu, p, &b.x, &b.tmp, &b.x_mid); // x_mid [1, C]
-            ln(p, &b.x_mid, &blk.ln_2); // ln [1, C]
-            model.linear_forward(gpu, p, &blk.c_fc, &b.ln, &b.fc, xa, 1); // fc [1, 4C]
-            gelu::gelu_forward(gpu, p, &b.fc, &b.fc_gelu); // [1, 4C]
-            model.linear_forward(gpu, p, &blk.mlp_proj, &b.fc_gelu, &b.tmp, xa, 1); // [1, C]
-            residual::add_forward(gpu, p, &b.x_mid, &b.tmp, &b.x); // x [1, C]: the block output
-        }
-        ln(p, &b.x, &model.ln_f); // ln [1, C]
-        matmul(gpu, p, &Matmul::new(1, v, c).tb(), &b.ln, &model.head().value, &logits, None); // logits [V]
-
+        let token = gpu.zeros("decode token", &[1])?;
+        let pos = gpu.zeros("decode pos", &[1])?;
+        let logits = gpu.zeros("decode logits", &[cfg.vocab_size])?;
+        let (step, bufs) = model.decode_program(gpu, &dims, &caches, &token, &pos, &logits)?;
         Ok(Generator {
             max_len,
-            wte: model.wte.value.buffer.clone(),
+            model_id: model.head().value.buffer.clone(),
             dims,
             caches,
             token,
             pos,
             logits,
-            step: prog,
-            _bufs: b,
+            step,
+            _bufs: bufs,
         })
     }
 
@@ -254,25 +195,21 @@ impl Generator {
     }
 
     /// Prompt ids (non-empty; prompt.len() + max_new_tokens is clipped to max_len) -> new token
-    /// ids (without the prompt), stopping at eos if asked (the eos token is the last one returned).
+    /// ids (without the prompt), stopping at an end-of-text id if asked (it is the last one returned).
     /// Async (readback of each step's logits), no blocking: works on wasm too.
     pub async fn generate(
         &mut self,
         gpu: &Gpu,
-        model: &Gpt2Gpu,
+        model: &ModelGpu,
         prompt: &[u32],
         cfg: &SampleConfig,
     ) -> Result<Vec<u32>, GpuError> {
-        let mc = &model.config;
-        if model.wte.value.buffer != self.wte {
-            return Err(invalid(
-                "generate: the model is not the one this Generator was made for".into(),
-            ));
+        let mc = model.config();
+        if model.head().value.buffer != self.model_id {
+            return Err(invalid("generate: the model is not the one this Generator was made for".into()));
         }
         if prompt.is_empty() {
-            return Err(invalid(
-                "generate: the prompt is empty (give at least one token)".into(),
-            ));
+            return Err(invalid("generate: the prompt is empty (give at least one token)".into()));
         }
         if prompt.len() > self.max_len {
             return Err(invalid(format!(
@@ -298,19 +235,14 @@ impl Generator {
         let len = prompt.len();
         let (c, v) = (mc.n_embd, mc.vocab_size);
         let mut logits = {
-            let a = Activations::new(gpu, model, 1, len, false, 0)?;
-            gpu.write_u32(&a.tokens, prompt);
+            let a = model.activations(gpu, 1, len, false, 0)?;
+            gpu.write_u32(&a.io().tokens, prompt);
             gpu.write_u32(&self.pos, &[0]);
             let mut prog = Program::new();
-            model.forward(gpu, &mut prog, &a);
-            for (la, (kc, vc)) in a.layers.iter().zip(&self.caches) {
-                attention::kv_store(gpu, &mut prog, &self.dims, &la.qkv, len, &self.pos, kc, vc);
-            }
-            let last_row = Matmul {
-                a_offset: (len - 1) * c,
-                ..Matmul::new(1, v, c).tb()
-            };
-            matmul(gpu, &mut prog, &last_row, &a.lnf, &model.head().value, &self.logits, None);
+            model.forward(gpu, &mut prog, &a, false);
+            model.store_prompt(gpu, &mut prog, &a, &self.dims, &self.caches, &self.pos, len);
+            let last_row = Matmul { a_offset: (len - 1) * c, ..Matmul::new(1, v, c).tb() };
+            matmul(gpu, &mut prog, &last_row, &a.io().lnf, &model.head().value, &self.logits, None);
             prog.run(gpu);
             gpu.read(&self.logits).await?
         };
@@ -319,7 +251,7 @@ impl Generator {
         for i in 0..new_tokens {
             let tok = sample(&logits, cfg, &mut rng);
             out.push(tok);
-            if (cfg.stop_at_eos && tok == mc.eos_token_id) || i + 1 == new_tokens {
+            if (cfg.stop_at_eos && mc.eos_token_ids.contains(&tok)) || i + 1 == new_tokens {
                 break;
             }
             gpu.write_u32(&self.token, &[tok]);

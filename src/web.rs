@@ -17,7 +17,7 @@
 //! time (the npm package's worker queues them); a call made while another is still running is
 //! refused, not corrupted.
 //!
-//! Generation "without the adapter" during a LoRA run uses a second `Gpt2Gpu` that shares the
+//! Generation "without the adapter" during a LoRA run uses a second `ModelGpu` that shares the
 //! run's base-weight buffers and has no LoRA layers (no extra GPU memory). During a full
 //! fine-tuning run the base weights are being changed, so the base model is uploaded once more
 //! (from the host copy) the first time it is asked for, and freed when the next run starts.
@@ -37,8 +37,8 @@ use crate::data::{Batcher, Dataset, Tokenizer};
 use crate::flags::Style;
 use crate::generate::{sample_text, Generator, Prompt, SampleConfig};
 use crate::gpu::Gpu;
-use crate::model::gpt2::{Gpt2Gpu, Trainable};
-use crate::model::{lora, Weights, LoraAdapter, LoraConfig};
+use crate::model::{ModelGpu, Trainable};
+use crate::model::{lora, LoraAdapter, Weights};
 use crate::train::checkpoint::{ModelInfo, RunOptions};
 use crate::train::eval::{EvalResult, Evaluator};
 use crate::train::run::{Checkpoint, Control, Files, RunData, RunInputs};
@@ -175,12 +175,7 @@ const READBACK_EVERY: usize = 4;
 impl Default for TrainOptions {
     /// The library's defaults ([`RunSpec::default`]), spelled as JS options.
     fn default() -> Self {
-        let s = RunSpec::default();
-        TrainOptions {
-            targets: s.lora_targets.clone().unwrap_or_else(LoraConfig::default_targets),
-            use_init_adapter: true,
-            ..TrainOptions::of(&s, READBACK_EVERY)
-        }
+        TrainOptions { use_init_adapter: true, ..TrainOptions::of(&RunSpec::default(), READBACK_EVERY) }
     }
 }
 
@@ -321,7 +316,7 @@ struct Model {
 
 /// The base model on the GPU for generation and evaluation outside a LoRA run.
 struct Infer {
-    model: Gpt2Gpu,
+    model: ModelGpu,
     generator: Option<Generator>,
 }
 
@@ -329,7 +324,7 @@ struct Infer {
 struct BrowserRun {
     run: Run,
     /// LoRA runs: the base model, sharing the run's buffers.
-    base: Option<Gpt2Gpu>,
+    base: Option<ModelGpu>,
     gen_adapted: Option<Generator>,
     gen_base: Option<Generator>,
 }
@@ -358,7 +353,7 @@ const BUSY: &str = "the engine is busy with another call; wait for it to finish"
 fn run_info(br: &BrowserRun) -> Result<JsValue, JsError> {
     let run = &br.run;
     let s = &run.spec;
-    let lora = run.trainer.model.lora_config.as_ref();
+    let lora = run.trainer.model.lora_config();
     let trainable: usize = run.trainer.model.trained().iter().map(|p| p.value.len()).sum();
     let readback = run.trainer.config.readback_every;
     to_js(&json!({
@@ -554,7 +549,8 @@ impl Engine {
             "eosTokenId": c.eos_token_id,
             "parameters": parameters,
             "fingerprint": fnv,
-            "loraTargets": lora::VALID_TARGETS,
+            "modelType": c.model_type,
+            "loraTargets": lora::valid_targets(c.family),
         });
         st.run = None;
         st.infer = None;
@@ -783,7 +779,7 @@ impl Engine {
         let infer = match &mut st.infer {
             Some(i) => i,
             slot => slot.insert(Infer {
-                model: Gpt2Gpu::new(&st.gpu, &model.weights, None, Trainable::None).map_err(js_err)?,
+                model: ModelGpu::new(&st.gpu, &model.weights, None, Trainable::None).map_err(js_err)?,
                 generator: None,
             }),
         };
@@ -812,7 +808,7 @@ impl Engine {
         })?;
         let prompt = Prompt::new(tok, prompt, cfg, sc.max_new_tokens).map_err(|e| JsError::new(&e))?;
         let gpu = &st.gpu;
-        let (gpt, slot): (&Gpt2Gpu, &mut Option<Generator>) = match (&mut st.run, o.adapted) {
+        let (gpt, slot): (&ModelGpu, &mut Option<Generator>) = match (&mut st.run, o.adapted) {
             (Some(br), true) => (&br.run.trainer.model, &mut br.gen_adapted),
             (None, true) => {
                 return Err(JsError::new(
@@ -824,7 +820,7 @@ impl Engine {
                 let infer = match &mut st.infer {
                     Some(i) => i,
                     slot => slot.insert(Infer {
-                        model: Gpt2Gpu::new(gpu, &model.weights, None, Trainable::None).map_err(js_err)?,
+                        model: ModelGpu::new(gpu, &model.weights, None, Trainable::None).map_err(js_err)?,
                         generator: None,
                     }),
                 };

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use webtune::bench::{self, Layout, MatmulBench, Mode, TrainBench};
-use webtune::model::{ModelConfig, LoraConfig};
+use webtune::model::{Family, ModelConfig, LoraConfig};
 
 fn close(what: &str, got: f64, want: f64) {
     assert!(
@@ -14,7 +14,7 @@ fn close(what: &str, got: f64, want: f64) {
 }
 
 fn lora(r: usize, targets: &[&str]) -> LoraConfig {
-    LoraConfig::new(r, 2.0 * r as f32, targets.iter().map(|s| s.to_string()).collect(), 0.0).unwrap()
+    LoraConfig::new(r, 2.0 * r as f32, targets.iter().map(|s| s.to_string()).collect(), 0.0, Family::Gpt2).unwrap()
 }
 
 /// 1 layer, C = 8, 2 heads, V = 16, n_positions 8.

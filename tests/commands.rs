@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use common::*;
 use webtune::data::{records, Batch, Batcher, Record, TokenStream, Tokenizer};
 use webtune::gpu::Gpu;
-use webtune::model::gpt2::{Gpt2Gpu, Trainable};
+use webtune::model::ModelGpu;
+use webtune::model::Trainable;
 use webtune::model::lora::LoraAdapter;
 use webtune::model::{ModelConfig, Weights, Linear};
 use webtune::reference::{gpt2 as reference, ops};
@@ -97,7 +98,7 @@ fn reference_eval(w: &Weights, lora: Option<&LoraAdapter>, batches: &[Batch], t:
 }
 
 fn run_eval(gpu: &Gpu, w: &Weights, lora: Option<&LoraAdapter>, batches: &[Batch], t: usize) -> EvalResult {
-    let m = Gpt2Gpu::new(gpu, w, lora, Trainable::None).unwrap();
+    let m = ModelGpu::new(gpu, w, lora, Trainable::None).unwrap();
     pollster::block_on(evaluate(gpu, &m, batches, t)).unwrap()
 }
 
@@ -135,7 +136,7 @@ fn evaluate_matches_reference() {
 fn evaluate_refuses_bad_batches() {
     let gpu = gpu();
     let (w, _) = tiny();
-    let m = Gpt2Gpu::new(&gpu, &w, None, Trainable::None).unwrap();
+    let m = ModelGpu::new(&gpu, &w, None, Trainable::None).unwrap();
     let err = |batches: &[Batch], t: usize| {
         pollster::block_on(evaluate(&gpu, &m, batches, t))
             .unwrap_err()
@@ -188,7 +189,7 @@ fn merge_into_equals_the_adapted_forward_on_the_cpu() {
     );
     // Only the adapted weights change (biases, LayerNorms, embeddings stay bit for bit).
     for (name, t) in &w.tensors {
-        let adapted = name.ends_with(".weight") && Linear::ALL.iter().any(|l| name.contains(l.hf_name()));
+        let adapted = name.ends_with(".weight") && Linear::GPT2.iter().any(|l| name.contains(l.hf_name()));
         assert_eq!(merged.tensors[name] != *t, adapted, "{name}");
     }
     // An adapter for another width is refused and leaves the weights as they were.
@@ -280,7 +281,7 @@ fn merge_command_writes_a_checkpoint_with_the_adapted_logits() {
     let (b, t) = (3, 17);
     let tokens: Vec<u32> = (0..b * t).map(|i| (i * 31 % 97) as u32).collect();
     let logits = |w: &Weights, lora: Option<&LoraAdapter>| {
-        let m = Gpt2Gpu::new(&gpu, w, lora, Trainable::None).unwrap();
+        let m = ModelGpu::new(&gpu, w, lora, Trainable::None).unwrap();
         pollster::block_on(m.logits(&gpu, &tokens, b, t)).unwrap()
     };
     let want = logits(&w, Some(&ad));

@@ -10,7 +10,8 @@ mod common;
 use common::*;
 use webtune::generate::{sample, Generator, SampleConfig};
 use webtune::gpu::Gpu;
-use webtune::model::gpt2::{Gpt2Gpu, Trainable};
+use webtune::model::ModelGpu;
+use webtune::model::Trainable;
 use webtune::model::lora::LoraAdapter;
 use webtune::model::{ModelConfig, Weights, HostTensor};
 use webtune::reference::gpt2 as reference;
@@ -83,7 +84,7 @@ fn reference_greedy(w: &Weights, lora: Option<&LoraAdapter>, prompt: &[u32], n: 
     seq[prompt.len()..].to_vec()
 }
 
-fn generate(gpu: &Gpu, g: &mut Generator, m: &Gpt2Gpu, prompt: &[u32], cfg: &SampleConfig) -> Vec<u32> {
+fn generate(gpu: &Gpu, g: &mut Generator, m: &ModelGpu, prompt: &[u32], cfg: &SampleConfig) -> Vec<u32> {
     pollster::block_on(g.generate(gpu, m, prompt, cfg)).unwrap()
 }
 
@@ -99,7 +100,7 @@ fn greedy_matches_reference_with_and_without_lora() {
         ("untied head", &untied, None),
     ];
     for (what, w, lora) in cases {
-        let m = Gpt2Gpu::new(&gpu, w, lora, Trainable::None).unwrap();
+        let m = ModelGpu::new(&gpu, w, lora, Trainable::None).unwrap();
         let mut g = Generator::new(&gpu, &m, NPOS).unwrap();
         // a long prompt first, then shorter ones on the same caches: nothing stale may leak
         for prompt in [&[3u32, 17, 5, 30, 1, 9, 22, 36, 0][..], &[3, 17, 5], &[8]] {
@@ -147,7 +148,7 @@ fn sampling_is_seeded() {
     let gpu = gpu();
     // GPT-2 init: logits near zero, a flat distribution, so different seeds differ
     let w = Weights::random(&ModelConfig::gpt2(2, 3, C, V, NPOS), 3);
-    let m = Gpt2Gpu::new(&gpu, &w, None, Trainable::None).unwrap();
+    let m = ModelGpu::new(&gpu, &w, None, Trainable::None).unwrap();
     let mut g = Generator::new(&gpu, &m, NPOS).unwrap();
     let cfg = |seed| SampleConfig {
         max_new_tokens: 15,
@@ -175,7 +176,7 @@ fn sampling_is_seeded() {
 fn top_k_one_is_greedy() {
     let gpu = gpu();
     let w = model(false);
-    let m = Gpt2Gpu::new(&gpu, &w, None, Trainable::None).unwrap();
+    let m = ModelGpu::new(&gpu, &w, None, Trainable::None).unwrap();
     let mut g = Generator::new(&gpu, &m, NPOS).unwrap();
     let prompt = [5u32, 7, 11];
     let want = generate(&gpu, &mut g, &m, &prompt, &greedy(10));
@@ -203,7 +204,7 @@ fn stops_at_eos() {
         .find(|&i| !free[..i].contains(&free[i]))
         .expect("a fresh token in the greedy run");
     w.config.eos_token_id = free[i];
-    let m = Gpt2Gpu::new(&gpu, &w, None, Trainable::None).unwrap();
+    let m = ModelGpu::new(&gpu, &w, None, Trainable::None).unwrap();
     let mut g = Generator::new(&gpu, &m, NPOS).unwrap();
     let stop = SampleConfig {
         stop_at_eos: true,
@@ -225,7 +226,7 @@ fn stops_at_eos() {
 fn max_len_clips_and_bad_inputs_fail() {
     let gpu = gpu();
     let w = model(false);
-    let m = Gpt2Gpu::new(&gpu, &w, None, Trainable::None).unwrap();
+    let m = ModelGpu::new(&gpu, &w, None, Trainable::None).unwrap();
     let mut g = Generator::new(&gpu, &m, 8).unwrap();
     assert_eq!(g.max_len(), 8);
     let prompt = [3u32, 17, 5];
@@ -250,7 +251,7 @@ fn max_len_clips_and_bad_inputs_fail() {
     assert!(e.contains("empty"), "{e}");
     let e = err(pollster::block_on(g.generate(&gpu, &m, &[1, 37], &greedy(1))));
     assert!(e.contains("37"), "{e}");
-    let other = Gpt2Gpu::new(&gpu, &w, None, Trainable::None).unwrap();
+    let other = ModelGpu::new(&gpu, &w, None, Trainable::None).unwrap();
     let e = err(pollster::block_on(g.generate(&gpu, &other, &prompt, &greedy(1))));
     assert!(e.contains("not the one"), "{e}");
 

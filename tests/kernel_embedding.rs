@@ -55,7 +55,7 @@ fn forward_matches_reference() {
         let twpe = gpu.upload("wpe", &[p, c], &wpe).unwrap();
         let x = gpu.upload("x", &[b * t, c], &vec![3.0; b * t * c]).unwrap();
         let mut prog = Program::new();
-        embedding::embedding_forward(&gpu, &mut prog, &tt, &twte, &twpe, &x, b, t, c);
+        embedding::embedding_forward(&gpu, &mut prog, &tt, &twte, Some(&twpe), &x, b, t, c);
         prog.run(&gpu);
         let want = ops::embedding_forward(&toks, &wte, &wpe, b, t, c);
         assert_close(&format!("x c={c}"), &gpu.read_blocking(&x).unwrap(), &want, 0.0, 0.0);
@@ -75,7 +75,7 @@ fn backward_accumulates_and_ignores_stale_index_entries() {
         let index = TokenIndexBuffers::new(&gpu, n).unwrap();
         let dx_t = gpu.zeros("dx", &[n, c]).unwrap();
         let mut prog = Program::new();
-        embedding::embedding_backward(&gpu, &mut prog, &dx_t, &index, &dwte, &dwpe, b, t, c);
+        embedding::embedding_backward(&gpu, &mut prog, &dx_t, &index, &dwte, Some(&dwpe), b, t, c);
 
         // batch 1: many distinct tokens; batch 2: only two, so most of batch 1's index is stale
         let batch1 = tokens(n, 100 + c as u64);
@@ -128,8 +128,8 @@ fn more_rows_than_one_grid_dimension() {
     let index = TokenIndexBuffers::new(&gpu, n).unwrap();
     index.write(&gpu, &TokenIndex::build(&toks));
     let mut prog = Program::new();
-    embedding::embedding_forward(&gpu, &mut prog, &tt, &twte, &twpe, &x, b, t, c);
-    embedding::embedding_backward(&gpu, &mut prog, &tdx, &index, &dwte, &dwpe, b, t, c);
+    embedding::embedding_forward(&gpu, &mut prog, &tt, &twte, Some(&twpe), &x, b, t, c);
+    embedding::embedding_backward(&gpu, &mut prog, &tdx, &index, &dwte, Some(&dwpe), b, t, c);
     prog.run(&gpu);
     assert_close(
         "x",
@@ -141,4 +141,35 @@ fn more_rows_than_one_grid_dimension() {
     let (gw, gp) = ops::embedding_backward(&dx, &toks, b, t, c, VOCAB);
     assert_close("dwte", &gpu.read_blocking(&dwte).unwrap(), &gw, 1e-5, 1e-5);
     assert_close("dwpe", &gpu.read_blocking(&dwpe).unwrap(), &gp, 1e-5, 1e-5);
+}
+
+/// The Llama family has no learned positions: x = wte[token] (the reference with a zero
+/// position table), and the backward only scatters into dwte.
+#[test]
+fn without_positions_forward_and_backward_match_reference() {
+    let gpu = gpu();
+    let (b, t) = (2usize, 7usize);
+    let n = b * t;
+    for c in [1usize, 33, 300] {
+        let toks = tokens(n, 500 + c as u64);
+        let wte = rand_vec(VOCAB * c, 5);
+        let tt = gpu.upload_u32("tokens", &[n], &toks).unwrap();
+        let twte = gpu.upload("wte", &[VOCAB, c], &wte).unwrap();
+        let x = gpu.upload("x", &[n, c], &vec![3.0; n * c]).unwrap();
+        let dwte0 = rand_vec(VOCAB * c, 6);
+        let dwte = gpu.upload("dwte", &[VOCAB, c], &dwte0).unwrap();
+        let dx = rand_vec(n * c, 7);
+        let tdx = gpu.upload("dx", &[n, c], &dx).unwrap();
+        let index = TokenIndexBuffers::new(&gpu, n).unwrap();
+        index.write(&gpu, &TokenIndex::build(&toks));
+        let mut prog = Program::new();
+        embedding::embedding_forward(&gpu, &mut prog, &tt, &twte, None, &x, b, t, c);
+        embedding::embedding_backward(&gpu, &mut prog, &tdx, &index, &dwte, None, b, t, c);
+        prog.run(&gpu);
+        let zero_positions = vec![0.0; t * c];
+        let want = ops::embedding_forward(&toks, &wte, &zero_positions, b, t, c);
+        assert_close(&format!("x c={c}"), &gpu.read_blocking(&x).unwrap(), &want, 0.0, 0.0);
+        let (gw, _) = ops::embedding_backward(&dx, &toks, b, t, c, VOCAB);
+        assert_close(&format!("dwte c={c}"), &gpu.read_blocking(&dwte).unwrap(), &add(&dwte0, &gw), 1e-5, 1e-5);
+    }
 }

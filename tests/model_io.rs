@@ -8,7 +8,7 @@ use safetensors::{Dtype, SafeTensors};
 use webtune::model::lora::{LoraModule, VALID_TARGETS};
 use webtune::model::weights::param_shapes;
 use webtune::model::Linear;
-use webtune::model::{ModelConfig, Weights, LoraAdapter, LoraConfig, ModelError};
+use webtune::model::{Family, ModelConfig, Weights, LoraAdapter, LoraConfig, ModelError};
 
 fn fixture(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny").join(p)
@@ -275,33 +275,33 @@ fn wrong_shape_missing_unexpected_and_dtype() {
 
 #[test]
 fn lora_config_validation_and_matching() {
-    let e = LoraConfig::new(4, 8.0, strings(&["c_attn", "q_proj"]), 0.0).unwrap_err();
+    let e = LoraConfig::new(4, 8.0, strings(&["c_attn", "q_proj"]), 0.0, Family::Gpt2).unwrap_err();
     assert!(matches!(e, ModelError::Lora(_)));
     let msg = e.to_string();
     assert_has(&msg, &["q_proj"]);
     assert_has(&msg, &VALID_TARGETS);
     for bad in ["attn", "h.0.attn.c_attn", "transformer.h.0.mlp.c_fc", "all-linear", "lm_head", "", "_attn"] {
-        assert!(LoraConfig::new(4, 8.0, strings(&[bad]), 0.0).is_err(), "{bad:?} should be refused");
+        assert!(LoraConfig::new(4, 8.0, strings(&[bad]), 0.0, Family::Gpt2).is_err(), "{bad:?} should be refused");
     }
-    assert_has(&LoraConfig::new(0, 8.0, strings(&["c_fc"]), 0.0).unwrap_err().to_string(), &["r"]);
+    assert_has(&LoraConfig::new(0, 8.0, strings(&["c_fc"]), 0.0, Family::Gpt2).unwrap_err().to_string(), &["r"]);
     for alpha in [0.0, -1.0, f32::NAN, f32::INFINITY] {
-        assert_has(&LoraConfig::new(4, alpha, strings(&["c_fc"]), 0.0).unwrap_err().to_string(), &["alpha"]);
+        assert_has(&LoraConfig::new(4, alpha, strings(&["c_fc"]), 0.0, Family::Gpt2).unwrap_err().to_string(), &["alpha"]);
     }
     for dropout in [1.0, -0.1, f32::NAN] {
-        assert_has(&LoraConfig::new(4, 8.0, strings(&["c_fc"]), dropout).unwrap_err().to_string(), &["dropout"]);
+        assert_has(&LoraConfig::new(4, 8.0, strings(&["c_fc"]), dropout, Family::Gpt2).unwrap_err().to_string(), &["dropout"]);
     }
-    assert!(LoraConfig::new(4, 8.0, vec![], 0.0).is_err());
+    assert!(LoraConfig::new(4, 8.0, vec![], 0.0, Family::Gpt2).is_err());
 
     let m = |targets: &[&str]| {
-        let c = LoraConfig::new(4, 8.0, strings(targets), 0.1).unwrap();
-        Linear::ALL.iter().map(|l| c.matches(*l)).collect::<Vec<_>>()
+        let c = LoraConfig::new(4, 8.0, strings(targets), 0.1, Family::Gpt2).unwrap();
+        Linear::GPT2.iter().map(|l| c.matches(*l)).collect::<Vec<_>>()
     };
     assert_eq!(m(&["c_proj"]), [false, true, false, true]);
     assert_eq!(m(&["attn.c_proj"]), [false, true, false, false]);
     assert_eq!(m(&["mlp.c_proj"]), [false, false, false, true]);
     assert_eq!(m(&["c_attn", "c_fc"]), [true, false, true, false]);
     assert_eq!(m(&["mlp.c_fc", "attn.c_attn", "c_proj"]), [true, true, true, true]);
-    let c = LoraConfig::new(8, 16.0, strings(&["c_proj", "c_attn", "c_proj"]), 0.05).unwrap();
+    let c = LoraConfig::new(8, 16.0, strings(&["c_proj", "c_attn", "c_proj"]), 0.05, Family::Gpt2).unwrap();
     assert_eq!(c.targets, strings(&["c_attn", "c_proj"]), "sorted and deduplicated like PEFT's set");
     assert_eq!(c.scale(), 2.0);
 }
@@ -309,18 +309,18 @@ fn lora_config_validation_and_matching() {
 #[test]
 fn init_statistics_and_determinism() {
     let model = ModelConfig::gpt2(2, 4, 96, 50, 32);
-    let cfg = LoraConfig::new(8, 16.0, strings(&["c_attn", "c_proj", "c_fc"]), 0.0).unwrap();
+    let cfg = LoraConfig::new(8, 16.0, strings(&["c_attn", "c_proj", "c_fc"]), 0.0, Family::Gpt2).unwrap();
     let a = LoraAdapter::init(cfg.clone(), &model, 7);
     let keys: Vec<(usize, Linear)> = a.modules.iter().map(|m| (m.layer, m.linear)).collect();
     let mut want = vec![];
     for layer in 0..2 {
-        for lin in Linear::ALL {
+        for lin in Linear::GPT2 {
             want.push((layer, lin));
         }
     }
     assert_eq!(keys, want);
     for m in &a.modules {
-        let (fan_in, fan_out) = m.linear.dims(96);
+        let (fan_in, fan_out) = m.linear.dims(&model);
         assert_eq!(m.a.shape, vec![8, fan_in]);
         assert_eq!(m.b.shape, vec![fan_out, 8]);
         assert!(m.b.data.iter().all(|x| *x == 0.0), "{}: B must start at zero", m.name());
@@ -344,7 +344,7 @@ fn init_statistics_and_determinism() {
     assert_ne!(other, a);
     assert!(other.modules.iter().zip(&a.modules).all(|(x, y)| x.a.data != y.a.data));
     // Only targeted linears get modules.
-    let only = LoraAdapter::init(LoraConfig::new(2, 4.0, strings(&["attn.c_proj"]), 0.0).unwrap(), &model, 1);
+    let only = LoraAdapter::init(LoraConfig::new(2, 4.0, strings(&["attn.c_proj"]), 0.0, Family::Gpt2).unwrap(), &model, 1);
     assert_eq!(
         only.modules.iter().map(|m| (m.layer, m.linear)).collect::<Vec<_>>(),
         [(0, Linear::AttnProj), (1, Linear::AttnProj)]
@@ -354,7 +354,7 @@ fn init_statistics_and_determinism() {
 #[test]
 fn peft_round_trip() {
     let model = tiny_config();
-    let cfg = LoraConfig::new(3, 5.5, strings(&["c_fc", "attn.c_attn"]), 0.05).unwrap();
+    let cfg = LoraConfig::new(3, 5.5, strings(&["c_fc", "attn.c_attn"]), 0.05, Family::Gpt2).unwrap();
     let mut a = LoraAdapter::init(cfg, &model, 42);
     // Non-zero B too, so B's layout is exercised.
     for (i, m) in a.modules.iter_mut().enumerate() {
@@ -391,7 +391,7 @@ fn peft_fixture() -> (String, Vec<u8>) {
 fn loads_adapter_written_by_peft() {
     let model = tiny_config();
     let a = LoraAdapter::load_peft(&fixture("adapter_init"), &model).unwrap();
-    assert_eq!(a.config, LoraConfig::new(4, 8.0, strings(&["c_attn", "c_proj", "c_fc"]), 0.0).unwrap());
+    assert_eq!(a.config, LoraConfig::new(4, 8.0, strings(&["c_attn", "c_proj", "c_fc"]), 0.0, Family::Gpt2).unwrap());
     assert_eq!(a.scale(), 2.0);
     let names: Vec<String> = a.modules.iter().map(LoraModule::name).collect();
     assert_eq!(
@@ -426,7 +426,7 @@ fn our_peft_files_match_peft_layout() {
     let model = tiny_config();
     let (peft_text, peft_bytes) = peft_fixture();
     let peft_json: serde_json::Value = serde_json::from_str(&peft_text).unwrap();
-    let cfg = LoraConfig::new(4, 8.0, strings(&["c_attn", "c_proj", "c_fc"]), 0.0).unwrap();
+    let cfg = LoraConfig::new(4, 8.0, strings(&["c_attn", "c_proj", "c_fc"]), 0.0, Family::Gpt2).unwrap();
     let ours = LoraAdapter::init(cfg, &model, 3);
     let (text, bytes) = ours.to_peft_bytes("").unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();

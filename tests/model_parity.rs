@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use common::*;
 use webtune::data::{records, Batcher, TokenStream};
 use webtune::gpu::Gpu;
-use webtune::model::gpt2::{Activations, Gpt2Gpu, Trainable};
+use webtune::model::gpt2::{Activations, Gpt2Gpu};
+use webtune::model::Trainable;
 use webtune::model::{Weights, LoraAdapter};
 use webtune::train::{AdamWConfig, TrainConfig, Trainer};
 
@@ -55,9 +56,9 @@ fn gradients(mode: Trainable) -> (f32, Vec<(String, Vec<f32>)>) {
     let m = Gpt2Gpu::new(&gpu, &w, lora, mode).unwrap();
     let a = Activations::new(&gpu, &m, 2, 16, true, 1 << 20).unwrap();
     let batch = batcher.next_batch();
-    a.write_batch(&gpu, &batch.tokens, &batch.targets);
+    a.io.write_batch(&gpu, &batch.tokens, &batch.targets);
     m.gradient_program(&gpu, &a).run(&gpu);
-    let loss = gpu.read_blocking(&a.loss).unwrap()[0];
+    let loss = gpu.read_blocking(&a.io.loss).unwrap()[0];
     let grads = m.trained().iter().map(|p| (p.name.clone(), gpu.read_blocking(p.grad.as_ref().unwrap()).unwrap())).collect();
     (loss, grads)
 }
@@ -107,7 +108,7 @@ fn train_three_steps(mode: Trainable) -> (Gpu, Trainer, Vec<webtune::train::Step
     let model = Gpt2Gpu::new(&gpu, &w, lora, mode).unwrap();
     let mut cfg = TrainConfig::new(2, 16, adamw);
     cfg.readback_every = 2; // exercises a partial ring at the end
-    let mut trainer = Trainer::new(&gpu, model, batcher, cfg).unwrap();
+    let mut trainer = Trainer::new(&gpu, model.into(), batcher, cfg).unwrap();
     let mut logs = Vec::new();
     for _ in 0..3 {
         logs.extend(pollster::block_on(trainer.step(&gpu, adamw.lr)).unwrap());

@@ -3,7 +3,8 @@
 //! and full mode with an untied head and ignored targets.
 mod common;
 use common::*;
-use webtune::model::gpt2::{Activations, Gpt2Gpu, Trainable};
+use webtune::model::gpt2::{Activations, Gpt2Gpu};
+use webtune::model::Trainable;
 use webtune::model::lora::LoraAdapter;
 use webtune::model::{ModelConfig, Weights, HostTensor};
 use webtune::reference::gpt2 as reference;
@@ -49,10 +50,10 @@ fn gpu_loss_and_grads(w: &Weights, lora: Option<&LoraAdapter>, mode: Trainable, 
     let m = Gpt2Gpu::new(&gpu, w, lora, mode).unwrap();
     // a small head budget so the LM head runs in several chunks (14 rows, chunks of 4)
     let a = Activations::new(&gpu, &m, B, T, true, 4 * 37 * 4).unwrap();
-    assert_eq!(a.head.chunk, 4);
-    a.write_batch(&gpu, tokens, targets);
+    assert_eq!(a.io.head.chunk, 4);
+    a.io.write_batch(&gpu, tokens, targets);
     m.gradient_program(&gpu, &a).run(&gpu);
-    let loss = gpu.read_blocking(&a.loss).unwrap()[0];
+    let loss = gpu.read_blocking(&a.io.loss).unwrap()[0];
     let grads = m.trained().iter().map(|p| (p.name.clone(), gpu.read_blocking(p.grad.as_ref().unwrap()).unwrap())).collect();
     gpu.check().unwrap();
     (loss, grads)

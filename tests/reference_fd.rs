@@ -16,6 +16,7 @@ use webtune::model::lora::LoraModule;
 use webtune::model::weights::HostTensor;
 use webtune::model::{ModelConfig, Weights, Linear, LoraAdapter, LoraConfig};
 use webtune::reference::gpt2::{forward_logits, loss_and_grads, Gradients};
+use webtune::reference::attention::{self, Attention};
 use webtune::reference::{llama, ops};
 use webtune::rng::Rng;
 
@@ -162,31 +163,40 @@ fn fd_gelu() {
 
 #[test]
 fn fd_attention() {
-    for (b, t, c, nh) in [(2, 5, 6, 3), (1, 3, 4, 1), (1, 1, 3, 3)] {
-        let qkv = rand_vec(b * t * 3 * c, 13);
-        let r = rand_vec(b * t * c, 14);
-        let (out, att) = ops::attention_forward(&qkv, b, t, c, nh);
-        // causal: rows sum to 1, nothing above the diagonal; position 0 attends only to itself
-        for row in 0..b * nh * t {
-            let ti = row % t;
-            let p = &att[row * t..(row + 1) * t];
-            assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-            assert!(p[ti + 1..].iter().all(|&v| v == 0.0));
-        }
+    // (b, t, nh, nkv, hd, scale): multi-head, 3 query heads over 1 kv head, 4 over 2, T = 1
+    for (b, t, nh, nkv, hd, scale) in [(2, 5, 3, 3, 2, 0.7), (1, 4, 3, 1, 3, 0.5), (2, 3, 4, 2, 2, 1.3), (1, 1, 2, 1, 3, 0.6)] {
+        let d = Attention { scale, ..Attention::gqa(b, t, nh, nkv, hd) };
+        let n = b * t;
+        let q = rand_vec(n * nh * hd, 13);
+        let k = rand_vec(n * nkv * hd, 14);
+        let v = rand_vec(n * nkv * hd, 15);
+        let r = rand_vec(n * nh * hd, 16);
+        let (out, lse) = attention::forward(&d, &q, &k, &v);
+        // position 0 attends only to itself (out = v[0] of its kv head); every row's
+        // probabilities exp(score - lse) over keys j <= i sum to 1
         for bi in 0..b {
-            for j in 0..c {
-                assert_eq!(
-                    out[bi * t * c + j],
-                    qkv[bi * t * 3 * c + 2 * c + j],
-                    "t=0 output is v[0]"
-                );
+            for h in 0..nh {
+                let g = h / (nh / nkv);
+                let qrow = |i: usize| (bi * t + i) * nh * hd + h * hd;
+                let krow = |j: usize| (bi * t + j) * nkv * hd + g * hd;
+                assert_eq!(out[qrow(0)..qrow(0) + hd], v[krow(0)..krow(0) + hd], "t=0 output is v[0]");
+                for i in 0..t {
+                    let mass: f64 = (0..=i)
+                        .map(|j| {
+                            let s: f64 = (0..hd).map(|e| q[qrow(i) + e] as f64 * k[krow(j) + e] as f64).sum();
+                            (s * scale as f64 - lse[(bi * nh + h) * t + i] as f64).exp()
+                        })
+                        .sum();
+                    assert!((mass - 1.0).abs() < 1e-5, "lse of row {i}: probabilities sum to {mass}");
+                }
             }
         }
-        let dqkv = ops::attention_backward(&r, &qkv, &att, b, t, c, nh);
-        let what = format!("attention dqkv b={b} t={t} c={c} nh={nh}");
-        check_grad(&what, &qkv, &dqkv, &all(qkv.len()), EPS, RTOL, ATOL, &|q| {
-            proj(&ops::attention_forward(q, b, t, c, nh).0, &r)
-        });
+        let (dq, dk, dv) = attention::backward(&d, &q, &k, &v, &r);
+        let what = format!("attention {d:?}");
+        let f = |q: &[f32], k: &[f32], v: &[f32]| proj(&attention::forward(&d, q, k, v).0, &r);
+        check_grad(&format!("{what} dq"), &q, &dq, &all(q.len()), EPS, RTOL, ATOL, &|x| f(x, &k, &v));
+        check_grad(&format!("{what} dk"), &k, &dk, &all(k.len()), EPS, RTOL, ATOL, &|x| f(&q, x, &v));
+        check_grad(&format!("{what} dv"), &v, &dv, &all(v.len()), EPS, RTOL, ATOL, &|x| f(&q, &k, x));
     }
 }
 
@@ -419,14 +429,14 @@ fn weights(seed: u64, untied: bool) -> Weights {
 
 /// LoRA r=2, alpha=3 (scale 1.5) on the given (layer, linear)s, with non-zero A and B.
 fn adapter(mods: &[(usize, Linear)], seed: u64) -> LoraAdapter {
-    let c = cfg().n_embd;
+    let c = cfg();
     let r = 2;
     let mut rng = Rng::new(seed);
     let mut rand = |n: usize, s: f32| (0..n).map(|_| s * rng.uniform_in(-1.0, 1.0)).collect::<Vec<f32>>();
     let modules = mods
         .iter()
         .map(|&(layer, linear)| {
-            let (fin, fout) = linear.dims(c);
+            let (fin, fout) = linear.dims(&c);
             LoraModule {
                 layer,
                 linear,
@@ -441,6 +451,7 @@ fn adapter(mods: &[(usize, Linear)], seed: u64) -> LoraAdapter {
             alpha: 3.0,
             targets: vec!["c_attn".into(), "c_proj".into(), "c_fc".into()],
             dropout: 0.0,
+            family: webtune::model::Family::Gpt2,
         },
         modules,
     }
@@ -448,7 +459,7 @@ fn adapter(mods: &[(usize, Linear)], seed: u64) -> LoraAdapter {
 
 fn all_modules() -> Vec<(usize, Linear)> {
     (0..cfg().n_layer)
-        .flat_map(|l| Linear::ALL.map(|lin| (l, lin)))
+        .flat_map(|l| Linear::GPT2.map(|lin| (l, lin)))
         .collect()
 }
 
@@ -600,7 +611,7 @@ fn lora_forward_equals_merged_weights() {
     let ad = adapter(&all_modules(), 10);
     let mut merged = w.clone();
     for m in &ad.modules {
-        let (fin, fout) = m.linear.dims(w.config.n_embd);
+        let (fin, fout) = m.linear.dims(&w.config);
         let delta = ops::matmul(&m.a.data, &m.b.data, fin, fout, m.a.shape[0], true, true);
         let name = format!("{}.weight", m.name());
         let t = merged.tensors.get_mut(&name).unwrap();

@@ -14,7 +14,7 @@ use webtune::data::{Batch, Dataset, Record, Tokenizer};
 use webtune::flags::Style;
 use webtune::generate::{Generator, SampleConfig};
 use webtune::gpu::Gpu;
-use webtune::model::gpt2::Gpt2Gpu;
+use webtune::model::ModelGpu;
 use webtune::model::weights::write_atomic;
 use webtune::model::Weights;
 use webtune::train::checkpoint::{ModelInfo, RunOptions};
@@ -125,12 +125,12 @@ struct Demo<'a> {
 }
 
 impl Demo<'_> {
-    fn samples(&self, generator: &mut Generator, model: &Gpt2Gpu) -> Result<(), String> {
+    fn samples(&self, generator: &mut Generator, model: &ModelGpu) -> Result<(), String> {
         for prompt in PROMPTS {
             let ids = self.tok.encode(prompt);
             let new = pollster::block_on(generator.generate(self.gpu, model, &ids, &self.sample))
                 .map_err(|e| e.to_string())?;
-            let eos = model.config.eos_token_id;
+            let eos = model.config().eos_token_id;
             let text = self
                 .tok
                 .decode(&new.iter().copied().filter(|&t| t != eos).collect::<Vec<_>>());
@@ -344,7 +344,7 @@ pub fn run(adapter_filter: Option<&str>, a: DemoArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn eval_all(gpu: &Gpu, model: &Gpt2Gpu, sets: &[(&str, Vec<Batch>)]) -> Result<Vec<EvalResult>, String> {
+fn eval_all(gpu: &Gpu, model: &ModelGpu, sets: &[(&str, Vec<Batch>)]) -> Result<Vec<EvalResult>, String> {
     sets.iter()
         .map(|(_, batches)| evaluate(gpu, model, batches, SEQ))
         .collect()

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use webtune::data::{records, Batcher, TokenStream};
 use webtune::gpu::Gpu;
-use webtune::model::gpt2::{Gpt2Gpu, Trainable};
+use webtune::model::{ModelGpu, Trainable};
 use webtune::train::eval::{evaluate, EvalResult};
 
 use super::generate::{check_tokenizer_fits, load_model, load_tokenizer};
@@ -83,7 +83,7 @@ pub fn run(gpu_filter: Option<&str>, a: EvalArgs) -> Result<(), String> {
 
     let gpu = Gpu::new_blocking(gpu_filter).map_err(|e| e.to_string())?;
     let run = |lora| -> Result<EvalResult, String> {
-        let model = Gpt2Gpu::new(&gpu, &weights, lora, Trainable::None).map_err(|e| e.to_string())?;
+        let model = ModelGpu::new(&gpu, &weights, lora, Trainable::None).map_err(|e| e.to_string())?;
         pollster::block_on(evaluate(&gpu, &model, &batches, seq)).map_err(|e| e.to_string())
     };
     let base = run(None)?;

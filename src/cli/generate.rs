@@ -7,7 +7,7 @@ use webtune::data::Tokenizer;
 use webtune::flags::Style;
 use webtune::generate::{sample_text, Generator, Prompt, SampleConfig};
 use webtune::gpu::Gpu;
-use webtune::model::gpt2::{Gpt2Gpu, Trainable};
+use webtune::model::{ModelGpu, Trainable};
 use webtune::model::{Weights, LoraAdapter};
 
 #[derive(Args)]
@@ -136,7 +136,7 @@ pub fn run(gpu_filter: Option<&str>, a: GenerateArgs) -> Result<(), String> {
     }
 
     let gpu = Gpu::new_blocking(gpu_filter).map_err(|e| e.to_string())?;
-    let model = Gpt2Gpu::new(&gpu, &weights, adapter.as_ref(), Trainable::None).map_err(|e| e.to_string())?;
+    let model = ModelGpu::new(&gpu, &weights, adapter.as_ref(), Trainable::None).map_err(|e| e.to_string())?;
     let mut generator = Generator::new(&gpu, &model, prompt.max_len).map_err(|e| e.to_string())?;
     for i in 0..a.num_samples {
         let sc = SampleConfig { seed: a.seed.wrapping_add(i as u64), ..sample.clone() };

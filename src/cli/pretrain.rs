@@ -8,7 +8,7 @@ use clap::Args;
 use webtune::data::{Batch, Batcher, Dataset, Record, TokenStream, Tokenizer};
 use webtune::flags::Style;
 use webtune::gpu::Gpu;
-use webtune::model::gpt2::Gpt2Gpu;
+use webtune::model::ModelGpu;
 use webtune::model::{ModelConfig, Weights};
 use webtune::train::checkpoint::{ModelInfo, RunOptions};
 use webtune::train::eval::EvalResult;
@@ -88,7 +88,7 @@ pub struct PretrainArgs {
 }
 
 /// Held-out loss of `model` over `batches` (see [`webtune::train::eval::evaluate`]).
-pub fn evaluate(gpu: &Gpu, model: &Gpt2Gpu, batches: &[Batch], seq: usize) -> Result<EvalResult, String> {
+pub fn evaluate(gpu: &Gpu, model: &ModelGpu, batches: &[Batch], seq: usize) -> Result<EvalResult, String> {
     pollster::block_on(webtune::train::eval::evaluate(gpu, model, batches, seq)).map_err(|e| e.to_string())
 }
 

@@ -1,251 +1,433 @@
-//! Causal multi-head attention, composed from the batched strided matmul
-//! ([`super::matmul`]) and the causal softmax of shaders/attention.wgsl.
+//! Causal grouped-query attention, flash style (shaders/attention.wgsl): the B·H·T·T scores
+//! are never stored. Forward keeps lse [B, nh, T] (each query's log-sum-exp) for backward;
+//! backward is FlashAttention-2's: one pass per query tile makes dq (and delta =
+//! rowsum(dout ∘ out)), then one pass per key tile makes dk and dv, summing the query heads of
+//! a group in order. Deterministic: no atomics, each output element has one writer.
 //!
-//! Every product runs over batch z = b·nh + h (batch_inner = nh) on strided views:
-//! head h of q, k, v is columns h·hd.., c + h·hd.., 2c + h·hd.. of qkv [B, T, 3C];
-//! att [B, nh, T, T] is packed per head; out [B, T, C] and dout hold head h in
-//! columns h·hd..(h+1)·hd. The products tell the matmul which triangle matters
-//! ([`Causal`]), so tiles above the diagonal are neither computed nor read.
+//! Shapes ([`Attention`]): N = B·T rows; `nh` query heads over `nkv` key/value heads (head h
+//! reads kv head h / (nh / nkv)), head dim `hd` up to [`MAX_HEAD_DIM`] whatever the model width.
+//! q, k, v and dq, dk, dv are [`View`]s of [N, nh·hd] and [N, nkv·hd] (GPT-2 passes column
+//! blocks of its packed qkv, [`Qkv::packed`]); out and dout are packed [N, nh·hd]. A view
+//! written by a kernel must not share a buffer with one it reads.
+//!
+//! Decoding ([`attention_decode`], [`kv_store`]) runs one new query against K/V caches
+//! [max_len, nkv·hd].
+//!
+//! Tiles: the shader is a template over the padded head dim HDP (16, 32, 64, 128 or 256; the
+//! smallest that holds hd): a workgroup of TR x HDP/16 threads, each holding 4 rows x 16
+//! head-dim columns of output in registers (see the shader's header).
 
-use super::matmul::{matmul_causal, Causal, Matmul};
+use super::View;
 use crate::gpu::shaders::{reduce_lib, Template};
 use crate::gpu::{grid, Gpu, Program, Tensor};
 
-/// The largest head dimension [`attention_decode`] supports (shaders/attention.wgsl `MAX_HD`).
-pub const DECODE_MAX_HEAD_DIM: usize = 256;
+/// The largest head dimension the kernels (training and decoding) support.
+pub const MAX_HEAD_DIM: usize = 256;
 
 const SRC: &str = include_str!("../../shaders/attention.wgsl");
 
-fn source() -> String {
-    Template::new("attention", SRC).lib(&reduce_lib()).render()
+/// The padded head dims there are variants for.
+const PADDED: [usize; 5] = [16, 32, 64, 128, 256];
+
+/// Tile parameters of the variant for padded head dim `hdp`: thread rows TR (a tile has 4·TR
+/// rows), the head-dim slice DK of the score products, the rows KC of the value-side operand
+/// staged at once. Chosen so the workgroup memory stays under WebGPU's default 16 KiB.
+fn tiles(hdp: usize) -> (usize, usize, usize) {
+    let tr = match hdp {
+        128 => 8,
+        256 => 4,
+        _ => 16,
+    };
+    (tr, 16, (512 / hdp).min(hdp / 4))
+}
+
+fn padded(hd: usize) -> usize {
+    PADDED.iter().copied().find(|&p| p >= hd).unwrap_or(MAX_HEAD_DIM)
+}
+
+fn key(hdp: usize) -> String {
+    format!("attention:hd{hdp}")
+}
+
+fn source(hdp: usize) -> String {
+    let (tr, dk, kc) = tiles(hdp);
+    Template::new(&key(hdp), SRC)
+        .lib(&reduce_lib())
+        .set("HDP", hdp)
+        .set("TR", tr)
+        .set("DK", dk)
+        .set("KC", kc)
+        .render()
 }
 
 pub fn variants() -> Vec<(String, String)> {
-    vec![("attention".into(), source())]
+    PADDED.iter().map(|&h| (key(h), source(h))).collect()
 }
 
-/// Shapes: batch `b`, sequence `t`, channels `c`, heads `nh` (c divisible by nh).
-#[derive(Clone, Copy, Debug)]
+/// Shapes: `b` sequences of `t` tokens, `nh` query heads over `nkv` key/value heads (nkv
+/// divides nh), head dim `hd`, scores scaled by `scale` (1/√hd for GPT-2, Llama, Qwen).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Attention {
     pub b: usize,
     pub t: usize,
-    pub c: usize,
     pub nh: usize,
+    pub nkv: usize,
+    pub hd: usize,
+    pub scale: f32,
 }
 
 impl Attention {
-    fn hd(&self) -> usize {
-        self.c / self.nh
+    /// Multi-head attention over width `c` (GPT-2): nh heads of c / nh, nkv = nh, scale 1/√hd.
+    pub fn mha(b: usize, t: usize, c: usize, nh: usize) -> Attention {
+        Attention::gqa(b, t, nh, nh, c / nh.max(1))
     }
-    fn scale(&self) -> f32 {
-        1.0 / (self.hd() as f32).sqrt()
+
+    /// Grouped-query attention with scale 1/√hd.
+    pub fn gqa(b: usize, t: usize, nh: usize, nkv: usize, hd: usize) -> Attention {
+        Attention { b, t, nh, nkv, hd, scale: 1.0 / (hd as f32).sqrt() }
     }
-    /// A product over every (batch, head), with the strides of its operands.
-    fn per_head(&self, mm: Matmul, a: (usize, usize), b: (usize, usize), c: (usize, usize)) -> Matmul {
-        Matmul {
-            batch: self.b * self.nh,
-            batch_inner: self.nh,
-            a_stride: a,
-            b_stride: b,
-            c_stride: c,
-            ..mm
+
+    /// Elements of lse and delta: [B, nh, T].
+    pub fn stats_len(&self) -> usize {
+        self.b * self.nh * self.t
+    }
+
+    /// Whether the kernels support these heads; the error says why not.
+    pub fn check_heads(nh: usize, nkv: usize, hd: usize) -> Result<(), String> {
+        if nkv == 0 || nh == 0 || !nh.is_multiple_of(nkv) {
+            return Err(format!("{nh} query heads cannot share {nkv} key/value heads (nkv must divide nh)"));
+        }
+        if hd == 0 || hd > MAX_HEAD_DIM {
+            return Err(format!("attention supports head dimensions 1..={MAX_HEAD_DIM}, not {hd}"));
+        }
+        Ok(())
+    }
+
+    fn params(&self, blocks: usize, total: usize) -> Params {
+        Params {
+            t: self.t as u32,
+            nh: self.nh as u32,
+            nkv: self.nkv as u32,
+            hd: self.hd as u32,
+            blocks: blocks as u32,
+            total: total as u32,
+            scale: self.scale,
+            ..Params::default()
         }
     }
-    /// (outer, inner) strides of a head's view into qkv [B, T, 3C].
-    fn qkv_stride(&self) -> (usize, usize) {
-        (self.t * 3 * self.c, self.hd())
+}
+
+/// The query, key and value views of one attention call (or their gradients).
+#[derive(Clone, Copy, Debug)]
+pub struct Qkv<'a> {
+    pub q: View<'a>,
+    pub k: View<'a>,
+    pub v: View<'a>,
+}
+
+impl<'a> Qkv<'a> {
+    /// GPT-2's packed qkv [N, 3C]: q, k, v are columns 0.., C.., 2C.. of every row.
+    pub fn packed(qkv: &'a Tensor, c: usize) -> Qkv<'a> {
+        Qkv {
+            q: View::new(qkv, 0, 3 * c),
+            k: View::new(qkv, c, 3 * c),
+            v: View::new(qkv, 2 * c, 3 * c),
+        }
     }
-    /// ... into att / datt [B, nh, T, T].
-    fn att_stride(&self) -> (usize, usize) {
-        (self.nh * self.t * self.t, self.t * self.t)
+
+    /// Separate q [N, nh·hd], k and v [N, nkv·hd] tensors.
+    pub fn separate(q: &'a Tensor, k: &'a Tensor, v: &'a Tensor, d: &Attention) -> Qkv<'a> {
+        Qkv {
+            q: View::packed(q, d.nh * d.hd),
+            k: View::packed(k, d.nkv * d.hd),
+            v: View::packed(v, d.nkv * d.hd),
+        }
     }
-    /// ... into out / dout [B, T, C].
-    fn out_stride(&self) -> (usize, usize) {
-        (self.t * self.c, self.hd())
+
+    fn fits(&self, rows: usize, d: &Attention) -> bool {
+        self.q.fits(rows, d.nh * d.hd) && self.k.fits(rows, d.nkv * d.hd) && self.v.fits(rows, d.nkv * d.hd)
     }
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     t: u32,
-    rows: u32,
-    /// Decoding only (0 for the softmax).
-    c: u32,
     nh: u32,
+    nkv: u32,
+    hd: u32,
+    blocks: u32,
+    total: u32,
+    rows: u32,
+    scale: f32,
+    q_off: u32,
+    q_ld: u32,
+    k_off: u32,
+    k_ld: u32,
+    v_off: u32,
+    v_ld: u32,
+    dq_off: u32,
+    dq_ld: u32,
+    dk_off: u32,
+    dk_ld: u32,
+    dv_off: u32,
+    dv_ld: u32,
 }
 
-fn softmax(gpu: &Gpu, prog: &mut Program, d: &Attention, entry: &str, att: &Tensor, x: &Tensor) {
-    let rows = d.b * d.nh * d.t;
-    let k = gpu.kernel("attention", &source, entry, &[]);
-    let params = Params {
-        t: d.t as u32,
-        rows: rows as u32,
-        c: 0,
-        nh: 0,
-    };
+impl Params {
+    fn inputs(mut self, x: &Qkv) -> Params {
+        (self.q_off, self.q_ld) = (x.q.offset as u32, x.q.stride as u32);
+        (self.k_off, self.k_ld) = (x.k.offset as u32, x.k.stride as u32);
+        (self.v_off, self.v_ld) = (x.v.offset as u32, x.v.stride as u32);
+        self
+    }
+    fn grads(mut self, dx: &Qkv) -> Params {
+        (self.dq_off, self.dq_ld) = (dx.q.offset as u32, dx.q.stride as u32);
+        (self.dk_off, self.dk_ld) = (dx.k.offset as u32, dx.k.stride as u32);
+        (self.dv_off, self.dv_ld) = (dx.v.offset as u32, dx.v.stride as u32);
+        self
+    }
+}
+
+/// Debug checks shared by forward and backward; false if there is nothing to do.
+fn prepare(d: &Attention, x: &Qkv, out: &Tensor, lse: &Tensor) -> bool {
+    debug_assert!(Attention::check_heads(d.nh, d.nkv, d.hd).is_ok(), "attention: {d:?}");
+    let n = d.b * d.t;
+    debug_assert!(x.fits(n, d), "attention: q, k or v views out of bounds for {d:?}");
+    debug_assert!(out.len() >= n * d.nh * d.hd && lse.len() >= d.stats_len());
+    d.b > 0 && d.t > 0 && Attention::check_heads(d.nh, d.nkv, d.hd).is_ok()
+}
+
+/// Rows of one tile (4·TR) for head dim `hd`.
+fn tile_rows(hd: usize) -> usize {
+    4 * tiles(padded(hd)).0
+}
+
+/// out [N, nh·hd] = softmax(scale·q·kᵀ, causal)·v per head; lse [B, nh, T] is kept for backward.
+pub fn attention_forward(gpu: &Gpu, prog: &mut Program, d: &Attention, x: Qkv, out: &Tensor, lse: &Tensor) {
+    if !prepare(d, &x, out, lse) {
+        return;
+    }
+    let hdp = padded(d.hd);
+    let blocks = d.t.div_ceil(tile_rows(d.hd));
+    let total = d.b * d.nh * blocks;
+    let params = d.params(blocks, total).inputs(&x);
+    let k = gpu.kernel(&key(hdp), &|| source(hdp), "forward", &[]);
     prog.push(gpu.dispatch(
-        &format!("attention.{entry}"),
+        "attention.forward",
         &k,
         super::bytes_of(&params),
-        &[(1, &att.buffer), (2, &x.buffer)],
-        grid(rows as u32),
+        &[
+            (1, &x.q.tensor.buffer),
+            (2, &x.k.tensor.buffer),
+            (3, &x.v.tensor.buffer),
+            (4, &out.buffer),
+            (5, &lse.buffer),
+            (8, &x.q.tensor.buffer), // dout: bound (the loaders name it) but not read
+        ],
+        grid(total as u32),
     ));
 }
 
-/// qkv [B,T,3C] (q | k | v, head h at columns h*hd..(h+1)*hd of each part) -> out [B,T,C];
-/// att [B,nh,T,T] saves the softmax probabilities for backward (zero above the diagonal).
-pub fn attention_forward(gpu: &Gpu, prog: &mut Program, d: &Attention, qkv: &Tensor, att: &Tensor, out: &Tensor) {
-    debug_assert!(d.nh > 0 && d.c.is_multiple_of(d.nh), "attention: c must be divisible by nh");
-    debug_assert!(qkv.len() >= d.b * d.t * 3 * d.c && att.len() >= d.b * d.nh * d.t * d.t);
-    debug_assert!(out.len() >= d.b * d.t * d.c);
-    if d.b == 0 || d.t == 0 || d.c == 0 {
-        return;
-    }
-    let (c, t, hd) = (d.c, d.t, d.hd());
-    let (qkv_s, att_s, out_s) = (d.qkv_stride(), d.att_stride(), d.out_stride());
-    // att = q · kᵀ / √hd   [T, T] per head
-    let mut s = d.per_head(Matmul::new(t, t, hd).tb().alpha(d.scale()), qkv_s, qkv_s, att_s);
-    (s.lda, s.ldb, s.b_offset) = (3 * c, 3 * c, c);
-    matmul_causal(gpu, prog, &s, qkv, qkv, att, None, Causal::LowerC);
-    // att = causal softmax(att), in place
-    softmax(gpu, prog, d, "softmax_forward", att, att);
-    // out = att · v   [T, hd] per head, into out's head columns
-    let mut s = d.per_head(Matmul::new(t, hd, t), att_s, qkv_s, out_s);
-    (s.ldb, s.b_offset, s.ldc) = (3 * c, 2 * c, c);
-    matmul_causal(gpu, prog, &s, att, qkv, out, None, Causal::LowerA);
-}
-
-/// dout [B,T,C] -> dqkv [B,T,3C] (overwritten). datt [B,nh,T,T] is scratch.
+/// From dout [N, nh·hd]: dq, dk, dv (overwritten), given the forward's inputs `x`, its `out` and
+/// `lse`. `delta` [B, nh, T] is scratch. dx's views must not share a buffer with x, out, lse or
+/// dout (dq, dk and dv may share one, as GPT-2's packed dqkv does).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     gpu: &Gpu,
     prog: &mut Program,
     d: &Attention,
+    x: Qkv,
+    out: &Tensor,
+    lse: &Tensor,
     dout: &Tensor,
-    qkv: &Tensor,
-    att: &Tensor,
-    datt: &Tensor,
-    dqkv: &Tensor,
+    delta: &Tensor,
+    dx: Qkv,
 ) {
-    debug_assert!(d.nh > 0 && d.c.is_multiple_of(d.nh), "attention: c must be divisible by nh");
-    debug_assert!(dqkv.len() >= d.b * d.t * 3 * d.c && datt.len() >= d.b * d.nh * d.t * d.t);
-    if d.b == 0 || d.t == 0 || d.c == 0 {
+    if !prepare(d, &x, out, lse) {
         return;
     }
-    let (c, t, hd) = (d.c, d.t, d.hd());
-    let (qkv_s, att_s, out_s) = (d.qkv_stride(), d.att_stride(), d.out_stride());
-    // datt = dout · vᵀ   [T, T] per head
-    let mut s = d.per_head(Matmul::new(t, t, hd).tb(), out_s, qkv_s, att_s);
-    (s.lda, s.ldb, s.b_offset) = (c, 3 * c, 2 * c);
-    matmul_causal(gpu, prog, &s, dout, qkv, datt, None, Causal::LowerC);
-    // dv = attᵀ · dout   [T, hd] per head, into dqkv's v columns
-    let mut s = d.per_head(Matmul::new(t, hd, t).ta(), att_s, out_s, qkv_s);
-    (s.ldb, s.ldc, s.c_offset) = (c, 3 * c, 2 * c);
-    matmul_causal(gpu, prog, &s, att, dout, dqkv, None, Causal::UpperA);
-    // datt = softmax backward (unscaled dscores), in place
-    softmax(gpu, prog, d, "softmax_backward", att, datt);
-    // dq = datt · k / √hd, into dqkv's q columns
-    let mut s = d.per_head(Matmul::new(t, hd, t).alpha(d.scale()), att_s, qkv_s, qkv_s);
-    (s.ldb, s.b_offset, s.ldc) = (3 * c, c, 3 * c);
-    matmul_causal(gpu, prog, &s, datt, qkv, dqkv, None, Causal::LowerA);
-    // dk = dattᵀ · q / √hd, into dqkv's k columns
-    let mut s = d.per_head(Matmul::new(t, hd, t).ta().alpha(d.scale()), att_s, qkv_s, qkv_s);
-    (s.ldb, s.ldc, s.c_offset) = (3 * c, 3 * c, c);
-    matmul_causal(gpu, prog, &s, datt, qkv, dqkv, None, Causal::UpperA);
+    debug_assert!(dx.fits(d.b * d.t, d), "attention: dq, dk or dv views out of bounds for {d:?}");
+    debug_assert!(dout.len() >= d.b * d.t * d.nh * d.hd && delta.len() >= d.stats_len());
+    let hdp = padded(d.hd);
+    let blocks = d.t.div_ceil(tile_rows(d.hd));
+    let source = || source(hdp);
+    // pass 1: dq and delta, one workgroup per (b, h, query tile)
+    let total = d.b * d.nh * blocks;
+    let params = d.params(blocks, total).inputs(&x).grads(&dx);
+    let k = gpu.kernel(&key(hdp), &source, "backward_dq", &[]);
+    prog.push(gpu.dispatch(
+        "attention.backward_dq",
+        &k,
+        super::bytes_of(&params),
+        &[
+            (1, &x.q.tensor.buffer),
+            (2, &x.k.tensor.buffer),
+            (3, &x.v.tensor.buffer),
+            (6, &out.buffer),
+            (7, &lse.buffer),
+            (8, &dout.buffer),
+            (9, &dx.q.tensor.buffer),
+            (12, &delta.buffer),
+        ],
+        grid(total as u32),
+    ));
+    // pass 2: dk and dv, one workgroup per (b, kv head, key tile)
+    let total = d.b * d.nkv * blocks;
+    let params = d.params(blocks, total).inputs(&x).grads(&dx);
+    let k = gpu.kernel(&key(hdp), &source, "backward_dkv", &[]);
+    prog.push(gpu.dispatch(
+        "attention.backward_dkv",
+        &k,
+        super::bytes_of(&params),
+        &[
+            (1, &x.q.tensor.buffer),
+            (2, &x.k.tensor.buffer),
+            (3, &x.v.tensor.buffer),
+            (7, &lse.buffer),
+            (8, &dout.buffer),
+            (10, &dx.k.tensor.buffer),
+            (11, &dx.v.tensor.buffer),
+            (13, &delta.buffer),
+        ],
+        grid(total as u32),
+    ));
 }
 
-/// Shapes of KV-cached decoding for one sequence: channels `c`, heads `nh` (c divisible
-/// by nh, head dim at most [`DECODE_MAX_HEAD_DIM`]), cache rows `max_len`.
-#[derive(Clone, Copy, Debug)]
+/// Shapes of KV-cached decoding for one sequence: `nh` query heads over `nkv` key/value heads,
+/// head dim `hd` (at most [`MAX_HEAD_DIM`]), cache rows `max_len`, score scale `scale`.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttentionDecode {
-    pub c: usize,
     pub nh: usize,
+    pub nkv: usize,
+    pub hd: usize,
     pub max_len: usize,
+    pub scale: f32,
 }
 
 impl AttentionDecode {
+    /// Multi-head attention over width `c` (GPT-2): nh heads of c / nh, nkv = nh, scale 1/√hd.
+    pub fn mha(c: usize, nh: usize, max_len: usize) -> AttentionDecode {
+        let a = Attention::mha(1, 1, c, nh);
+        AttentionDecode { nh, nkv: nh, hd: a.hd, max_len, scale: a.scale }
+    }
+
+    /// Elements of one cache row: nkv·hd.
+    pub fn kv_width(&self) -> usize {
+        self.nkv * self.hd
+    }
+
     fn params(&self, rows: usize) -> Params {
         Params {
             t: self.max_len as u32,
-            rows: rows as u32,
-            c: self.c as u32,
             nh: self.nh as u32,
+            nkv: self.nkv as u32,
+            hd: self.hd as u32,
+            rows: rows as u32,
+            scale: self.scale,
+            ..Params::default()
         }
+    }
+
+    fn ok(&self) -> bool {
+        debug_assert!(Attention::check_heads(self.nh, self.nkv, self.hd).is_ok(), "attention_decode: {self:?}");
+        self.max_len > 0 && Attention::check_heads(self.nh, self.nkv, self.hd).is_ok()
     }
 }
 
-/// Copies k and v of `rows` rows of qkv [rows, 3C] into rows pos[0].. of k_cache and
-/// v_cache [max_len, C]. `pos` is a u32 tensor [1] read on the GPU, so one prepared
+/// Copies `rows` rows of the views k and v [rows, nkv·hd] into rows pos[0].. of k_cache and
+/// v_cache [max_len, nkv·hd]. `pos` is a u32 tensor [1] read on the GPU, so one prepared
 /// dispatch serves every position; rows past max_len are dropped.
 #[allow(clippy::too_many_arguments)]
 pub fn kv_store(
     gpu: &Gpu,
     prog: &mut Program,
     d: &AttentionDecode,
-    qkv: &Tensor,
+    k: View,
+    v: View,
     rows: usize,
     pos: &Tensor,
     k_cache: &Tensor,
     v_cache: &Tensor,
 ) {
-    debug_assert!(qkv.len() >= rows * 3 * d.c && k_cache.len() >= d.max_len * d.c && v_cache.len() >= d.max_len * d.c);
-    if rows == 0 || d.c == 0 || d.max_len == 0 {
+    let w = d.kv_width();
+    debug_assert!(k.fits(rows, w) && v.fits(rows, w), "kv_store: k or v view out of bounds");
+    debug_assert!(k_cache.len() >= d.max_len * w && v_cache.len() >= d.max_len * w);
+    if rows == 0 || !d.ok() {
         return;
     }
-    let k = gpu.kernel("attention", &source, "kv_store", &[]);
+    let mut params = d.params(rows);
+    (params.k_off, params.k_ld, params.v_off, params.v_ld) =
+        (k.offset as u32, k.stride as u32, v.offset as u32, v.stride as u32);
+    let hdp = padded(d.hd);
+    let kernel = gpu.kernel(&key(hdp), &|| source(hdp), "kv_store", &[]);
     prog.push(gpu.dispatch(
         "attention.kv_store",
-        &k,
-        super::bytes_of(&d.params(rows)),
+        &kernel,
+        super::bytes_of(&params),
         &[
-            (3, &qkv.buffer),
-            (4, &pos.buffer),
-            (5, &k_cache.buffer),
-            (6, &v_cache.buffer),
+            (2, &k.tensor.buffer),
+            (3, &v.tensor.buffer),
+            (14, &pos.buffer),
+            (15, &k_cache.buffer),
+            (16, &v_cache.buffer),
         ],
         grid(rows as u32),
     ));
 }
 
-/// One query against the cache: out [C] (head h in columns h·hd..) = softmax(q·kᵀ/√hd)·v
-/// over cache rows 0..=pos[0], q = columns 0..C of qkv row 0. Run [`kv_store`] for the
-/// query's own row first. One workgroup per head, numerically stable (online) softmax.
+/// One query against the caches: out [nh·hd] (head h in columns h·hd..) =
+/// softmax(scale·q·kᵀ)·v over cache rows 0..=pos[0] of kv head h / (nh / nkv), q = row 0 of
+/// the view [1, nh·hd]. Run [`kv_store`] for the query's own row first. One workgroup per
+/// query head, numerically stable (online) softmax.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_decode(
     gpu: &Gpu,
     prog: &mut Program,
     d: &AttentionDecode,
-    qkv: &Tensor,
+    q: View,
     pos: &Tensor,
     k_cache: &Tensor,
     v_cache: &Tensor,
     out: &Tensor,
 ) {
-    debug_assert!(
-        d.nh > 0 && d.c.is_multiple_of(d.nh),
-        "attention_decode: c must be divisible by nh"
-    );
-    debug_assert!(
-        d.c / d.nh.max(1) <= DECODE_MAX_HEAD_DIM,
-        "attention_decode: head dim above {DECODE_MAX_HEAD_DIM}"
-    );
-    debug_assert!(qkv.len() >= d.c && out.len() >= d.c && k_cache.len() >= d.max_len * d.c);
-    if d.c == 0 || d.nh == 0 || d.max_len == 0 {
+    let w = d.kv_width();
+    debug_assert!(q.fits(1, d.nh * d.hd) && out.len() >= d.nh * d.hd, "attention_decode: q or out too short");
+    debug_assert!(k_cache.len() >= d.max_len * w && v_cache.len() >= d.max_len * w);
+    if !d.ok() {
         return;
     }
-    let k = gpu.kernel("attention", &source, "decode", &[]);
+    let mut params = d.params(1);
+    params.q_off = q.offset as u32;
+    let hdp = padded(d.hd);
+    let kernel = gpu.kernel(&key(hdp), &|| source(hdp), "decode", &[]);
     prog.push(gpu.dispatch(
         "attention.decode",
-        &k,
-        super::bytes_of(&d.params(1)),
+        &kernel,
+        super::bytes_of(&params),
         &[
-            (3, &qkv.buffer),
-            (4, &pos.buffer),
-            (5, &k_cache.buffer),
-            (6, &v_cache.buffer),
-            (7, &out.buffer),
+            (1, &q.tensor.buffer),
+            (4, &out.buffer),
+            (14, &pos.buffer),
+            (15, &k_cache.buffer),
+            (16, &v_cache.buffer),
         ],
         (d.nh as u32, 1, 1),
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_head_dim_has_a_variant_that_holds_it() {
+        for hd in 1..=MAX_HEAD_DIM {
+            let hdp = padded(hd);
+            assert!(hdp >= hd && PADDED.contains(&hdp), "hd {hd} -> {hdp}");
+            let (tr, dk, kc) = tiles(hdp);
+            // the shader's layout: BC = HDP/4 columns per block, staged KC rows at a time
+            assert!(tr * hdp / 16 <= 256 && (hdp / 4).is_multiple_of(kc) && dk > 0, "hd {hd}");
+        }
+    }
 }

@@ -138,43 +138,14 @@ struct Params {
     tiles_mn: u32,
     total: u32,
     has_bias: u32,
-    causal: u32,
     alpha: f32,
     beta: f32,
-}
-
-/// Which triangle of a square-ish product matters (causal attention); see
-/// shaders/matmul.wgsl. Work outside it is skipped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Causal {
-    None = 0,
-    /// Only C[i, j] with j <= i is needed; tiles wholly above the diagonal are not written.
-    LowerC = 1,
-    /// op(A)[i, p] = 0 for p > i.
-    LowerA = 2,
-    /// op(A)[i, p] = 0 for p < i.
-    UpperA = 3,
 }
 
 /// Pushes C = alpha · op(A) · op(B) + beta · C (+ bias) for every batch onto `prog`.
 /// `a`, `b` and `bias` may share a buffer; `c` must not alias any of them.
 /// The transposed-transposed layout (ta and tb) is not supported.
 pub fn matmul(gpu: &Gpu, prog: &mut Program, spec: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor, bias: Option<&Tensor>) {
-    matmul_causal(gpu, prog, spec, a, b, c, bias, Causal::None);
-}
-
-/// [`matmul`] that skips the work a triangular operand or result makes useless.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_causal(
-    gpu: &Gpu,
-    prog: &mut Program,
-    spec: &Matmul,
-    a: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    bias: Option<&Tensor>,
-    causal: Causal,
-) {
     let s = spec;
     debug_assert!(!(s.ta && s.tb), "matmul: the TT layout is not supported");
     debug_assert!(bias.is_none() || s.batch == 1, "matmul: bias only with batch 1");
@@ -233,7 +204,6 @@ pub(crate) fn matmul_causal(
         tiles_mn: tiles_mn as u32,
         total: total as u32,
         has_bias: bias.is_some() as u32,
-        causal: causal as u32,
         alpha: s.alpha,
         beta: s.beta,
     };

@@ -31,31 +31,9 @@ pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
 pub mod swiglu;
+pub mod view;
 
-use crate::gpu::Tensor;
-
-/// A row-major matrix inside a tensor: row i starts at element `offset + i * ld`.
-#[derive(Clone, Copy)]
-pub struct View<'a> {
-    pub t: &'a Tensor,
-    pub offset: usize,
-    pub ld: usize,
-}
-
-impl<'a> View<'a> {
-    /// The whole tensor as rows of `width` values.
-    pub fn rows(t: &'a Tensor, width: usize) -> View<'a> {
-        View { t, offset: 0, ld: width }
-    }
-    /// Columns `first..` of a tensor whose rows hold `ld` values.
-    pub fn cols(t: &'a Tensor, first: usize, ld: usize) -> View<'a> {
-        View { t, offset: first, ld }
-    }
-    /// Whether `rows` rows of `width` values fit inside the tensor.
-    pub(crate) fn fits(&self, rows: usize, width: usize) -> bool {
-        rows == 0 || width == 0 || self.offset + (rows - 1) * self.ld + width <= self.t.len()
-    }
-}
+pub use view::View;
 
 /// Every shader variant of every kernel, for validation.
 pub fn all_variants() -> Vec<(String, String)> {
@@ -98,6 +76,22 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// WebGPU guarantees 16 KiB of workgroup memory (wgpu's downlevel default: 16352 bytes);
+    /// every variant's workgroup variables together stay within it.
+    #[test]
+    fn workgroup_memory_fits_webgpu_defaults() {
+        for (name, src) in super::all_variants() {
+            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let bytes: u32 = module
+                .global_variables
+                .iter()
+                .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
+                .map(|(_, g)| module.types[g.ty].inner.size(module.to_ctx()))
+                .sum();
+            assert!(bytes <= 16352, "{name}: {bytes} bytes of workgroup memory");
         }
     }
 

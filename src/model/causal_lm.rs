@@ -9,7 +9,8 @@ use super::linear::{Param, Trainable};
 use super::llama::{self, LlamaGpu};
 use super::lora::LoraConfig;
 use super::{Family, LoraAdapter, ModelConfig, Weights};
-use crate::gpu::{Gpu, GpuError, Program};
+use crate::gpu::{Gpu, GpuError, Program, Tensor};
+use crate::kernels::attention::AttentionDecode;
 
 /// A model on the GPU.
 pub enum ModelGpu {
@@ -128,6 +129,30 @@ impl ModelGpu {
         match (self, acts) {
             (ModelGpu::Gpt2(m), Acts::Gpt2(a)) => m.gradient_program(gpu, a),
             (ModelGpu::Llama(m), Acts::Llama(a)) => m.gradient_program(gpu, a),
+            _ => unreachable!("activations of another family than the model's"),
+        }
+    }
+
+    /// One decoding step's program (N = 1): the token at position pos[0] -> logits [V], its key
+    /// and value stored in cache row pos[0]; with the step's own buffers.
+    pub fn decode_program(
+        &self,
+        gpu: &Gpu,
+        d: &AttentionDecode,
+        caches: &[(Tensor, Tensor)],
+        token: &Tensor,
+        pos: &Tensor,
+        logits: &Tensor,
+    ) -> Result<(Program, Vec<Tensor>), GpuError> {
+        each!(self, m => m.decode_program(gpu, d, caches, token, pos, logits))
+    }
+
+    /// After `forward` over a prompt of `len` tokens (B = 1): its keys and values into the caches.
+    #[allow(clippy::too_many_arguments)]
+    pub fn store_prompt(&self, gpu: &Gpu, prog: &mut Program, acts: &Acts, d: &AttentionDecode, caches: &[(Tensor, Tensor)], pos: &Tensor, len: usize) {
+        match (self, acts) {
+            (ModelGpu::Gpt2(m), Acts::Gpt2(a)) => m.store_prompt(gpu, prog, a, d, caches, pos, len),
+            (ModelGpu::Llama(m), Acts::Llama(a)) => m.store_prompt(gpu, prog, a, d, caches, pos, len),
             _ => unreachable!("activations of another family than the model's"),
         }
     }

@@ -10,8 +10,8 @@ use super::linear::{lora_scratch, LinearParams, Param, Trainable};
 use super::lora::LoraConfig;
 use super::{HostTensor, Linear, LoraAdapter, ModelConfig, Weights};
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
-use crate::kernels::attention::{self, Attention};
 use super::head::Io;
+use crate::kernels::attention::{self, Attention, AttentionDecode, Qkv};
 use crate::kernels::embedding;
 use crate::kernels::matmul::{matmul, Matmul};
 use crate::kernels::{gelu, layernorm, residual};
@@ -203,7 +203,7 @@ pub struct LayerActs {
     pub ln1_mean: Tensor, // [N]
     pub ln1_rstd: Tensor, // [N]
     pub qkv: Tensor,      // [N, 3C]
-    pub att: Tensor,      // [B, H, T, T] softmax probabilities
+    pub lse: Tensor,      // [B, H, T] log-sum-exp of each query's attention scores
     pub atty: Tensor,     // [N, C] attention output before c_proj
     pub x_mid: Tensor,    // [N, C] residual after attention
     pub ln2: Tensor,      // [N, C]
@@ -229,7 +229,7 @@ pub struct GradActs {
     pub dresid: Tensor,   // [N, C] gradient of the residual stream
     pub dln: Tensor,      // [N, C] gradient of a LayerNorm output
     pub dqkv: Tensor,     // [N, 3C]
-    pub datt: Tensor,     // [B, H, T, T]
+    pub delta: Tensor,    // [B, H, T] rowsum(d atty ∘ atty) per head, attention backward scratch
     pub datty: Tensor,    // [N, C]
     pub dfc: Tensor,      // [N, 4C]
     pub dfc_gelu: Tensor, // [N, 4C]
@@ -254,6 +254,8 @@ impl Activations {
     pub fn new(gpu: &Gpu, m: &Gpt2Gpu, b: usize, t: usize, backward: bool, head_bytes: u64) -> Result<Activations, GpuError> {
         let cfg = &m.config;
         let (c, h, v, n, f) = (cfg.n_embd, cfg.n_head, cfg.vocab_size, b * t, cfg.intermediate);
+        Attention::check_heads(h, h, c / h.max(1))
+            .map_err(|e| GpuError::Invalid(format!("n_embd {c} over n_head {h}: {e}")))?;
         let z = |name: &str, shape: &[usize]| gpu.zeros(name, shape);
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for (l, blk) in m.blocks.iter().enumerate() {
@@ -270,7 +272,7 @@ impl Activations {
                 ln1_mean: lz("ln1_mean", &[n])?,
                 ln1_rstd: lz("ln1_rstd", &[n])?,
                 qkv: lz("qkv", &[n, 3 * c])?,
-                att: lz("att", &[b, h, t, t])?,
+                lse: lz("lse", &[b, h, t])?,
                 atty: lz("atty", &[n, c])?,
                 x_mid: lz("x_mid", &[n, c])?,
                 ln2: lz("ln2", &[n, c])?,
@@ -287,7 +289,7 @@ impl Activations {
                 dresid: z("dresid", &[n, c])?,
                 dln: z("dln", &[n, c])?,
                 dqkv: z("dqkv", &[n, 3 * c])?,
-                datt: z("datt", &[b, h, t, t])?,
+                delta: z("delta", &[b, h, t])?,
                 datty: z("datty", &[n, c])?,
                 dfc: z("dfc", &[n, f])?,
                 dfc_gelu: z("dfc_gelu", &[n, f])?,
@@ -313,13 +315,13 @@ impl Gpt2Gpu {
     pub fn forward(&self, gpu: &Gpu, prog: &mut Program, a: &Activations) {
         let cfg = &self.config;
         let (b, t, c, n, eps) = (a.io.b, a.io.t, cfg.n_embd, a.io.b * a.io.t, cfg.layer_norm_epsilon);
-        let dims = Attention { b, t, c, nh: cfg.n_head };
+        let dims = Attention::mha(b, t, c, cfg.n_head);
         embedding::embedding_forward(gpu, prog, &a.io.tokens, &self.wte.value, Some(&self.wpe.value), &a.x0, b, t, c); // x0 [N, C]
         for (l, (blk, la)) in self.blocks.iter().zip(&a.layers).enumerate() {
             let x = if l == 0 { &a.x0 } else { &a.layers[l - 1].x_out }; // [N, C]
             layernorm::layernorm_forward(gpu, prog, x, &blk.ln_1.0.value, &blk.ln_1.1.value, &la.ln1, &la.ln1_mean, &la.ln1_rstd, n, c, eps);
             blk.c_attn.forward(gpu, prog, &la.ln1, &la.qkv, la.lora.c_attn.as_ref(), n); // qkv [N, 3C]
-            attention::attention_forward(gpu, prog, &dims, &la.qkv, &la.att, &la.atty); // atty [N, C]
+            attention::attention_forward(gpu, prog, &dims, Qkv::packed(&la.qkv, c), &la.atty, &la.lse); // atty [N, C], lse [B, H, T]
             blk.attn_proj.forward(gpu, prog, &la.atty, &a.tmp, la.lora.attn_proj.as_ref(), n); // [N, C]
             residual::add_forward(gpu, prog, x, &a.tmp, &la.x_mid); // x_mid [N, C]
             layernorm::layernorm_forward(gpu, prog, &la.x_mid, &blk.ln_2.0.value, &blk.ln_2.1.value, &la.ln2, &la.ln2_mean, &la.ln2_rstd, n, c, eps);
@@ -344,7 +346,7 @@ impl Gpt2Gpu {
         let Some(g) = &a.grads else { return };
         let cfg = &self.config;
         let (b, t, c, n) = (a.io.b, a.io.t, cfg.n_embd, a.io.b * a.io.t);
-        let dims = Attention { b, t, c, nh: cfg.n_head };
+        let dims = Attention::mha(b, t, c, cfg.n_head);
         fn ln_grads(p: &(Param, Param)) -> Option<(&Tensor, &Tensor)> {
             p.0.grad.as_ref().zip(p.1.grad.as_ref())
         }
@@ -359,7 +361,7 @@ impl Gpt2Gpu {
             layernorm::layernorm_backward(gpu, prog, &g.dln, &la.x_mid, &blk.ln_2.0.value, &la.ln2_mean, &la.ln2_rstd, &g.dresid, true, ln_grads(&blk.ln_2), n, c);
             // attention: dresid is now d x_mid
             blk.attn_proj.backward(gpu, prog, &g.dresid, &la.atty, la.lora.attn_proj.as_ref(), &g.datty, false, &g.dxa, n); // d atty [N, C]
-            attention::attention_backward(gpu, prog, &dims, &g.datty, &la.qkv, &la.att, &g.datt, &g.dqkv); // d qkv [N, 3C]
+            attention::attention_backward(gpu, prog, &dims, Qkv::packed(&la.qkv, c), &la.atty, &la.lse, &g.datty, &g.delta, Qkv::packed(&g.dqkv, c)); // d qkv [N, 3C]
             blk.c_attn.backward(gpu, prog, &g.dqkv, &la.ln1, la.lora.c_attn.as_ref(), &g.dln, false, &g.dxa, n); // d ln1 [N, C]
             layernorm::layernorm_backward(gpu, prog, &g.dln, x, &blk.ln_1.0.value, &la.ln1_mean, &la.ln1_rstd, &g.dresid, true, ln_grads(&blk.ln_1), n, c);
         }
@@ -383,6 +385,60 @@ impl Gpt2Gpu {
         self.head_loss(gpu, &mut prog, a);
         self.backward(gpu, &mut prog, a);
         prog
+    }
+
+    /// One decoding step (N = 1, the same block sequence as `forward`): the token at position
+    /// pos[0] -> logits [V], its key and value stored in cache row pos[0] first. Returns the
+    /// program and the step's own buffers (kept with it).
+    pub fn decode_program(
+        &self,
+        gpu: &Gpu,
+        d: &AttentionDecode,
+        caches: &[(Tensor, Tensor)],
+        token: &Tensor,
+        pos: &Tensor,
+        logits: &Tensor,
+    ) -> Result<(Program, Vec<Tensor>), GpuError> {
+        let cfg = &self.config;
+        let (c, v, f, eps) = (cfg.n_embd, cfg.vocab_size, cfg.intermediate, cfg.layer_norm_epsilon);
+        let z = |name: &str, shape: &[usize]| gpu.zeros(&format!("decode {name}"), shape);
+        let (x, x_mid, ln, mean, rstd) = (z("x", &[1, c])?, z("x_mid", &[1, c])?, z("ln", &[1, c])?, z("mean", &[1])?, z("rstd", &[1])?);
+        let (qkv, atty, tmp) = (z("qkv", &[1, 3 * c])?, z("atty", &[1, c])?, z("tmp", &[1, c])?);
+        let (fc, fc_gelu, xa) = (z("fc", &[1, f])?, z("fc_gelu", &[1, f])?, z("lora_xa", &[1, self.max_rank().max(1)])?);
+        let mut prog = Program::new();
+        let p = &mut prog;
+        let xa_ = Some(&xa);
+        let norm = |p: &mut Program, x: &Tensor, (w, bias): &(Param, Param)| {
+            layernorm::layernorm_forward(gpu, p, x, &w.value, &bias.value, &ln, &mean, &rstd, 1, c, eps)
+        };
+        embedding::embedding_forward_at(gpu, p, token, pos, &self.wte.value, Some(&self.wpe.value), &x, 1, c); // x [1, C]
+        for (blk, (kc, vc)) in self.blocks.iter().zip(caches) {
+            norm(p, &x, &blk.ln_1); // ln [1, C]
+            blk.c_attn.forward(gpu, p, &ln, &qkv, xa_, 1); // qkv [1, 3C]
+            let q = Qkv::packed(&qkv, c);
+            attention::kv_store(gpu, p, d, q.k, q.v, 1, pos, kc, vc); // cache row pos = k, v
+            attention::attention_decode(gpu, p, d, q.q, pos, kc, vc, &atty); // atty [1, C]
+            blk.attn_proj.forward(gpu, p, &atty, &tmp, xa_, 1); // [1, C]
+            residual::add_forward(gpu, p, &x, &tmp, &x_mid); // x_mid [1, C]
+            norm(p, &x_mid, &blk.ln_2); // ln [1, C]
+            blk.c_fc.forward(gpu, p, &ln, &fc, xa_, 1); // fc [1, 4C]
+            gelu::gelu_forward(gpu, p, &fc, &fc_gelu); // [1, 4C]
+            blk.mlp_proj.forward(gpu, p, &fc_gelu, &tmp, xa_, 1); // [1, C]
+            residual::add_forward(gpu, p, &x_mid, &tmp, &x); // x [1, C]: the block output
+        }
+        norm(p, &x, &self.ln_f); // ln [1, C]
+        matmul(gpu, p, &Matmul::new(1, v, c).tb(), &ln, &self.head().value, logits, None); // logits [V]
+        Ok((prog, vec![x, x_mid, ln, mean, rstd, qkv, atty, tmp, fc, fc_gelu, xa]))
+    }
+
+    /// After `forward` over a prompt of `len` tokens (B = 1): its keys and values into cache
+    /// rows pos[0].. (pos[0] = 0).
+    #[allow(clippy::too_many_arguments)]
+    pub fn store_prompt(&self, gpu: &Gpu, prog: &mut Program, a: &Activations, d: &AttentionDecode, caches: &[(Tensor, Tensor)], pos: &Tensor, len: usize) {
+        for (la, (kc, vc)) in a.layers.iter().zip(caches) {
+            let x = Qkv::packed(&la.qkv, self.config.n_embd);
+            attention::kv_store(gpu, prog, d, x.k, x.v, len, pos, kc, vc);
+        }
     }
 
     /// Logits [B, T, V] for a batch of tokens (inference; the head is materialised here,

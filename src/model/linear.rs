@@ -6,7 +6,7 @@
 //! nn.Linear (the Llama family). A is [r, in], B [out, r] either way (PEFT's layout).
 
 use super::lora::LoraModule;
-use super::{HostTensor, Linear, ModelConfig, Weights};
+use super::{HostTensor, Linear, Weights};
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
 use crate::kernels::matmul::{matmul, Matmul};
 use crate::kernels::reduce;

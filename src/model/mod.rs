@@ -3,6 +3,7 @@
 //! (`linear.rs`: a linear layer with its LoRA adapter), the one interface the rest of webtune
 //! sees a model through ([`ModelGpu`]), and LoRA adapters in PEFT's format.
 
+pub mod causal_lm;
 pub mod config;
 pub mod gpt2;
 pub mod head;
@@ -12,6 +13,7 @@ pub mod lora;
 pub mod rope;
 pub mod weights;
 
+pub use causal_lm::{Acts, ModelGpu};
 pub use config::{Family, ModelConfig};
 pub use linear::{Param, Trainable};
 pub use lora::{LoraAdapter, LoraConfig};

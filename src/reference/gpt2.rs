@@ -1,6 +1,7 @@
 //! Whole-model CPU reference: GPT-2 forward, mean cross-entropy and backward (full or
-//! LoRA), composed only from [`super::ops`], llm.c-style: one forward sequence with the
-//! shapes in comments, and the backward right after it in reverse order.
+//! LoRA), composed only from [`super::ops`] and [`super::attention`], llm.c-style: one
+//! forward sequence with the shapes in comments, and the backward right after it in reverse
+//! order.
 //!
 //! Model (HF semantics, no dropout): x = wte[tok] + wpe[pos]; per block
 //! x += attn_proj(attention(qkv(ln_1(x)))); x += mlp_proj(gelu_new(fc(ln_2(x))));
@@ -12,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use super::attention::{self, Attention};
 use super::ops;
 use crate::model::weights::block_name;
 use crate::model::{Weights, Linear, LoraAdapter};
@@ -40,7 +42,6 @@ struct BlockActs {
     ln1_rstd: Vec<f32>, // [n]
     qkv: LinearAct,     // [n, 3c]
     atty: Vec<f32>,     // [n, c]   attention output, before the projection
-    att: Vec<f32>,      // [b, nh, t, t] softmax probabilities
     attproj: LinearAct, // [n, c]
     x_mid: Vec<f32>,    // [n, c]   x + attproj
     ln2: Vec<f32>,      // [n, c]
@@ -72,7 +73,7 @@ fn check_inputs(w: &Weights, lora: Option<&LoraAdapter>, tokens: &[u32], b: usiz
         "LM head is not [vocab, n_embd]"
     );
     for m in lora.map(|l| l.modules.as_slice()).unwrap_or(&[]) {
-        let (fin, fout) = m.linear.dims(cfg.n_embd);
+        let (fin, fout) = m.linear.dims(cfg);
         let r = m.a.shape[0];
         assert!(
             m.layer < cfg.n_layer,
@@ -108,9 +109,9 @@ fn linear_forward(
     x: &[f32],
     n: usize,
 ) -> LinearAct {
-    let (fin, fout) = lin.dims(w.config.n_embd);
+    let (fin, fout) = lin.dims(&w.config);
     let (wt, bias) = w.linear(layer, lin);
-    let y = ops::linear_forward(x, &wt.data, &bias.data, n, fin, fout);
+    let y = ops::linear_forward(x, &wt.data, bias.map_or(&[][..], |b| &b.data), n, fin, fout);
     match lora.and_then(|ad| ad.get(layer, lin).map(|m| (ad.scale(), m))) {
         None => LinearAct { y, u: None },
         Some((scale, m)) => {
@@ -136,7 +137,7 @@ fn linear_backward(
     n: usize,
     grads: &mut Gradients,
 ) -> Vec<f32> {
-    let (fin, fout) = lin.dims(w.config.n_embd);
+    let (fin, fout) = lin.dims(&w.config);
     let (wt, _) = w.linear(layer, lin);
     let (dx, dw, dbias) = ops::linear_backward(dy, x, &wt.data, n, fin, fout);
     let Some(ad) = lora else {
@@ -170,7 +171,8 @@ fn forward(w: &Weights, lora: Option<&LoraAdapter>, tokens: &[u32], b: usize, t:
     for l in 0..cfg.n_layer {
         let (ln1, ln1_mean, ln1_rstd) = ops::layernorm_forward(&x, p(l, "ln_1.weight"), p(l, "ln_1.bias"), c, eps); // [n, c]
         let qkv = linear_forward(w, lora, l, Linear::AttnQkv, &ln1, n); // [n, 3c]
-        let (atty, att) = ops::attention_forward(&qkv.y, b, t, c, nh); // [n, c], [b, nh, t, t]
+        let (q, k, v) = attention::split_qkv(&qkv.y, n, c); // [n, c] each
+        let (atty, _lse) = attention::forward(&Attention::mha(b, t, c, nh), &q, &k, &v); // [n, c]
         let attproj = linear_forward(w, lora, l, Linear::AttnProj, &atty, n); // [n, c]
         let x_mid = ops::residual_forward(&x, &attproj.y); // [n, c]
         let (ln2, ln2_mean, ln2_rstd) = ops::layernorm_forward(&x_mid, p(l, "ln_2.weight"), p(l, "ln_2.bias"), c, eps);
@@ -186,7 +188,6 @@ fn forward(w: &Weights, lora: Option<&LoraAdapter>, tokens: &[u32], b: usize, t:
             ln1_rstd,
             qkv,
             atty,
-            att,
             attproj,
             x_mid,
             ln2,
@@ -265,7 +266,9 @@ pub fn loss_and_grads(
         dx = ops::residual_forward(&dx, &dxm); // d x_mid [n, c]
                                                // x_mid = x + attproj(attention(qkv(ln1(x))))
         let datty = linear_backward(w, lora, l, Linear::AttnProj, &dx, &a.atty, &a.attproj, n, &mut g); // [n, c]
-        let dqkv = ops::attention_backward(&datty, &a.qkv.y, &a.att, b, t, c, nh); // [n, 3c]
+        let (q, k, v) = attention::split_qkv(&a.qkv.y, n, c); // [n, c] each
+        let (dq, dk, dv) = attention::backward(&Attention::mha(b, t, c, nh), &q, &k, &v, &datty); // [n, c] each
+        let dqkv = attention::join_qkv(&dq, &dk, &dv, n, c); // [n, 3c]
         let dln1 = linear_backward(w, lora, l, Linear::AttnQkv, &dqkv, &a.ln1, &a.qkv, n, &mut g); // [n, c]
         let (dxi, dg1, db1) = ops::layernorm_backward(&dln1, &a.x, p(l, "ln_1.weight"), &a.ln1_mean, &a.ln1_rstd, c);
         put(&mut g, block_name(l, "ln_1.weight"), dg1);

@@ -2,6 +2,7 @@
 //! model are tested against. Written for clarity, not speed; checked by finite
 //! differences in its own tests.
 
+pub mod attention;
 pub mod gpt2;
 pub mod llama;
 pub mod ops;

@@ -7,7 +7,7 @@
 use crate::data::batch::eval_loss;
 use crate::data::Batch;
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
-use crate::model::gpt2::{Activations, Gpt2Gpu};
+use crate::model::{Acts, ModelGpu};
 
 /// Bytes allowed for the chunked head's logits scratch (as training's default).
 const HEAD_BYTES: u64 = 64 << 20;
@@ -59,7 +59,7 @@ fn batch_rows(i: usize, batch: &Batch, seq: usize, vocab: usize) -> Result<usize
 /// token 0 with target -100, which count nowhere (sequences do not interact). Each batch's
 /// mean loss is copied into a slot on the GPU and read back once at the end.
 pub struct Evaluator {
-    acts: Activations,
+    acts: Acts,
     prog: Program,
     batches: Vec<Batch>,
     slots: Tensor,
@@ -68,8 +68,8 @@ pub struct Evaluator {
 impl Evaluator {
     /// Checks the batches (see [`evaluate`] for the errors) and prepares the program for
     /// the largest batch among them.
-    pub fn new(gpu: &Gpu, model: &Gpt2Gpu, batches: Vec<Batch>, seq: usize) -> Result<Evaluator, GpuError> {
-        let cfg = &model.config;
+    pub fn new(gpu: &Gpu, model: &ModelGpu, batches: Vec<Batch>, seq: usize) -> Result<Evaluator, GpuError> {
+        let cfg = model.config();
         if seq == 0 || seq > cfg.n_positions {
             return Err(invalid(format!(
                 "evaluate: seq {seq} must be between 1 and the model's n_positions {}",
@@ -86,10 +86,9 @@ impl Evaluator {
         if batches.iter().all(|x| x.counted() == 0) {
             return Err(invalid("evaluate: no position counts in the loss (every target is -100)".into()));
         }
-        let acts = Activations::new(gpu, model, b, seq, false, HEAD_BYTES)?;
+        let acts = model.activations(gpu, b, seq, false, HEAD_BYTES)?;
         let mut prog = Program::new();
-        model.forward(gpu, &mut prog, &acts); // lnf [N, C]
-        model.head_loss(gpu, &mut prog, &acts); // loss [1] = mean over counted positions
+        model.forward(gpu, &mut prog, &acts, true); // lnf [N, C], loss [1] = mean over counted positions
         let slots = gpu.zeros("eval losses", &[batches.len()])?;
         Ok(Evaluator { acts, prog, batches, slots })
     }
@@ -101,7 +100,7 @@ impl Evaluator {
 
     /// Runs every batch; `stop` is asked before each one (None = stopped early).
     pub async fn run(&self, gpu: &Gpu, stop: &dyn Fn() -> bool) -> Result<Option<EvalResult>, GpuError> {
-        let n = self.acts.b * self.acts.t;
+        let n = self.acts.io().b * self.acts.io().t;
         for (i, batch) in self.batches.iter().enumerate() {
             if stop() {
                 return Ok(None);
@@ -110,10 +109,10 @@ impl Evaluator {
             let mut targets = batch.targets.clone();
             tokens.resize(n, 0);
             targets.resize(n, -100);
-            self.acts.write_batch(gpu, &tokens, &targets);
+            self.acts.io().write_batch(gpu, &tokens, &targets);
             let mut enc = gpu.encoder("eval");
             self.prog.record(&mut enc);
-            enc.copy_buffer_to_buffer(&self.acts.loss.buffer, 0, &self.slots.buffer, 4 * i as u64, 4);
+            enc.copy_buffer_to_buffer(&self.acts.io().loss.buffer, 0, &self.slots.buffer, 4 * i as u64, 4);
             gpu.submit(enc);
         }
         let losses = gpu.read(&self.slots).await?;
@@ -132,7 +131,7 @@ impl Evaluator {
 /// Errors (before anything runs): no batches, seq 0 or above n_positions, a batch whose length is not a
 /// multiple of seq (or whose targets differ in length), an id not below vocab_size, no counted position at
 /// all; and whatever the GPU reports (a shape that does not fit, a lost device).
-pub async fn evaluate(gpu: &Gpu, model: &Gpt2Gpu, batches: &[Batch], seq: usize) -> Result<EvalResult, GpuError> {
+pub async fn evaluate(gpu: &Gpu, model: &ModelGpu, batches: &[Batch], seq: usize) -> Result<EvalResult, GpuError> {
     let ev = Evaluator::new(gpu, model, batches.to_vec(), seq)?;
     match ev.run(gpu, &|| false).await? {
         Some(r) => Ok(r),

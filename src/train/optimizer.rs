@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::TrainError;
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
 use crate::kernels::optimizer::{self, AdamWParams, AdamWStep, GradNorm};
-use crate::model::gpt2::Gpt2Gpu;
+use crate::model::ModelGpu;
 use crate::model::HostTensor;
 
 /// The user's optimiser settings (PyTorch defaults but for weight decay).
@@ -53,7 +53,7 @@ pub struct Optimizer {
     pub config: AdamWConfig,
     /// Steps taken so far (AdamW's t after the next `begin_step` is step + 1).
     pub step: u32,
-    /// (m, v) per trained tensor, in `Gpt2Gpu::trained` order.
+    /// (m, v) per trained tensor, in `ModelGpu::trained` order.
     pub moments: Vec<(Tensor, Tensor)>,
     step_params: Tensor,
     pub norm: GradNorm,
@@ -61,7 +61,7 @@ pub struct Optimizer {
 
 impl Optimizer {
     /// Allocates AdamW state and pushes the clip + update dispatches onto `prog`.
-    pub fn new(gpu: &Gpu, prog: &mut Program, model: &Gpt2Gpu, config: AdamWConfig) -> Result<Optimizer, GpuError> {
+    pub fn new(gpu: &Gpu, prog: &mut Program, model: &ModelGpu, config: AdamWConfig) -> Result<Optimizer, GpuError> {
         let trained = model.trained();
         let grads: Vec<&Tensor> = trained.iter().filter_map(|p| p.grad.as_ref()).collect();
         let norm = GradNorm::new(gpu, prog, &grads, config.grad_clip)?;
@@ -86,12 +86,12 @@ impl Optimizer {
         gpu.write(&self.step_params, &AdamWStep::new(h, self.step).as_f32s());
     }
 
-    /// Reads AdamW's moments back: (trained tensor name, m, v) in `Gpt2Gpu::trained` order.
+    /// Reads AdamW's moments back: (trained tensor name, m, v) in `ModelGpu::trained` order.
     /// `model` must be the model this optimizer was made for.
     pub async fn read_moments(
         &self,
         gpu: &Gpu,
-        model: &Gpt2Gpu,
+        model: &ModelGpu,
     ) -> Result<Vec<(String, HostTensor, HostTensor)>, GpuError> {
         let mut out = Vec::with_capacity(self.moments.len());
         for (p, (m, v)) in model.trained().into_iter().zip(&self.moments) {
@@ -108,7 +108,7 @@ impl Optimizer {
     pub fn restore(
         &mut self,
         gpu: &Gpu,
-        model: &Gpt2Gpu,
+        model: &ModelGpu,
         step: u32,
         moments: &BTreeMap<String, (HostTensor, HostTensor)>,
         what: &str,

@@ -14,7 +14,7 @@ use super::optimizer::{AdamWConfig, Optimizer};
 use super::TrainError;
 use crate::data::Batcher;
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
-use crate::model::gpt2::{Activations, Gpt2Gpu};
+use crate::model::{Acts, ModelGpu, Trainable};
 use crate::model::HostTensor;
 
 #[derive(Clone, Debug)]
@@ -49,8 +49,8 @@ pub struct StepLog {
 }
 
 pub struct Trainer {
-    pub model: Gpt2Gpu,
-    pub acts: Activations,
+    pub model: ModelGpu,
+    pub acts: Acts,
     pub optimizer: Optimizer,
     pub batcher: Batcher,
     pub config: TrainConfig,
@@ -64,8 +64,8 @@ pub struct Trainer {
 impl Trainer {
     /// Plans memory and builds the step program once. Fails up front, naming the
     /// tensor, when the shape does not fit this GPU.
-    pub fn new(gpu: &Gpu, model: Gpt2Gpu, batcher: Batcher, config: TrainConfig) -> Result<Trainer, TrainError> {
-        let cfg = &model.config;
+    pub fn new(gpu: &Gpu, model: ModelGpu, batcher: Batcher, config: TrainConfig) -> Result<Trainer, TrainError> {
+        let cfg = model.config();
         if config.seq > cfg.n_positions {
             return Err(TrainError::Invalid(format!(
                 "--seq {} is longer than the model's n_positions {}",
@@ -81,10 +81,10 @@ impl Trainer {
         let fit = |e: GpuError| {
             TrainError::Invalid(format!(
                 "{e}; this run does not fit the GPU: try a smaller --batch or --seq{}",
-                if model.trainable == crate::model::gpt2::Trainable::Full { ", or LoRA instead of --full" } else { "" }
+                if model.trainable() == Trainable::Full { ", or LoRA instead of --full" } else { "" }
             ))
         };
-        let acts = Activations::new(gpu, &model, config.batch, config.seq, true, config.head_bytes).map_err(fit)?;
+        let acts = model.activations(gpu, config.batch, config.seq, true, config.head_bytes).map_err(fit)?;
         let mut program = model.gradient_program(gpu, &acts);
         let grad_clears = std::mem::take(&mut program.clears);
         let mut update = Program::new();
@@ -129,7 +129,7 @@ impl Trainer {
         for micro in 0..k {
             // queue writes land at the next submit, so each micro-batch is its own submit
             let batch = self.batcher.next_batch();
-            self.acts.write_micro_batch(gpu, &batch.tokens, &batch.targets, k);
+            self.acts.io().write_micro_batch(gpu, &batch.tokens, &batch.targets, k);
             let mut enc = gpu.encoder("train step");
             if micro == 0 {
                 for g in &self.grad_clears {
@@ -138,7 +138,7 @@ impl Trainer {
             }
             self.program.record(&mut enc);
             let at = slot * row + micro as u64 * 4;
-            enc.copy_buffer_to_buffer(&self.acts.loss.buffer, 0, &self.history.buffer, at, 4);
+            enc.copy_buffer_to_buffer(&self.acts.io().loss.buffer, 0, &self.history.buffer, at, 4);
             if micro + 1 == k {
                 self.update.record(&mut enc);
                 let at = slot * row + k as u64 * 4;

@@ -85,16 +85,17 @@ pub fn text(bytes: &[u8]) -> String {
 }
 
 /// A LoRA adapter (r, alpha 2r, c_attn/c_proj/c_fc: all four linears of every layer) with
-/// random A (scaled by 1/sqrt(in)) and non-zero B (scaled by `b_scale`), so every gradient
+/// (every linear layer of the model's family) random A (scaled by 1/sqrt(in)) and non-zero B (scaled by `b_scale`), so every gradient
 /// and output path is exercised; seeds start at `seed0`.
 pub fn random_adapter(cfg: &webtune::model::ModelConfig, r: usize, seed0: u64, b_scale: f32) -> webtune::model::LoraAdapter {
     use webtune::model::lora::{LoraConfig, LoraModule};
     use webtune::model::{HostTensor, Linear};
-    let config = LoraConfig { r, alpha: 2.0 * r as f32, targets: vec!["c_attn".into(), "c_proj".into(), "c_fc".into()], dropout: 0.0 };
+    let targets = LoraConfig::default_targets(cfg.family);
+    let config = LoraConfig { r, alpha: 2.0 * r as f32, targets, dropout: 0.0, family: cfg.family };
     let mut modules = Vec::new();
     for layer in 0..cfg.n_layer {
-        for (k, linear) in Linear::ALL.into_iter().enumerate() {
-            let (fin, fout) = linear.dims(cfg.n_embd);
+        for (k, &linear) in Linear::of(cfg.family).iter().enumerate() {
+            let (fin, fout) = linear.dims(cfg);
             let seed = seed0 + (layer * 10 + k) as u64;
             let a = rand_vec(r * fin, seed).iter().map(|v| v / (fin as f32).sqrt()).collect();
             let b = rand_vec(fout * r, seed + 1000).iter().map(|v| b_scale * v).collect();

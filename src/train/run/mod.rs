@@ -27,8 +27,7 @@ use super::{StepLog, TrainConfig, TrainError, Trainer};
 use crate::data::{records, Batcher, Dataset, TokenStream};
 use crate::flags::Style;
 use crate::gpu::Gpu;
-use crate::model::gpt2::{Gpt2Gpu, Trainable};
-use crate::model::{ModelConfig, Weights, HostTensor, LoraAdapter, LoraConfig};
+use crate::model::{HostTensor, LoraAdapter, LoraConfig, ModelConfig, ModelGpu, Trainable, Weights};
 
 /// Named files: a checkpoint or a result, as the CLI writes them into a folder.
 pub type Files = Vec<(String, Vec<u8>)>;
@@ -239,8 +238,8 @@ impl Run {
                 (Some(ck), _) => ck.adapter(cfg)?,
                 (None, Some(a)) => a,
                 (None, None) => {
-                    let targets = spec.lora_targets.clone().unwrap_or_else(LoraConfig::default_targets);
-                    let lc = LoraConfig::new(spec.lora_rank, spec.lora_alpha, targets, 0.0)
+                    let targets = spec.lora_targets.clone().unwrap_or_else(|| LoraConfig::default_targets(cfg.family));
+                    let lc = LoraConfig::new(spec.lora_rank, spec.lora_alpha, targets, 0.0, cfg.family)
                         .map_err(|e| invalid(e.to_string()))?;
                     LoraAdapter::init(lc, cfg, spec.seed)
                 }
@@ -250,7 +249,7 @@ impl Run {
         };
 
         let trainable = if spec.full { Trainable::Full } else { Trainable::Lora };
-        let gpt = Gpt2Gpu::new(gpu, weights, adapter.as_ref(), trainable).map_err(|e| invalid(e.to_string()))?;
+        let gpt = ModelGpu::new(gpu, weights, adapter.as_ref(), trainable).map_err(|e| invalid(e.to_string()))?;
         let mut config = TrainConfig::new(spec.batch, spec.seq, spec.adamw());
         config.grad_accum = spec.grad_accum;
         config.readback_every = readback_every.clamp(1, spec.steps as usize);

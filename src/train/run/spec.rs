@@ -19,7 +19,8 @@ pub struct RunSpec {
     /// LoRA rank r and alpha (the update is scaled by alpha / r).
     pub lora_rank: usize,
     pub lora_alpha: f32,
-    /// PEFT target module names, suffix-matched; None = the model's default (every linear layer).
+    /// PEFT target module names, suffix-matched (`all-linear`: every linear layer of the model,
+    /// the default); None = the default.
     pub lora_targets: Option<Vec<String>>,
     /// The adapter the run starts from (its rank, alpha and targets are the run's), as given.
     pub init_adapter: Option<String>,
@@ -62,7 +63,7 @@ impl Default for RunSpec {
             full: false,
             lora_rank: 8,
             lora_alpha: 16.0,
-            lora_targets: None,
+            lora_targets: Some(vec![crate::model::lora::ALL_LINEAR.to_string()]),
             init_adapter: None,
             steps: 100,
             batch: 8,
