@@ -203,7 +203,8 @@ fn stops_at_eos() {
     let i = (2..free.len())
         .find(|&i| !free[..i].contains(&free[i]))
         .expect("a fresh token in the greedy run");
-    w.config.eos_token_id = free[i];
+    let bos = w.config.bos_token_id;
+    w.config.set_eos(free[i], bos);
     let m = ModelGpu::new(&gpu, &w, None, Trainable::None).unwrap();
     let mut g = Generator::new(&gpu, &m, NPOS).unwrap();
     let stop = SampleConfig {

@@ -280,7 +280,7 @@ fn lora_config_validation_and_matching() {
     let msg = e.to_string();
     assert_has(&msg, &["q_proj"]);
     assert_has(&msg, &VALID_TARGETS);
-    for bad in ["attn", "h.0.attn.c_attn", "transformer.h.0.mlp.c_fc", "all-linear", "lm_head", "", "_attn"] {
+    for bad in ["attn", "h.0.attn.c_attn", "transformer.h.0.mlp.c_fc", "q_proj", "all_linear", "lm_head", "", "_attn"] {
         assert!(LoraConfig::new(4, 8.0, strings(&[bad]), 0.0, Family::Gpt2).is_err(), "{bad:?} should be refused");
     }
     assert_has(&LoraConfig::new(0, 8.0, strings(&["c_fc"]), 0.0, Family::Gpt2).unwrap_err().to_string(), &["r"]);
@@ -291,6 +291,12 @@ fn lora_config_validation_and_matching() {
         assert_has(&LoraConfig::new(4, 8.0, strings(&["c_fc"]), dropout, Family::Gpt2).unwrap_err().to_string(), &["dropout"]);
     }
     assert!(LoraConfig::new(4, 8.0, vec![], 0.0, Family::Gpt2).is_err());
+    // PEFT's all-linear: every linear layer of the family, listed as PEFT saves it
+    let all = |family| LoraConfig::new(4, 8.0, strings(&["all-linear"]), 0.0, family).unwrap().targets;
+    assert_eq!(all(Family::Gpt2), strings(&["c_attn", "c_fc", "c_proj"]));
+    assert_eq!(all(Family::Llama), strings(&["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]));
+    let e = LoraConfig::new(4, 8.0, strings(&["c_attn"]), 0.0, Family::Llama).unwrap_err().to_string();
+    assert_has(&e, &["'c_attn' matches no Llama-family linear layer", "q_proj", "mlp.down_proj", "all-linear"]);
 
     let m = |targets: &[&str]| {
         let c = LoraConfig::new(4, 8.0, strings(targets), 0.1, Family::Gpt2).unwrap();

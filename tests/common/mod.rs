@@ -47,14 +47,19 @@ pub struct Expected {
 }
 
 pub fn expected() -> Expected {
-    let bytes = std::fs::read(tiny_fixtures().join("expected.safetensors")).unwrap();
+    expected_at(&tiny_fixtures())
+}
+
+/// expected.safetensors + expected.json of a fixture folder.
+pub fn expected_at(dir: &std::path::Path) -> Expected {
+    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let tensors = st
         .tensors()
         .into_iter()
         .map(|(name, view)| (name.to_string(), bytemuck::pod_collect_to_vec::<u8, f32>(view.data())))
         .collect();
-    let json = serde_json::from_str(&std::fs::read_to_string(tiny_fixtures().join("expected.json")).unwrap()).unwrap();
+    let json = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     Expected { tensors, json }
 }
 
@@ -64,7 +69,7 @@ impl Expected {
     }
     /// A list of numbers at a top-level key of expected.json (e.g. "lora.losses").
     pub fn floats(&self, key: &str) -> Vec<f32> {
-        self.json[key].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+        self.json[key].as_array().unwrap_or_else(|| panic!("expected.json has no list {key}")).iter().map(|x| x.as_f64().unwrap() as f32).collect()
     }
 }
 
