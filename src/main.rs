@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "webtune", version, about = "Fine-tune GPT-2-family models on this device (wgpu: Vulkan, Metal, DX12)")]
+#[command(name = "webtune", version, about = "Fine-tune GPT-2, Llama, Qwen2 and Qwen3 models on this device (wgpu: Vulkan, Metal, DX12)")]
 struct Cli {
     /// Use the first GPU adapter whose name contains this (also WEBTUNE_ADAPTER)
     #[arg(long = "gpu", value_name = "NAME", global = true)]

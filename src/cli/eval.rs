@@ -13,7 +13,7 @@ use super::generate::{check_tokenizer_fits, load_model, load_tokenizer};
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Hugging Face GPT-2 folder: config.json + model.safetensors
+    /// Hugging Face model folder (GPT-2, Llama, Qwen2, Qwen3): config.json + model.safetensors (or its shards)
     #[arg(long)]
     model: PathBuf,
     /// Dataset: .txt, or .jsonl with {"text"}, {"prompt", "completion"} or {"input_ids"} records

@@ -12,7 +12,7 @@ use webtune::model::{Weights, LoraAdapter};
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// Hugging Face GPT-2 folder: config.json + model.safetensors (+ tokenizer.json)
+    /// Hugging Face model folder (GPT-2, Llama, Qwen2, Qwen3): config.json + model.safetensors (+ tokenizer.json)
     #[arg(long)]
     model: PathBuf,
     /// A PEFT LoRA adapter folder to apply (adapter_config.json + adapter_model.safetensors)

@@ -8,7 +8,7 @@ use super::generate::load_model;
 
 #[derive(Args)]
 pub struct MergeArgs {
-    /// Hugging Face GPT-2 folder: config.json + model.safetensors
+    /// Hugging Face model folder (GPT-2, Llama, Qwen2, Qwen3): config.json + model.safetensors (or its shards)
     #[arg(long)]
     model: PathBuf,
     /// The PEFT LoRA adapter folder to merge (adapter_config.json + adapter_model.safetensors)

@@ -28,7 +28,8 @@ use webtune::train::{Run, RunSpec, StepLog};
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Hugging Face GPT-2 folder: config.json + model.safetensors (with --resume: the checkpoint's)
+    /// Hugging Face model folder (GPT-2, Llama, Qwen2, Qwen3): config.json + model.safetensors or its shards
+    /// (with --resume: the checkpoint's)
     #[arg(long)]
     model: Option<PathBuf>,
     /// Training data: .txt, or .jsonl of {"text"}, {"prompt","completion"} or {"input_ids"[,"labels"]} records
@@ -47,8 +48,9 @@ pub struct TrainArgs {
     /// LoRA alpha (the update is scaled by alpha / r) [default: 16]
     #[arg(long, allow_negative_numbers = true)]
     lora_alpha: Option<f32>,
-    /// Comma-separated PEFT target modules: c_attn, c_proj (attention and MLP), c_fc, attn.c_proj, mlp.c_proj
-    /// [default: c_attn,c_proj,c_fc]
+    /// Comma-separated PEFT target modules, suffix-matched: all-linear (every linear layer); GPT-2: c_attn, c_proj
+    /// (attention and MLP), c_fc, attn.c_proj, mlp.c_proj; Llama family: q_proj, k_proj, v_proj, o_proj, gate_proj,
+    /// up_proj, down_proj (or self_attn.q_proj, mlp.down_proj, ...) [default: all-linear]
     #[arg(long, value_delimiter = ',')]
     lora_targets: Option<Vec<String>>,
     /// Fine-tune every tensor instead of training a LoRA adapter
@@ -353,7 +355,7 @@ fn load_model(a: &TrainArgs, full: bool, ckpt: Option<&Checkpoint>) -> Result<(W
             let info = ModelInfo::of(&w.config, &saved.name, &saved.path, size(&dir), None);
             Ok((w, info))
         }
-        (_, None, None) => Err("--model is required (a Hugging Face GPT-2 folder)".into()),
+        (_, None, None) => Err("--model is required (a Hugging Face model folder)".into()),
     }
 }
 

@@ -91,12 +91,27 @@ pub struct ModelInfo {
     /// the size, so as not to read a large file twice).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights_fnv1a64: Option<String>,
+    /// config.json's model_type and the shape GPT-2 does not have (absent in checkpoints of
+    /// GPT-2 runs written before the Llama family came).
+    #[serde(default = "gpt2_type")]
+    pub model_type: String,
+    #[serde(default)]
+    pub n_kv_head: usize,
+    #[serde(default)]
+    pub head_dim: usize,
+    #[serde(default)]
+    pub intermediate: usize,
+}
+
+fn gpt2_type() -> String {
+    "gpt2".into()
 }
 
 impl ModelInfo {
     /// A model's identity: `name` as the user gave it, `path` where it is (absolute for a
     /// folder on disk).
     pub fn of(cfg: &crate::model::ModelConfig, name: &str, path: &str, weights_bytes: u64, fnv: Option<String>) -> ModelInfo {
+        let gpt2 = cfg.family == crate::model::Family::Gpt2;
         ModelInfo {
             path: path.to_string(),
             name: name.to_string(),
@@ -108,14 +123,24 @@ impl ModelInfo {
             eos_token_id: cfg.eos_token_id,
             weights_bytes,
             weights_fnv1a64: fnv,
+            model_type: cfg.model_type.clone(),
+            // GPT-2's are implied by the rest (0, as in checkpoints written before these fields)
+            n_kv_head: if gpt2 { 0 } else { cfg.n_kv_head },
+            head_dim: if gpt2 { 0 } else { cfg.head_dim },
+            intermediate: if gpt2 { 0 } else { cfg.intermediate },
         }
     }
 
     /// The shape, for messages.
     pub fn shape(&self) -> String {
+        let llama = if self.model_type == "gpt2" {
+            String::new()
+        } else {
+            format!(", {} kv heads, head_dim {}, intermediate {}", self.n_kv_head, self.head_dim, self.intermediate)
+        };
         format!(
-            "{} layers, {} heads, n_embd {}, vocab {}, n_positions {}, eos {}",
-            self.n_layer, self.n_head, self.n_embd, self.vocab_size, self.n_positions, self.eos_token_id
+            "{} {} layers, {} heads{llama}, n_embd {}, vocab {}, n_positions {}, eos {}",
+            self.model_type, self.n_layer, self.n_head, self.n_embd, self.vocab_size, self.n_positions, self.eos_token_id
         )
     }
 
