@@ -21,8 +21,8 @@ struct Cli {
 enum Command {
     /// Train a LoRA adapter (default) or the whole model (--full)
     Train(cli::train::TrainArgs),
-    /// Show the GPU adapters, the chosen one's backend, limits and features
-    Info,
+    /// Show the GPU adapters, the chosen one's backend, limits and features (and a model's shape with --model)
+    Info(cli::info::InfoArgs),
     /// Measure matmul GFLOP/s and training-step time on this device
     Bench(cli::bench::BenchArgs),
     /// Continue a prompt with the model (and optionally a LoRA adapter)
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     let adapter = cli.adapter.as_deref();
     let result = match cli.command {
         Command::Train(args) => cli::train::run(adapter, args),
-        Command::Info => cli::info::run(adapter),
+        Command::Info(args) => cli::info::run(adapter, args),
         Command::Bench(args) => cli::bench::run(adapter, args),
         Command::Generate(args) => cli::generate::run(adapter, args),
         Command::Eval(args) => cli::eval::run(adapter, args),
