@@ -7,7 +7,7 @@ pub mod tokenizer;
 
 pub use batch::{Batch, Batcher};
 pub use records::{Record, TokenStream};
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{SpecialTokens, Tokenizer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
