@@ -471,6 +471,7 @@ fn hostile_tokenizer_files_are_refused_with_the_file_and_field_named() {
         (with_components(&[("post_processor", json!({"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<x>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], "special_tokens": {"<x>": {"id": "<x>", "ids": [4294967295u64], "tokens": ["<x>"]}}}))]), "ids[0]"),
         (with_components(&[("post_processor", json!({"type": "BertProcessing", "cls": ["[CLS]", 0], "sep": "[SEP]"}))]), "post_processor.sep"),
         (with_components(&[("version", json!("2.0"))]), "version"),
+        (with_components(&[("pre_tokenizer", json!({"type": "Sequence", "pretokenizers": vec![json!({"type": "Digits", "individual_digits": true}); 100_000]}))]), "100000 stages"),
     ];
     for (text, what) in &cases {
         let msg = err_text(Tokenizer::from_json(text, "hostile.json"));

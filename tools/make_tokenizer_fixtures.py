@@ -484,6 +484,7 @@ FAMILY_CASES = [
     "▁ ▁▁x ▁y  ▁",
     "<0x41> <0xZZ> < 0x41>",
     "Ġthe ĠĠ Ċ",
+    "HELLO hello ＨＥＬＬＯ Wörld wörld WÖRLD xwörld Wörldx",
 ]
 
 
@@ -536,7 +537,15 @@ VARIANTS = {
             {"type": "Split", "pattern": {"Regex": "\\d+"}, "behavior": "MergedWithNext", "invert": False},
             {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}]},
         "post_processor": {"type": "RobertaProcessing", "sep": ["<|endoftext|>", 0], "cls": ["<|endoftext|>", 0],
-                           "trim_offsets": True, "add_prefix_space": True}}},
+                           "trim_offsets": True, "add_prefix_space": True},
+        # normalized added tokens match (and decode) in their normalized form: "ＨＥＬＬＯ" as "hello"
+        "added_tokens": [
+            {"id": 0, "content": "<|endoftext|>", "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": False, "special": True},
+            {"id": 1000, "content": "ＨＥＬＬＯ", "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": True, "special": False},
+            {"id": 1001, "content": "Wörld", "single_word": True, "lstrip": False, "rstrip": False,
+             "normalized": True, "special": True}]}},
     "mixed_b": {"base": "gpt2like", "set": {
         "normalizer": {"type": "Sequence", "normalizers": [
             {"type": "NFD"}, {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},

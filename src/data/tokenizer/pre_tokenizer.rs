@@ -27,6 +27,9 @@ enum PreTokenizer {
     Metaspace { replacement: char, prepend: Prepend, split: bool },
 }
 
+/// Pre-tokenizers a file may chain (real files use one to three).
+const MAX_STAGES: usize = 64;
+
 /// The pre-tokenizer as a flat list (a Sequence's members in order; empty = none).
 #[derive(Debug, Default)]
 pub(super) struct PreTokenizers(Vec<PreTokenizer>);
@@ -45,6 +48,13 @@ impl PreTokenizers {
         let mut list = Vec::new();
         if let Some(v) = root.get("pre_tokenizer").filter(|v| !v.is_null()) {
             parse_into(v, "pre_tokenizer", name, &mut list)?;
+        }
+        // each stage is one level of recursion when encoding
+        if list.len() > MAX_STAGES {
+            return Err(bad(
+                name,
+                format!("pre_tokenizer has {} stages; at most {MAX_STAGES} are supported", list.len()),
+            ));
         }
         Ok(PreTokenizers(list))
     }
