@@ -527,3 +527,29 @@ fn backtracking_regex_and_missing_unknown_token_do_not_hang_or_panic() {
     assert!(msg.contains("<not-in-vocab>"), "{msg}");
     assert_eq!(tok.encode("Hello \u{10fffd}"), tok.encode("Hello "));
 }
+
+/// Text data starts each record as the tokenizer starts a sequence (transformers' `tokenizer(text)`):
+/// the Llama-2-format file's <s> (its post-processor's template), nothing for Qwen3 (ByteLevel);
+/// a prompt's prefix is not trained on.
+#[test]
+fn text_records_start_with_the_tokenizers_prefix() {
+    let text_data = b"{\"text\": \"Hello world\"}\n";
+    let chat_data = b"{\"prompt\": \"Q: 2+2?\", \"completion\": \" 4\"}\n";
+    for (family, bos) in [("llama2", Some(1u32)), ("qwen3", None)] {
+        let config = read(&format!("{family}/tokenizer_config.json"));
+        let tok = Tokenizer::from_json(&family_json(family), family).unwrap().with_config(&config, family).unwrap();
+        let parse = |data: &[u8]| {
+            webtune::data::Dataset::parse("d.jsonl", "d.jsonl", data, 200_000, &|| Ok((family.to_string(), &tok))).unwrap().records
+        };
+        let (t, pc) = (parse(text_data), parse(chat_data));
+        let prefix: Vec<u32> = bos.into_iter().collect();
+        let text: Vec<u32> = prefix.iter().copied().chain(tok.encode("Hello world")).collect();
+        assert_eq!(t[0].input_ids, text, "{family}");
+        assert_eq!(t[0].input_ids, tok.encode_with_special_tokens("Hello world"), "{family}: as tokenizer(text)");
+        assert_eq!(t[0].labels, None);
+        let (p, c) = (tok.encode("Q: 2+2?"), tok.encode(" 4"));
+        let ids: Vec<u32> = prefix.iter().chain(&p).chain(&c).copied().collect();
+        let labels: Vec<i32> = prefix.iter().chain(&p).map(|_| -100).chain(c.iter().map(|&t| t as i32)).collect();
+        assert_eq!((&pc[0].input_ids, pc[0].labels.as_ref()), (&ids, Some(&labels)), "{family}");
+    }
+}
