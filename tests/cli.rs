@@ -643,14 +643,82 @@ fn unwritable_out_fails_before_training() {
     assert!(stderr.contains("cannot create the folder") && !stderr.contains("training "), "{stderr}");
 }
 
+/// The adapters `webtune info` lists ("  NAME (Backend, DeviceType)"), as (name, backend, type).
+fn listed_adapters(info: &str) -> Vec<(String, String, String)> {
+    info.lines()
+        .skip_while(|l| *l != "GPU adapters:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| {
+            let (name, rest) = l.trim().rsplit_once(" (").unwrap_or_else(|| panic!("adapter line {l:?}"));
+            let (backend, kind) = rest.trim_end_matches(')').split_once(", ").unwrap_or_else(|| panic!("adapter line {l:?}"));
+            (name.to_string(), backend.to_string(), kind.to_string())
+        })
+        .collect()
+}
+
+/// The "chosen: NAME (Backend, DeviceType, driver ...)" line's (name, backend, type).
+fn chosen_adapter(info: &str) -> (String, String, String) {
+    let line = info.lines().find_map(|l| l.strip_prefix("chosen: ")).unwrap_or_else(|| panic!("no 'chosen:' line:\n{info}"));
+    let (head, _) = line.split_once(", driver ").unwrap_or_else(|| panic!("chosen line {line:?}"));
+    let (name, rest) = head.rsplit_once(" (").unwrap();
+    let (backend, kind) = rest.split_once(", ").unwrap();
+    (name.to_string(), backend.to_string(), kind.to_string())
+}
+
+/// `webtune info` names the adapter the README's rule picks from the ones it lists: by default a
+/// discrete GPU before an integrated, virtual, other or CPU one (Vulkan/Metal/DX12 before GL);
+/// with `--gpu PART` or `WEBTUNE_ADAPTER=PART` the first listed whose name contains PART (any case).
+/// A PART that matches nothing is one error naming what there is, and `train` stops before
+/// writing --out; `train --gpu` trains on the adapter it names.
 #[test]
-fn info_names_the_chosen_adapter() {
-    let out = webtune_ok(&["info"]);
-    let stdout = text(&out.stdout);
-    assert!(stdout.contains("GPU adapters:"), "{stdout}");
-    let chosen = stdout
-        .lines()
-        .find(|l| l.starts_with("chosen: "))
-        .unwrap_or_else(|| panic!("no 'chosen:' line:\n{stdout}"));
-    assert!(chosen.len() > "chosen: ".len() + 3, "{chosen}");
+fn info_and_gpu_choose_the_adapter() {
+    let info = text(&webtune_ok(&["info"]).stdout);
+    let listed = listed_adapters(&info);
+    assert!(!listed.is_empty(), "{info}");
+    let rank = |kind: &str| ["DiscreteGpu", "IntegratedGpu", "VirtualGpu", "Other", "Cpu"].iter().position(|k| *k == kind).unwrap();
+    let best = listed.iter().min_by_key(|a| (rank(&a.2), a.1 == "Gl")).unwrap();
+    assert_eq!(&chosen_adapter(&info), best, "the default choice among {listed:?}");
+
+    // by a part of a name, in another case: every listed name's first word
+    for (name, _, _) in &listed {
+        let part = name.split_whitespace().next().unwrap().to_uppercase();
+        let want = listed.iter().find(|a| a.0.to_lowercase().contains(&part.to_lowercase())).unwrap();
+        let by_flag = text(&webtune_ok(&["info", "--gpu", &part]).stdout);
+        assert_eq!(&chosen_adapter(&by_flag), want, "--gpu {part}");
+        let by_env = std::process::Command::new(env!("CARGO_BIN_EXE_webtune")).arg("info").env("WEBTUNE_ADAPTER", &part).output().unwrap();
+        assert!(by_env.status.success(), "{}", text(&by_env.stderr));
+        assert_eq!(&chosen_adapter(&text(&by_env.stdout)), want, "WEBTUNE_ADAPTER={part}");
+    }
+
+    // a name that matches nothing
+    let errors = |out: &std::process::Output| -> Vec<String> {
+        text(&out.stderr).lines().filter(|l| !is_loader_noise(l)).map(String::from).collect()
+    };
+    let no_such = "no-such-gpu-3f9";
+    let r = webtune(&["info", "--gpu", no_such]);
+    assert_eq!(r.status.code(), Some(1));
+    let lines = errors(&r);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("error: ") && lines[0].contains(&format!("'{no_such}'")), "{lines:?}");
+    for (name, _, _) in &listed {
+        assert!(lines[0].contains(name.as_str()), "the error lists {name}: {}", lines[0]);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let (model, data) = (model_dir(), data_file());
+    let args = ["train", "--model", s(&model), "--data", s(&data), "--out", s(&out), "--steps", "1", "--batch", "2", "--seq", "16"];
+    let r = std::process::Command::new(env!("CARGO_BIN_EXE_webtune")).args(args).env("WEBTUNE_ADAPTER", no_such).output().unwrap();
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r.stderr));
+    assert!(errors(&r).len() == 1 && errors(&r)[0].contains(no_such), "{:?}", errors(&r));
+    assert!(!out.exists(), "--out was created");
+
+    // train on the adapter --gpu names
+    let (name, _, _) = &listed[listed.len() - 1];
+    let part = name.split_whitespace().next().unwrap();
+    let want = listed.iter().find(|a| a.0.to_lowercase().contains(&part.to_lowercase())).unwrap();
+    let mut with_gpu = vec!["--gpu", part];
+    with_gpu.extend(args);
+    let r = webtune_ok(&with_gpu);
+    assert!(text(&r.stderr).contains(&format!("training a LoRA adapter on {} (", want.0)), "{}", text(&r.stderr));
 }

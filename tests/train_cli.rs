@@ -762,3 +762,60 @@ fn eval_loss_is_the_mean_over_counted_positions() {
         assert!(!never.exists(), "{extra:?}: --out was created");
     }
 }
+
+/// Without a terminal, progress goes to stderr as a plain line every `--log-every` steps (10 by
+/// default) and after the last step, with that step's loss, lr and grad norm (as --log-json has
+/// them); a summary line ends the run. `--keep-checkpoints 0` keeps every checkpoint.
+#[test]
+fn progress_lines_follow_log_every_and_a_summary_ends_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // "step     2/5  loss 4.5723  lr 1.000e-2  grad_norm 0.289  238 tok/s  ETA 0s" -> (step, loss, lr, norm)
+    let progress = |stderr: &str, total: u32| -> Vec<(u32, f32, f32, f32)> {
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("step ") && l.contains("  loss "))
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                assert_eq!((w[2], w[4], w[6]), ("loss", "lr", "grad_norm"), "{l}");
+                let (step, of) = w[1].split_once('/').unwrap();
+                assert_eq!(of, total.to_string(), "{l}");
+                (step.parse().unwrap(), w[3].parse().unwrap(), w[5].parse().unwrap(), w[7].parse().unwrap())
+            })
+            .collect()
+    };
+    for (steps, every, want) in [(5u32, Some("2"), vec![2u32, 4, 5]), (12, None, vec![10, 12])] {
+        let (out, log) = (t.join(format!("out{steps}")), t.join(format!("log{steps}.jsonl")));
+        let mut extra = vec!["--steps".to_string(), steps.to_string()];
+        extra.extend(args(&["--batch", "2", "--seq", "16", "--lr", "1e-2", "--save-every", "1", "--keep-checkpoints", "0"]));
+        if let Some(n) = every {
+            extra.extend(args(&["--log-every", n]));
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let r = webtune_ok(&train_args(&out, &log, &data_file(), &extra));
+        let stderr = text(&r.stderr);
+        let lines = progress(&stderr, steps);
+        assert_eq!(lines.iter().map(|l| l.0).collect::<Vec<_>>(), want, "progress lines with --log-every {every:?}:\n{stderr}");
+        let logged: Vec<serde_json::Value> = log_lines(&log).into_iter().filter(|v| v.get("loss").is_some()).collect();
+        for (step, loss, lr, norm) in &lines {
+            let v = &logged[*step as usize - 1];
+            let f = |k: &str| v[k].as_f64().unwrap() as f32;
+            assert!((loss - f("loss")).abs() <= 5e-5, "step {step}: loss {loss} vs the log's {}", f("loss"));
+            assert!((lr - f("lr")).abs() <= 5e-4 * f("lr"), "step {step}: lr {lr} vs the log's {}", f("lr"));
+            assert!((norm - f("grad_norm")).abs() <= 5e-4, "step {step}: grad_norm {norm} vs the log's {}", f("grad_norm"));
+        }
+        let summary = stderr.lines().rfind(|l| !l.contains("XDG_RUNTIME_DIR")).unwrap();
+        let last = logged.last().unwrap()["loss"].as_f64().unwrap() as f32;
+        let want_start = format!("done: {steps} steps in ");
+        let want_end = format!(
+            "last loss {last:.4}; saved the LoRA adapter (adapter_config.json, adapter_model.safetensors) to {}",
+            out.display()
+        );
+        assert!(summary.starts_with(&want_start) && summary.ends_with(&want_end), "summary line: {summary}");
+        // --keep-checkpoints 0: all of them
+        let want: Vec<String> = (1..=steps).map(|s| format!("checkpoint-{s}")).collect();
+        let mut got = list(&out);
+        got.sort_by_key(|n| n["checkpoint-".len()..].parse::<u32>().unwrap());
+        assert_eq!(got, want);
+    }
+}
