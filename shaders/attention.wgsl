@@ -3,7 +3,7 @@
 // shaders/matmul.wgsl; src/kernels/attention.rs composes them.
 //
 // One workgroup of 64 threads per row r (query t = r % T); threads stride over the
-// keys s and combine their partial results with a tree reduction in shared memory.
+// keys s and combine their partial results with the workgroup reductions of shaders/lib/reduce.wgsl.
 // Keys after the query (s > t) are masked: their output is written as 0.
 
 const WG: u32 = 64u;
@@ -19,36 +19,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> att: array<f32>;   // backward: the saved probabilities
 @group(0) @binding(2) var<storage, read_write> x: array<f32>; // forward: scores -> probs; backward: datt -> dscores
 
-var<workgroup> red: array<f32, WG>;
-
-fn reduce_max(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] = max(red[lid], red[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier(); // red is reused by the next reduction
-    return r;
-}
-
-fn reduce_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
 // x[row, s] = exp(x[row, s] - max) / Σ exp(..) over s <= t, 0 for s > t.
 @compute @workgroup_size(64)
 fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -63,12 +33,12 @@ fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     for (var s = lid; s <= t; s += WG) {
         m = max(m, x[base + s]);
     }
-    m = reduce_max(lid, m);
+    m = wg_max(lid, m);
     var sum = 0.0;
     for (var s = lid; s <= t; s += WG) {
         sum += exp(x[base + s] - m);
     }
-    sum = reduce_sum(lid, sum);
+    sum = wg_sum(lid, sum);
     let inv = 1.0 / sum;
     for (var s = lid; s < p.t; s += WG) {
         var v = 0.0;
@@ -94,7 +64,7 @@ fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     for (var s = lid; s <= t; s += WG) {
         dot += att[base + s] * x[base + s];
     }
-    dot = reduce_sum(lid, dot);
+    dot = wg_sum(lid, dot);
     for (var s = lid; s < p.t; s += WG) {
         var v = 0.0;
         if (s <= t) {
@@ -176,13 +146,13 @@ fn decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
             }
             score = dot * scale;
         }
-        let m_new = max(m, reduce_max(lid, score));
+        let m_new = max(m, wg_max(lid, score));
         var e = 0.0;
         if (s < n) {
             e = exp(score - m_new);
         }
         probs[lid] = e;
-        let chunk_sum = reduce_sum(lid, e); // its barriers also publish probs
+        let chunk_sum = wg_sum(lid, e); // its barriers also publish probs
         let corr = exp(m - m_new);
         l = l * corr + chunk_sum;
         acc *= corr;

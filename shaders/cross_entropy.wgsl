@@ -1,7 +1,7 @@
 // Softmax cross-entropy over rows of a logits chunk, forward and backward in one pass
 // pair, f32. One workgroup per row:
 //   1. each invocation keeps an online (max, Σ exp(z - max)) over a strided slice of
-//      the row; a tree reduction in workgroup memory merges the 256 pairs into lse;
+//      the row; wg_logsumexp (shaders/lib/reduce.wgsl) merges the 256 pairs into lse;
 //   2. losses[row0 + r] = lse - z[target] (0 for an ignored row: target < 0 or >= v);
 //   3. if backward, the row becomes dlogits = (softmax - onehot) * scale[0] in place
 //      (all zeros for an ignored row).
@@ -23,8 +23,7 @@ struct Params {
 
 const NEG_BIG: f32 = -3.0e38;
 
-var<workgroup> wmax: array<f32, 256>;
-var<workgroup> wsum: array<f32, 256>;
+const WG: u32 = 256u; // reductions: shaders/lib/reduce.wgsl
 
 @compute @workgroup_size(256)
 fn ce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -56,22 +55,7 @@ fn ce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
             s = s + exp(z - mx);
         }
     }
-    wmax[lid] = mx;
-    wsum[lid] = s;
-    workgroupBarrier();
-    for (var off = 128u; off > 0u; off = off >> 1u) {
-        if (lid < off) {
-            let m2 = wmax[lid + off];
-            let s2 = wsum[lid + off];
-            let mm = max(mx, m2);
-            s = s * exp(mx - mm) + s2 * exp(m2 - mm);
-            mx = mm;
-            wmax[lid] = mx;
-            wsum[lid] = s;
-        }
-        workgroupBarrier();
-    }
-    let lse = wmax[0] + log(wsum[0]);
+    let lse = wg_logsumexp(lid, mx, s);
 
     if (valid && (y & 255u) == lid) {
         losses[p.row0 + r] = lse - zy;
@@ -89,23 +73,14 @@ fn ce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
 }
 
-var<workgroup> red: array<f32, 256>;
-
 @compute @workgroup_size(256)
 fn loss_sum(@builtin(local_invocation_index) lid: u32) {
     var s = 0.0;
     for (var i = lid; i < p.rows; i = i + 256u) {
         s = s + losses[i];
     }
-    red[lid] = s;
-    workgroupBarrier();
-    for (var off = 128u; off > 0u; off = off >> 1u) {
-        if (lid < off) {
-            red[lid] = red[lid] + red[lid + off];
-        }
-        workgroupBarrier();
-    }
+    let total = wg_sum(lid, s);
     if (lid == 0u) {
-        loss[0] = scale[0] * red[0];
+        loss[0] = scale[0] * total;
     }
 }

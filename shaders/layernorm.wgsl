@@ -1,7 +1,7 @@
 // LayerNorm over rows of width c, PyTorch semantics (biased variance, eps inside the sqrt):
 //   y = (x - mean) * rstd * gamma + beta,  rstd = 1 / sqrt(var + eps).
 // forward:         one workgroup per row; mean, then the variance around it (two passes
-//                  over the row, tree reductions in workgroup memory); saves mean and rstd.
+//                  over the row, workgroup tree sums from shaders/lib/reduce.wgsl); saves mean and rstd.
 // backward_dx:     one workgroup per row; dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
 //                  with g = dy * gamma; overwrites dx or adds to it.
 // dparams_*:       dgamma += sum_i dy * xhat, dbeta += sum_i dy: a column reduction over rows
@@ -21,8 +21,7 @@ struct Params {
     pad: u32,
 }
 
-const WG: u32 = 256u;
-const COLS: u32 = 64u;  // columns per dparams workgroup; WG / COLS = 4 row lanes
+const WG: u32 = 256u; // COLS (columns per dparams workgroup) = 64: 4 row lanes (shaders/lib/reduce.wgsl)
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -39,38 +38,6 @@ const COLS: u32 = 64u;  // columns per dparams workgroup; WG / COLS = 4 row lane
 @group(0) @binding(12) var<storage, read_write> dbeta: array<f32>;
 @group(0) @binding(13) var<storage, read_write> partial: array<f32>;  // [chunks, 2, c]
 
-var<workgroup> red: array<f32, 256>;
-var<workgroup> red2: array<vec2<f32>, 256>;
-
-// Sum of v over the workgroup (tree reduction); every invocation gets the total.
-fn sum_wg(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
-
-fn sum2_wg(lid: u32, v: vec2<f32>) -> vec2<f32> {
-    red2[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red2[lid] = red2[lid] + red2[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red2[0];
-    workgroupBarrier();
-    return total;
-}
-
 @compute @workgroup_size(256)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
@@ -84,13 +51,13 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     for (var j = lid; j < p.c; j += WG) {
         s += x[base + j];
     }
-    let m = sum_wg(lid, s) * inv_c;
+    let m = wg_sum(lid, s) * inv_c;
     var v = 0.0;
     for (var j = lid; j < p.c; j += WG) {
         let d = x[base + j] - m;
         v += d * d;
     }
-    let r = 1.0 / sqrt(sum_wg(lid, v) * inv_c + p.eps);
+    let r = 1.0 / sqrt(wg_sum(lid, v) * inv_c + p.eps);
     for (var j = lid; j < p.c; j += WG) {
         y[base + j] = (x[base + j] - m) * r * gamma[j] + beta[j];
     }
@@ -116,7 +83,7 @@ fn backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         let g = dy[base + j] * gamma[j];
         a += vec2<f32>(g, g * xh);
     }
-    let s = sum2_wg(lid, a) * (1.0 / f32(p.c));
+    let s = wg_sum2(lid, a) * (1.0 / f32(p.c));
     for (var j = lid; j < p.c; j += WG) {
         let xh = (x[base + j] - m) * r;
         let g = dy[base + j] * gamma[j];
@@ -140,10 +107,7 @@ fn dparams_block(lid: u32, block: u32, r0: u32, r1: u32) -> vec2<f32> {
             a += vec2<f32>((x[i * p.c + j] - mean_in[i]) * rstd_in[i] * d, d);
         }
     }
-    red2[lid] = a;
-    workgroupBarrier();
-    let k = lid % COLS;
-    return ((red2[k] + red2[k + COLS]) + red2[k + 2u * COLS]) + red2[k + 3u * COLS];
+    return lanes_sum2(lid, a);
 }
 
 @compute @workgroup_size(256)

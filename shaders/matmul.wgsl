@@ -6,8 +6,9 @@
 // (As[k][m/4], Bs[k][n/4]), so per k the inner product reads two vec4s of A and two
 // of B and does 64 fused multiply-adds with them.
 //
-// Layout comes from the two template constants below (src/kernels/matmul.rs rewrites
-// them): TA = A stored [k, m]; TB = B stored [n, k]. Any m, n, k (odd, 1) is handled:
+// Layout and tile sizes are template placeholders that src/kernels/matmul.rs fills (it owns
+// the values): TA = A stored [k, m]; TB = B stored [n, k]; BM x BN = the tile of C, BK = its
+// K step. The thread layout below is written for BM = BN = 64, BK = 16. Any m, n, k (odd, 1) is handled:
 // loads outside the matrix read 0 and stores outside it are skipped.
 //
 // Workgroups: one per (batch, tile row, tile column), linear id wid.x + wid.y * nwg.x
@@ -19,12 +20,12 @@
 // 2: op(A)[row, kk] is zero for kk > row: the k loop stops after the tile's last row.
 // 3: op(A)[row, kk] is zero for kk < row: the k loop starts at the tile's first row.
 
-const TA: bool = false;
-const TB: bool = false;
+const TA: bool = {{TA}};
+const TB: bool = {{TB}};
 
-const BM: u32 = 64u;
-const BN: u32 = 64u;
-const BK: u32 = 16u;
+const BM: u32 = {{BM}}u;
+const BN: u32 = {{BN}}u;
+const BK: u32 = {{BK}}u;
 
 struct Params {
     m: u32,
@@ -58,8 +59,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 
-var<workgroup> As: array<vec4<f32>, 256>; // [BK][BM / 4]
-var<workgroup> Bs: array<vec4<f32>, 256>; // [BK][BN / 4]
+var<workgroup> As: array<vec4<f32>, BK * BM / 4u>; // [BK][BM / 4]
+var<workgroup> Bs: array<vec4<f32>, BK * BN / 4u>; // [BK][BN / 4]
 
 // A[row, col] of op(A) (row < m, col = k index), 0 outside.
 fn load_a(base: u32, row: u32, kk: u32) -> f32 {

@@ -39,17 +39,7 @@ struct Step {
 @group(0) @binding(8) var<storage, read_write> m: array<f32>;
 @group(0) @binding(9) var<storage, read_write> v: array<f32>;
 
-var<workgroup> red: array<f32, 256>;
-
-// Tree sum of red[0..256]; every invocation calls it; the result lands in red[0].
-fn tree_sum(lid: u32) {
-    for (var off = 128u; off > 0u; off = off >> 1u) {
-        if (lid < off) {
-            red[lid] = red[lid] + red[lid + off];
-        }
-        workgroupBarrier();
-    }
-}
+const WG: u32 = 256u; // reductions: shaders/lib/reduce.wgsl
 
 @compute @workgroup_size(256)
 fn sumsq_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -68,11 +58,9 @@ fn sumsq_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
         let a = grad[i];
         s0 = s0 + a * a;
     }
-    red[lid] = s0 + s1;
-    workgroupBarrier();
-    tree_sum(lid);
+    let total = wg_sum(lid, s0 + s1);
     if (lid == 0u) {
-        partials[p.offset + wid.x] = red[0];
+        partials[p.offset + wid.x] = total;
     }
 }
 
@@ -82,11 +70,9 @@ fn norm_finish(@builtin(local_invocation_index) lid: u32) {
     for (var i = lid; i < p.n; i = i + 256u) {
         s = s + partials[i];
     }
-    red[lid] = s;
-    workgroupBarrier();
-    tree_sum(lid);
+    let total = wg_sum(lid, s);
     if (lid == 0u) {
-        let norm = sqrt(red[0]);
+        let norm = sqrt(total);
         var c = 1.0;
         if (p.max_norm > 0.0) {
             c = min(1.0, p.max_norm / (norm + 1e-6));

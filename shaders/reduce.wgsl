@@ -14,15 +14,12 @@ struct Params {
     pad1: u32,
 }
 
-const WG: u32 = 256u;
-const COLS: u32 = 64u;  // columns per workgroup; WG / COLS = 4 row lanes
+const WG: u32 = 256u; // COLS (columns per workgroup) = 64: 4 row lanes (shaders/lib/reduce.wgsl)
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;
-
-var<workgroup> red: array<f32, 256>;
 
 // Sum over rows [r0, r1) of column `block * COLS + lid % COLS`; meaningful where lid < COLS.
 fn column_block(lid: u32, block: u32, r0: u32, r1: u32) -> f32 {
@@ -33,10 +30,7 @@ fn column_block(lid: u32, block: u32, r0: u32, r1: u32) -> f32 {
             a += x[i * p.cols + j];
         }
     }
-    red[lid] = a;
-    workgroupBarrier();
-    let k = lid % COLS;
-    return ((red[k] + red[k + COLS]) + red[k + 2u * COLS]) + red[k + 3u * COLS];
+    return lanes_sum(lid, a);
 }
 
 fn store(j: u32, s: f32) {

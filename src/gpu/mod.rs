@@ -68,14 +68,18 @@ impl std::fmt::Display for AdapterReport {
     }
 }
 
+/// A compiled shader variant and naga's validated module of it (for binding reflection;
+/// None if naga rejects it, in which case wgpu reports the error when the pipeline is made).
+struct Module(wgpu::ShaderModule, Option<(naga::Module, naga::valid::ModuleInfo)>);
+
 /// Device, queue and the caches every kernel shares.
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub report: AdapterReport,
     pub limits: wgpu::Limits,
-    modules: RefCell<HashMap<String, Rc<wgpu::ShaderModule>>>,
-    pipelines: RefCell<HashMap<String, Rc<wgpu::ComputePipeline>>>,
+    modules: RefCell<HashMap<String, Rc<Module>>>,
+    kernels: RefCell<HashMap<String, Kernel>>,
     first_error: Arc<Mutex<Option<String>>>,
     /// Bytes of every tensor created on this device so far (see [`Gpu::allocated_bytes`]).
     allocated: std::cell::Cell<u64>,
@@ -138,7 +142,7 @@ impl Gpu {
             report,
             limits,
             modules: RefCell::new(HashMap::new()),
-            pipelines: RefCell::new(HashMap::new()),
+            kernels: RefCell::new(HashMap::new()),
             first_error,
             allocated: std::cell::Cell::new(0),
         })
@@ -223,47 +227,49 @@ impl Gpu {
         }
     }
 
-    /// A compute pipeline for `entry` in the WGSL `source`, compiled once per
-    /// (`key`, entry, constants) and cached. `key` names the shader variant
-    /// (file name plus any template parameters); `constants` set `override`s.
-    pub fn pipeline(
-        &self,
-        key: &str,
-        source: &dyn Fn() -> String,
-        entry: &str,
-        constants: &[(&str, f64)],
-    ) -> Rc<wgpu::ComputePipeline> {
-        let mut pkey = format!("{key}::{entry}");
+    /// The kernel `entry` of a WGSL source: its pipeline and the bindings naga finds it
+    /// uses, made once per (`key`, entry, constants) and cached, so `source` is rendered and
+    /// reflected only the first time. `key` names the shader variant (file name plus any
+    /// template parameters, e.g. "matmul:nt"); `constants` set `override`s.
+    pub fn kernel(&self, key: &str, source: &dyn Fn() -> String, entry: &str, constants: &[(&str, f64)]) -> Kernel {
+        let mut kkey = format!("{key}::{entry}");
         for (k, v) in constants {
-            pkey.push_str(&format!(":{k}={v}"));
+            kkey.push_str(&format!(":{k}={v}"));
         }
-        if let Some(p) = self.pipelines.borrow().get(&pkey) {
-            return p.clone();
+        if let Some(k) = self.kernels.borrow().get(&kkey) {
+            return k.clone();
         }
-        let module = self.module(key, source);
+        let (module, used) = self.module(key, source, entry);
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&pkey),
+            label: Some(&kkey),
             layout: None,
-            module: &module,
+            module: &module.0,
             entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: true },
             cache: None,
         });
-        let pipeline = Rc::new(pipeline);
-        self.pipelines.borrow_mut().insert(pkey, pipeline.clone());
-        pipeline
+        let kernel = Kernel { pipeline: Rc::new(pipeline), used_bindings: Rc::new(used) };
+        self.kernels.borrow_mut().insert(kkey, kernel.clone());
+        kernel
     }
 
-    fn module(&self, key: &str, source: &dyn Fn() -> String) -> Rc<wgpu::ShaderModule> {
-        if let Some(m) = self.modules.borrow().get(key) {
-            return m.clone();
-        }
-        let module = Rc::new(self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(key),
-            source: wgpu::ShaderSource::Wgsl(source().into()),
-        }));
-        self.modules.borrow_mut().insert(key.to_string(), module.clone());
-        module
+    /// The module of shader variant `key` (compiled once) and the group-0 bindings `entry` uses.
+    fn module(&self, key: &str, source: &dyn Fn() -> String, entry: &str) -> (Rc<Module>, Vec<u32>) {
+        let module = match self.modules.borrow().get(key) {
+            Some(m) => m.clone(),
+            None => {
+                let text = source();
+                let naga = shaders::parse(&text);
+                let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(key),
+                    source: wgpu::ShaderSource::Wgsl(text.into()),
+                });
+                Rc::new(Module(module, naga))
+            }
+        };
+        self.modules.borrow_mut().entry(key.to_string()).or_insert_with(|| module.clone());
+        let used = module.1.as_ref().map(|m| shaders::used_bindings(m, entry)).unwrap_or_default();
+        (module, used)
     }
 
     /// Fails with a clear message if one buffer of `bytes` cannot be bound on this GPU.

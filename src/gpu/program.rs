@@ -75,13 +75,6 @@ impl Program {
 }
 
 impl Gpu {
-    /// The kernel `entry` of a WGSL source, compiled once and cached. `key` names the
-    /// source variant (e.g. "matmul" or "matmul:nt"); `constants` fill `override`s.
-    pub fn kernel(&self, key: &str, source: &dyn Fn() -> String, entry: &str, constants: &[(&str, f64)]) -> Kernel {
-        let used = super::shaders::used_bindings(&source(), entry);
-        Kernel { pipeline: self.pipeline(key, source, entry, constants), used_bindings: Rc::new(used) }
-    }
-
     /// Prepares a dispatch. `params` (a `#[repr(C)]` Pod struct's bytes) go into a new
     /// uniform buffer at binding 0; `buffers` are (binding, buffer) pairs. Bindings that
     /// this entry point does not use are left out, so one binding list serves every

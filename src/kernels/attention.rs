@@ -8,6 +8,7 @@
 //! ([`Causal`]), so tiles above the diagonal are neither computed nor read.
 
 use super::matmul::{matmul_causal, Causal, Matmul};
+use crate::gpu::shaders::{reduce_lib, Template};
 use crate::gpu::{grid, Gpu, Program, Tensor};
 
 /// The largest head dimension [`attention_decode`] supports (shaders/attention.wgsl `MAX_HD`).
@@ -16,7 +17,7 @@ pub const DECODE_MAX_HEAD_DIM: usize = 256;
 const SRC: &str = include_str!("../../shaders/attention.wgsl");
 
 fn source() -> String {
-    SRC.to_string()
+    Template::new("attention", SRC).lib(&reduce_lib()).render()
 }
 
 pub fn variants() -> Vec<(String, String)> {

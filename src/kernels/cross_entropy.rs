@@ -2,12 +2,13 @@
 //! matmul kernel), computed in row chunks so the [n, V] logits never exist.
 
 use super::matmul::{matmul, Matmul};
+use crate::gpu::shaders::{reduce_lib, Template};
 use crate::gpu::{grid, Gpu, Program, Tensor};
 
 const SRC: &str = include_str!("../../shaders/cross_entropy.wgsl");
 
 fn source() -> String {
-    SRC.to_string()
+    Template::new("cross_entropy", SRC).lib(&reduce_lib()).render()
 }
 
 pub fn variants() -> Vec<(String, String)> {

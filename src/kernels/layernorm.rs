@@ -3,6 +3,7 @@
 //! backward. Backward: dx per row; dgamma/dbeta by an atomic-free column reduction over
 //! rows (see [`super::reduce`] for the chunking), so results are deterministic.
 
+use crate::gpu::shaders::{reduce_lib, Template};
 use crate::gpu::{grid, groups, Gpu, Program, Tensor};
 
 use super::reduce::{row_chunks, scratch, COLS};
@@ -10,7 +11,7 @@ use super::reduce::{row_chunks, scratch, COLS};
 const SRC: &str = include_str!("../../shaders/layernorm.wgsl");
 
 fn source() -> String {
-    SRC.to_string()
+    Template::new("layernorm", SRC).lib(&reduce_lib()).render()
 }
 
 pub fn variants() -> Vec<(String, String)> {

@@ -1,14 +1,17 @@
 //! Batched, strided matmul (shaders/matmul.wgsl): C = alpha · op(A) · op(B) + beta · C,
 //! plus an optional bias[n] added to every row. The layout (NN, NT, TN) picks a shader
-//! variant by text substitution of the template constants `TA` / `TB`.
+//! variant: the template's `{{TA}}` / `{{TB}}` placeholders, filled here with the tile sizes.
 
+use crate::gpu::shaders::Template;
 use crate::gpu::{grid, Gpu, Program, Tensor};
 
 const SRC: &str = include_str!("../../shaders/matmul.wgsl");
 
-/// Rows and columns of C that one workgroup computes (must match the shader).
+/// Rows and columns of C that one workgroup computes, and the K step (the shader's thread
+/// layout is written for these).
 const BM: usize = 64;
 const BN: usize = 64;
+const BK: usize = 16;
 
 /// The layouts the shader supports: (ta, tb).
 const LAYOUTS: [(bool, bool); 3] = [(false, false), (false, true), (true, false)];
@@ -23,8 +26,7 @@ fn key(ta: bool, tb: bool) -> &'static str {
 }
 
 fn source(ta: bool, tb: bool) -> String {
-    SRC.replacen("const TA: bool = false;", &format!("const TA: bool = {ta};"), 1)
-        .replacen("const TB: bool = false;", &format!("const TB: bool = {tb};"), 1)
+    Template::new(key(ta, tb), SRC).set("TA", ta).set("TB", tb).set("BM", BM).set("BN", BN).set("BK", BK).render()
 }
 
 pub fn variants() -> Vec<(String, String)> {

@@ -3,14 +3,14 @@
 //! rows; with more than one chunk, partials go to a scratch buffer (made once, at plan
 //! time) and a second pass adds them in chunk order.
 
+use crate::gpu::shaders::{reduce_lib, Template};
 use crate::gpu::{grid, groups, Gpu, Program, Tensor};
 
 const SRC: &str = include_str!("../../shaders/reduce.wgsl");
-/// Columns per workgroup (`COLS` in the shader).
-pub(crate) const COLS: usize = 64;
+pub(crate) use crate::gpu::shaders::COLS;
 
 fn source() -> String {
-    SRC.to_string()
+    Template::new("reduce", SRC).lib(&reduce_lib()).render()
 }
 
 pub fn variants() -> Vec<(String, String)> {

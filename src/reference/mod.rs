@@ -3,4 +3,5 @@
 //! differences in its own tests.
 
 pub mod gpt2;
+pub mod llama;
 pub mod ops;
