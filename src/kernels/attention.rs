@@ -14,8 +14,8 @@
 //! [max_len, nkv·hd].
 //!
 //! Tiles: the shader is a template over the padded head dim HDP (16, 32, 64, 128 or 256; the
-//! smallest that holds hd): a workgroup of TR x HDP/16 threads, each holding 4 rows x 16
-//! head-dim columns of output in registers (see the shader's header).
+//! smallest that holds hd): a workgroup of TR x HDP/8 threads, each holding 8 rows x 8
+//! head-dim columns of output and 8 x 4 scores in registers (see the shader's header).
 
 use super::View;
 use crate::gpu::shaders::{reduce_lib, Template};
@@ -29,16 +29,19 @@ const SRC: &str = include_str!("../../shaders/attention.wgsl");
 /// The padded head dims there are variants for.
 const PADDED: [usize; 5] = [16, 32, 64, 128, 256];
 
-/// Tile parameters of the variant for padded head dim `hdp`: thread rows TR (a tile has 4·TR
-/// rows), the head-dim slice DK of the score products, the rows KC of the value-side operand
-/// staged at once. Chosen so the workgroup memory stays under WebGPU's default 16 KiB.
+/// Tile parameters of the variant for padded head dim `hdp` (the shader's layout gives HDP/8
+/// threads per row group, each with 8 rows): row groups TR (a tile has 8·TR rows), the
+/// head-dim slice DK of the score products, the rows KC of the value-side operand staged at
+/// once. Chosen for 64 threads (fewer for small head dims) and workgroup memory under
+/// WebGPU's default 16 KiB.
 fn tiles(hdp: usize) -> (usize, usize, usize) {
     let tr = match hdp {
-        128 => 8,
-        256 => 4,
-        _ => 16,
+        128 => 4,
+        256 => 2,
+        _ => 8,
     };
-    (tr, 16, (512 / hdp).min(hdp / 4))
+    let dk = if hdp == 256 { 8 } else { 16 };
+    (tr, dk, (hdp / 2).min(1024 / hdp))
 }
 
 fn padded(hd: usize) -> usize {
@@ -198,9 +201,9 @@ fn prepare(d: &Attention, x: &Qkv, out: &Tensor, lse: &Tensor) -> bool {
     d.b > 0 && d.t > 0 && Attention::check_heads(d.nh, d.nkv, d.hd).is_ok()
 }
 
-/// Rows of one tile (4·TR) for head dim `hd`.
+/// Rows of one tile (8·TR) for head dim `hd`.
 fn tile_rows(hd: usize) -> usize {
-    4 * tiles(padded(hd)).0
+    8 * tiles(padded(hd)).0
 }
 
 /// out [N, nh·hd] = softmax(scale·q·kᵀ, causal)·v per head; lse [B, nh, T] is kept for backward.
@@ -426,8 +429,8 @@ mod tests {
             let hdp = padded(hd);
             assert!(hdp >= hd && PADDED.contains(&hdp), "hd {hd} -> {hdp}");
             let (tr, dk, kc) = tiles(hdp);
-            // the shader's layout: BC = HDP/4 columns per block, staged KC rows at a time
-            assert!(tr * hdp / 16 <= 256 && (hdp / 4).is_multiple_of(kc) && dk > 0, "hd {hd}");
+            // the shader's layout: TR x HDP/8 threads, BC = HDP/2 columns per block staged KC rows at a time
+            assert!(tr * hdp / 8 <= 256 && (hdp / 2).is_multiple_of(kc) && dk > 0, "hd {hd}");
         }
     }
 }
