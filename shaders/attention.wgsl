@@ -71,6 +71,9 @@ struct Params {
 @group(0) @binding(11) var<storage, read_write> dv: array<f32>;
 @group(0) @binding(12) var<storage, read_write> delta_out: array<f32>; // the dq pass writes it
 @group(0) @binding(13) var<storage, read> delta: array<f32>;          // the dk/dv pass reads it
+// dk and dv when they are views of one buffer (GPT-2's packed dqkv): WebGPU forbids binding a
+// buffer to two writable bindings of one dispatch.
+@group(0) @binding(17) var<storage, read_write> dkv: array<f32>;
 
 // stage: As [BR/4][DK] at 0 and Bs [DK][BC/4] after it while scores run; Cs [KC][HD4] at 0
 // during a product; two vec4 per thread (its 8 rows) during a row reduction; decoding keeps
@@ -426,6 +429,16 @@ fn store_dv(a: Acc, f: f32, b: u32, head: u32, r0: u32, lid: u32) {
     }
 }
 
+fn store_dkv(a: Acc, f: f32, off: u32, ld: u32, b: u32, head: u32, r0: u32, lid: u32) {
+    var rows = acc_rows(a);
+    for (var n = 0u; n < 64u; n++) {
+        let e = at(n, r0, lid);
+        if (e.x < p.t && e.y < p.hd) {
+            dkv[off + (b * p.t + e.x) * ld + head * p.hd + e.y] = f * rows[n / 8u][(n / 4u) % 2u][n % 4u];
+        }
+    }
+}
+
 // lse and delta of the 4 queries t0.. of (sequence, head) z, 0 past T.
 fn lse4(z: u32, t0: u32) -> vec4<f32> {
     var r = vec4<f32>(0.0);
@@ -558,18 +571,24 @@ fn backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
 // Backward, pass 2: dk and dv. One workgroup per (b, key/value head g, tile of BR keys); rows
 // are keys, columns queries. For each query head of the group in order, over query blocks from
 // the diagonal on: Pᵀ = exp(scale·k·qᵀ - lse), dv += Pᵀ·dout, dPᵀ = v·doutᵀ,
-// dSᵀ = Pᵀ ∘ (dPᵀ - delta), dk += dSᵀ·q; dk *= scale.
-@compute @workgroup_size(TWG)
-fn backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    let id = wid.x + wid.y * nwg.x;
-    if (id >= p.total) {
-        return;
-    }
+// dSᵀ = Pᵀ ∘ (dPᵀ - delta), dk += dSᵀ·q; dk *= scale (by the stores). Two entry points
+// differ only in where they store: dk and dv in buffers of their own, or in one.
+struct KeyGrads {
+    dk: Acc,
+    dv: Acc,
+}
+
+// Sequence, kv head and first key of workgroup `id`.
+fn key_tile(id: u32) -> vec3<u32> {
     let zk = id / p.blocks; // b·nkv + g
-    let r0 = (id % p.blocks) * BR;
-    let b = zk / p.nkv;
-    let g = zk % p.nkv;
+    return vec3<u32>(zk / p.nkv, zk % p.nkv, (id % p.blocks) * BR);
+}
+
+fn key_grads(id: u32, lid: u32) -> KeyGrads {
+    let kt = key_tile(id);
+    let b = kt.x;
+    let g = kt.y;
+    let r0 = kt.z;
     let group = p.nh / p.nkv;
     let i0 = r0 + 8u * (lid / TC);
     let j_lane = 4u * (lid % TC);
@@ -588,8 +607,33 @@ fn backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             acc_k = acc_product(acc_k, SRC_Q, h, b, c0, lid);
         }
     }
-    store_dk(acc_k, p.scale, b, g, r0, lid);
-    store_dv(acc_v, 1.0, b, g, r0, lid);
+    return KeyGrads(acc_k, acc_v);
+}
+
+@compute @workgroup_size(TWG)
+fn backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let id = wid.x + wid.y * nwg.x;
+    if (id >= p.total) {
+        return;
+    }
+    let r = key_grads(id, lid);
+    let kt = key_tile(id);
+    store_dk(r.dk, p.scale, kt.x, kt.y, kt.z, lid);
+    store_dv(r.dv, 1.0, kt.x, kt.y, kt.z, lid);
+}
+
+@compute @workgroup_size(TWG)
+fn backward_dkv_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let id = wid.x + wid.y * nwg.x;
+    if (id >= p.total) {
+        return;
+    }
+    let r = key_grads(id, lid);
+    let kt = key_tile(id);
+    store_dkv(r.dk, p.scale, p.dk_off, p.dk_ld, kt.x, kt.y, kt.z, lid);
+    store_dkv(r.dv, 1.0, p.dv_off, p.dv_ld, kt.x, kt.y, kt.z, lid);
 }
 
 // ---------------------------------------------------------------------------------------

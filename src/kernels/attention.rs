@@ -211,6 +211,7 @@ pub fn attention_forward(gpu: &Gpu, prog: &mut Program, d: &Attention, x: Qkv, o
     if !prepare(d, &x, out, lse) {
         return;
     }
+    debug_check_aliasing(&[out, lse], &[x.q.tensor, x.k.tensor, x.v.tensor]);
     let hdp = padded(d.hd);
     let blocks = d.t.div_ceil(tile_rows(d.hd));
     let total = d.b * d.nh * blocks;
@@ -233,8 +234,8 @@ pub fn attention_forward(gpu: &Gpu, prog: &mut Program, d: &Attention, x: Qkv, o
 }
 
 /// From dout [N, nh·hd]: dq, dk, dv (overwritten), given the forward's inputs `x`, its `out` and
-/// `lse`. `delta` [B, nh, T] is scratch. dx's views must not share a buffer with x, out, lse or
-/// dout (dq, dk and dv may share one, as GPT-2's packed dqkv does).
+/// `lse`. `delta` [B, nh, T] is scratch. dx's views must not share a buffer with x, out, lse,
+/// dout or delta (dq, dk and dv may share one, as GPT-2's packed dqkv does).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     gpu: &Gpu,
@@ -252,6 +253,14 @@ pub fn attention_backward(
     }
     debug_assert!(dx.fits(d.b * d.t, d), "attention: dq, dk or dv views out of bounds for {d:?}");
     debug_assert!(dout.len() >= d.b * d.t * d.nh * d.hd && delta.len() >= d.stats_len());
+    let inputs = [x.q.tensor, x.k.tensor, x.v.tensor, out, lse, dout];
+    debug_check_aliasing(&[dx.q.tensor, delta], &inputs);
+    if dx.k.tensor.buffer == dx.v.tensor.buffer {
+        debug_check_aliasing(&[dx.k.tensor], &inputs);
+    } else {
+        debug_check_aliasing(&[dx.k.tensor, dx.v.tensor], &inputs);
+    }
+    debug_check_aliasing(&[delta], &[dx.q.tensor, dx.k.tensor, dx.v.tensor]);
     let hdp = padded(d.hd);
     let blocks = d.t.div_ceil(tile_rows(d.hd));
     let source = || source(hdp);
@@ -275,12 +284,15 @@ pub fn attention_backward(
         ],
         grid(total as u32),
     ));
-    // pass 2: dk and dv, one workgroup per (b, kv head, key tile)
+    // pass 2: dk and dv, one workgroup per (b, kv head, key tile); WebGPU forbids binding one
+    // buffer twice for writing, so dk and dv in one buffer take the entry point with one binding
     let total = d.b * d.nkv * blocks;
     let params = d.params(blocks, total).inputs(&x).grads(&dx);
-    let k = gpu.kernel(&key(hdp), &source, "backward_dkv", &[]);
+    let shared = dx.k.tensor.buffer == dx.v.tensor.buffer;
+    let entry = if shared { "backward_dkv_shared" } else { "backward_dkv" };
+    let k = gpu.kernel(&key(hdp), &source, entry, &[]);
     prog.push(gpu.dispatch(
-        "attention.backward_dkv",
+        &format!("attention.{entry}"),
         &k,
         super::bytes_of(&params),
         &[
@@ -292,9 +304,22 @@ pub fn attention_backward(
             (10, &dx.k.tensor.buffer),
             (11, &dx.v.tensor.buffer),
             (13, &delta.buffer),
+            (17, &dx.k.tensor.buffer),
         ],
         grid(total as u32),
     ));
+}
+
+/// Debug check of the WebGPU rule that a dispatch may not bind a buffer it writes to any other
+/// binding (Chrome rejects it; wgpu on Vulkan does not, so the native tests would miss it).
+fn debug_check_aliasing(written: &[&Tensor], read: &[&Tensor]) {
+    for (i, w) in written.iter().enumerate() {
+        debug_assert!(
+            !read.iter().chain(&written[i + 1..]).any(|r| r.buffer == w.buffer),
+            "attention: {} is written and also bound elsewhere in the same dispatch",
+            w.label
+        );
+    }
 }
 
 /// Shapes of KV-cached decoding for one sequence: `nh` query heads over `nkv` key/value heads,
