@@ -14,12 +14,15 @@
 //! step per further token. Sampling is on the CPU ([`sample`]), from one seeded
 //! [`Rng`](crate::rng::Rng) per call, so a seed fixes the output on a given device.
 
+use crate::data::Tokenizer;
+use crate::flags::Style;
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
 use crate::kernels::attention::{self, Attention, AttentionDecode, Qkv};
 use crate::kernels::embedding;
 use crate::kernels::matmul::{matmul, Matmul};
 use crate::kernels::{gelu, layernorm, residual};
 use crate::model::gpt2::{Activations, Gpt2Gpu, Param};
+use crate::model::Gpt2Config;
 use crate::rng::Rng;
 
 /// How new tokens are chosen.
@@ -48,6 +51,76 @@ impl Default for SampleConfig {
             stop_at_eos: true,
         }
     }
+}
+
+impl SampleConfig {
+    /// Checks the options (`webtune generate` and the browser's generate both call this),
+    /// naming them the caller's way.
+    pub fn validate(&self, style: Style) -> Result<(), String> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(format!(
+                "{} {} is invalid: it must be >= 0 (0 = greedy)",
+                style.name("temperature"),
+                self.temperature
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(format!("{} {} is invalid: it must be in (0, 1] (1 = off)", style.name("top-p"), self.top_p));
+        }
+        if self.max_new_tokens == 0 {
+            return Err(format!("{} must be at least 1", style.name("max-new-tokens")));
+        }
+        Ok(())
+    }
+}
+
+/// A prompt ready for [`Generator`]: its token ids and the cache length it needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prompt {
+    pub ids: Vec<u32>,
+    /// Prompt + new tokens, at most the model's n_positions: the [`Generator`]'s `max_len`.
+    pub max_len: usize,
+    /// Set when n_positions cut the new tokens below what was asked: a note for the user.
+    pub cut: Option<String>,
+}
+
+impl Prompt {
+    /// Encodes `text` for generation with at most `max_new_tokens` new tokens: an empty prompt
+    /// starts from the model's `bos_token_id` (GPT-2's unconditional start); a prompt that leaves
+    /// no room for one new token within `n_positions` is refused.
+    pub fn new(tok: &Tokenizer, text: &str, cfg: &Gpt2Config, max_new_tokens: usize) -> Result<Prompt, String> {
+        let mut ids = tok.encode(text);
+        if ids.is_empty() {
+            ids.push(cfg.bos_token_id);
+        }
+        let n = cfg.n_positions;
+        if ids.len() >= n {
+            return Err(format!(
+                "the prompt is {} tokens but the model's n_positions is {n}: at most {} prompt tokens leave room for a new one",
+                ids.len(),
+                n - 1
+            ));
+        }
+        let max_len = ids.len().saturating_add(max_new_tokens).min(n);
+        let cut = (max_len - ids.len() < max_new_tokens).then(|| {
+            format!(
+                "the prompt is {} tokens and the model's n_positions is {n}: at most {} new tokens per sample",
+                ids.len(),
+                max_len - ids.len()
+            )
+        });
+        Ok(Prompt { ids, max_len, cut })
+    }
+}
+
+/// The new tokens of a sample as text: the end-of-text token that stopped it (when `stop_at_eos`)
+/// is dropped. Returns (text, the ids kept, whether the sample ended at end of text).
+pub fn sample_text(tok: &Tokenizer, mut new: Vec<u32>, cfg: &Gpt2Config, stop_at_eos: bool) -> (String, Vec<u32>, bool) {
+    let eos = stop_at_eos && new.last() == Some(&cfg.eos_token_id);
+    if eos {
+        new.pop();
+    }
+    (tok.decode(&new), new, eos)
 }
 
 fn invalid(msg: String) -> GpuError {
@@ -111,13 +184,7 @@ impl Generator {
                 gpu.zeros(&format!("h.{l}.v_cache"), &[max_len, dims.kv_width()])?,
             ));
         }
-        let max_rank = model
-            .blocks
-            .iter()
-            .flat_map(|b| [&b.c_attn, &b.attn_proj, &b.c_fc, &b.mlp_proj])
-            .filter_map(|l| l.lora.as_ref().map(|lo| lo.r))
-            .max()
-            .unwrap_or(0);
+        let max_rank = model.max_rank();
         let z = |name: &str, shape: &[usize]| gpu.zeros(&format!("decode {name}"), shape);
         let b = StepBuffers {
             x: z("x", &[1, c])?,
@@ -160,7 +227,7 @@ impl Generator {
             residual::add_forward(gpu, p, &b.x_mid, &b.tmp, &b.x); // x [1, C]: the block output
         }
         ln(p, &b.x, &model.ln_f); // ln [1, C]
-        matmul(gpu, p, &Matmul::new(1, v, c).tb(), &b.ln, head(model), &logits, None); // logits [V]
+        matmul(gpu, p, &Matmul::new(1, v, c).tb(), &b.ln, &model.head().value, &logits, None); // logits [V]
 
         Ok(Generator {
             max_len,
@@ -244,7 +311,7 @@ impl Generator {
                 a_offset: (len - 1) * c,
                 ..Matmul::new(1, v, c).tb()
             };
-            matmul(gpu, &mut prog, &last_row, &a.lnf, head(model), &self.logits, None);
+            matmul(gpu, &mut prog, &last_row, &a.lnf, &model.head().value, &self.logits, None);
             prog.run(gpu);
             gpu.read(&self.logits).await?
         };
@@ -263,11 +330,6 @@ impl Generator {
         }
         Ok(out)
     }
-}
-
-/// The head weight [V, C]: the untied `lm_head` if the model has one, else `wte`.
-fn head(model: &Gpt2Gpu) -> &Tensor {
-    &model.lm_head.as_ref().unwrap_or(&model.wte).value
 }
 
 /// Sampling from one logits row on the CPU: greedy when temperature == 0, else softmax(logits/temperature)

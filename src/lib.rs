@@ -9,8 +9,10 @@
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod data;
+pub mod flags;
 pub mod generate;
 pub mod gpu;
+pub mod json;
 pub mod kernels;
 pub mod model;
 pub mod reference;

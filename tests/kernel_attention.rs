@@ -105,9 +105,9 @@ fn run(gpu: &Gpu, d: &Attention, layout: Layout, x: &Inputs, runs: usize) -> Res
                 strided(gpu, "dv", &nan(n * wk), n, wk, OUTSIDE),
             );
             let views = |q, k, v, wq, wk| Qkv {
-                q: View::new(q, PAD_OFF, wq + PAD_COLS),
-                k: View::new(k, PAD_OFF, wk + PAD_COLS),
-                v: View::new(v, PAD_OFF, wk + PAD_COLS),
+                q: View::cols(q, PAD_OFF, wq + PAD_COLS),
+                k: View::cols(k, PAD_OFF, wk + PAD_COLS),
+                v: View::cols(v, PAD_OFF, wk + PAD_COLS),
             };
             let x = views(&gq, &gk, &gv, wq, wk);
             let mut prog = Program::new();

@@ -17,7 +17,7 @@ use webtune::model::weights::HostTensor;
 use webtune::model::{Gpt2Config, Gpt2Weights, Linear, LoraAdapter, LoraConfig};
 use webtune::reference::gpt2::{forward_logits, loss_and_grads, Gradients};
 use webtune::reference::attention::{self, Attention};
-use webtune::reference::ops;
+use webtune::reference::{llama, ops};
 use webtune::rng::Rng;
 
 /// L = Σ r_i · y_i in f64.
@@ -321,6 +321,73 @@ fn residual_is_elementwise_sum() {
         ops::residual_forward(&[1.0, -2.0, 0.5], &[0.25, 2.0, 1.0]),
         vec![1.25, 0.0, 1.5]
     );
+}
+
+// ---------------------------------------------------------------- Llama-family ops
+
+#[test]
+fn fd_rmsnorm() {
+    let (n, c, eps) = (3, 7, 1e-5);
+    let x: Vec<f32> = rand_vec(n * c, 41).iter().map(|v| 2.0 * v + 0.3).collect();
+    let w: Vec<f32> = rand_vec(c, 42).iter().map(|v| 1.0 + 0.5 * v).collect();
+    let r = rand_vec(n * c, 43);
+    let (_, rstd) = llama::rmsnorm_forward(&x, &w, c, eps);
+    let (dx, dw) = llama::rmsnorm_backward(&r, &x, &w, &rstd, c);
+    let f = |x: &[f32], w: &[f32]| proj(&llama::rmsnorm_forward(x, w, c, eps).0, &r);
+    check_grad("rmsnorm dx", &x, &dx, &all(x.len()), EPS, RTOL, ATOL, &|x| f(x, &w));
+    check_grad("rmsnorm dw", &w, &dw, &all(c), EPS, RTOL, ATOL, &|w| f(&x, w));
+    // by hand: x = (3, 4), eps 0: mean(x²) = 12.5, y = w · x / √12.5
+    let (y, rstd) = llama::rmsnorm_forward(&[3.0, 4.0], &[1.0, 2.0], 2, 0.0);
+    let s = 12.5f64.sqrt();
+    assert_eq!(rstd, vec![(1.0 / s) as f32]);
+    assert!((y[0] as f64 - 3.0 / s).abs() < 1e-6 && (y[1] as f64 - 8.0 / s).abs() < 1e-6, "{y:?}");
+}
+
+#[test]
+fn fd_rope() {
+    use webtune::model::rope::{Rope, RopeScaling};
+    // rows 0..4 of two sequences of t = 2 starting at position 3; 2 heads of hd 6
+    let (n, heads, hd, t, start) = (4, 2, 6, 2, 3);
+    let table = Rope { head_dim: hd, theta: 10000.0, scaling: RopeScaling::None }.table(start + t).unwrap();
+    let x = rand_vec(n * heads * hd, 44);
+    let r = rand_vec(n * heads * hd, 45);
+    let dx = llama::rope_backward(&r, &table, heads, hd, t, start);
+    check_grad("rope dx", &x, &dx, &all(x.len()), EPS, RTOL, ATOL, &|x| {
+        proj(&llama::rope_forward(x, &table, heads, hd, t, start), &r)
+    });
+    // backward undoes forward (a rotation), and position 0 is the identity
+    let back = llama::rope_backward(&llama::rope_forward(&x, &table, heads, hd, t, start), &table, heads, hd, t, start);
+    assert!(back.iter().zip(&x).all(|(a, b)| (a - b).abs() < 1e-6));
+    assert_eq!(llama::rope_forward(&x, &table, heads, hd, 1, 0), x);
+    // by hand, HF's q·cos + rotate_half(q)·sin for one pair (k = 0, inv_freq 1) at position 1
+    let y = llama::rope_forward(&x[..hd], &table, 1, hd, 1, 1);
+    let (c, s) = (1f64.cos(), 1f64.sin());
+    let (a, b) = (x[0] as f64, x[3] as f64);
+    assert!((y[0] as f64 - (a * c - b * s)).abs() < 1e-6 && (y[3] as f64 - (b * c + a * s)).abs() < 1e-6);
+}
+
+#[test]
+fn fd_swiglu() {
+    let n = 40;
+    let gate: Vec<f32> = rand_vec(n, 46).iter().map(|v| 6.0 * v).chain([30.0, -30.0, 90.0, -90.0]).collect();
+    let up = rand_vec(n + 4, 47);
+    let r = rand_vec(n + 4, 48);
+    let (dgate, dup) = llama::swiglu_backward(&r, &gate, &up);
+    check_grad("swiglu dgate", &gate, &dgate, &all(gate.len()), EPS, RTOL, ATOL, &|g| {
+        proj(&llama::swiglu_forward(g, &up), &r)
+    });
+    check_grad("swiglu dup", &up, &dup, &all(up.len()), EPS, RTOL, ATOL, &|u| {
+        proj(&llama::swiglu_forward(&gate, u), &r)
+    });
+    // by hand: silu(0) = 0, silu(1) = 1/(1 + e⁻¹), silu(±1e30) = 1e30 / -0 (no overflow to NaN)
+    let h = llama::swiglu_forward(&[0.0, 1.0, 1e30, -1e30, -100.0], &[1.0; 5]);
+    assert_eq!(h[0], 0.0);
+    assert!((h[1] as f64 - 1.0 / (1.0 + (-1f64).exp())).abs() < 1e-7);
+    assert_eq!(h[2], 1e30);
+    assert_eq!(h[3], 0.0);
+    assert!(h[4] <= 0.0 && h[4] > -1e-40);
+    let (dg, _) = llama::swiglu_backward(&[1.0; 3], &[1e30, -1e30, 0.0], &[1.0; 3]);
+    assert_eq!(dg, vec![1.0, 0.0, 0.5]);
 }
 
 // ---------------------------------------------------------------- whole model

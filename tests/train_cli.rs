@@ -322,6 +322,22 @@ fn checkpoints_keep_the_newest_and_resume_refuses_other_settings() {
         &["--model", &s(&fixtures().join("model_f16"))],
         &["not the checkpoint's base model"],
     );
+    // the same weights under another eos_token_id (which ends every record): another model to a run
+    let eos_model = t.join("model-eos5");
+    std::fs::create_dir(&eos_model).unwrap();
+    std::fs::copy(model_dir().join("model.safetensors"), eos_model.join("model.safetensors")).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_slice(&read(&model_dir().join("config.json"))).unwrap();
+    let eos = cfg["eos_token_id"].as_u64().unwrap();
+    cfg["eos_token_id"] = 5.into();
+    std::fs::write(eos_model.join("config.json"), cfg.to_string()).unwrap();
+    fails(
+        &["--model", &s(&eos_model)],
+        &[
+            &format!("--model {}: not the checkpoint's base model", s(&eos_model)),
+            &format!("eos {eos}, model.safetensors 260096 bytes; this one: "),
+            "eos 5, model.safetensors 260096 bytes): load that model to resume the run",
+        ],
+    );
     fails(&["--stop-after", "4"], &["--stop-after 4", "already at step 4"]);
     let r = webtune(&args(&["train", "--resume", &s(&t.join("nope"))]));
     assert_eq!(r.status.code(), Some(1));

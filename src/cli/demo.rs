@@ -8,14 +8,19 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
+use webtune::data::dataset::Format;
 use webtune::data::records::{read_dataset, split_eval};
-use webtune::data::{Batch, Batcher, Record, TokenStream, Tokenizer};
+use webtune::data::{Batch, Dataset, Record, Tokenizer};
+use webtune::flags::Style;
 use webtune::generate::{Generator, SampleConfig};
 use webtune::gpu::Gpu;
-use webtune::model::gpt2::{Gpt2Gpu, Trainable};
-use webtune::model::{Gpt2Weights, LoraAdapter, LoraConfig};
-use webtune::train::schedule::{LrSchedule, Schedule};
-use webtune::train::{AdamWConfig, TrainConfig, Trainer};
+use webtune::model::gpt2::Gpt2Gpu;
+use webtune::model::weights::write_atomic;
+use webtune::model::Gpt2Weights;
+use webtune::train::checkpoint::{ModelInfo, RunOptions};
+use webtune::train::run::{Control, RunData, RunInputs};
+use webtune::train::schedule::Schedule;
+use webtune::train::{Run, RunSpec};
 
 use super::pretrain::{eos_id, eval_batches, evaluate};
 use webtune::train::eval::EvalResult;
@@ -187,6 +192,7 @@ pub fn run(adapter_filter: Option<&str>, a: DemoArgs) -> Result<(), String> {
     }
     let (_, base_held) = load_text(&dir.join(BASE_TEXT), &tok, cfg.vocab_size, BASE_EVAL_FRACTION)?;
     let (new_train, new_held) = load_text(&dir.join(NEW_TEXT), &tok, cfg.vocab_size, NEW_EVAL_FRACTION)?;
+    let new_train_records = new_train.len();
     let eval_sets: [(&str, Vec<Batch>); 2] = [
         (
             "Moby Dick (held-out chapters)",
@@ -197,12 +203,32 @@ pub fn run(adapter_filter: Option<&str>, a: DemoArgs) -> Result<(), String> {
             eval_batches(&new_held, eos, 8, SEQ, a.eval_windows)?,
         ),
     ];
-    let batcher =
-        Batcher::new(TokenStream::new(&new_train, eos), BATCH, SEQ, true, a.seed).map_err(|e| e.to_string())?;
-    let targets: Vec<String> = ["c_attn", "c_proj", "c_fc"].map(String::from).to_vec();
-    let lora = LoraConfig::new(8, 16.0, targets, 0.0).map_err(|e| e.to_string())?;
-    let adapter = LoraAdapter::init(lora, &cfg, a.seed);
-    let lora_params: usize = adapter.modules.iter().map(|m| m.a.data.len() + m.b.data.len()).sum();
+    let spec = RunSpec {
+        lora_rank: 8,
+        lora_alpha: 16.0,
+        lora_targets: Some(["c_attn", "c_proj", "c_fc"].map(String::from).to_vec()),
+        steps: a.steps,
+        batch: BATCH,
+        seq: SEQ,
+        lr: a.lr,
+        schedule: Schedule::Cosine,
+        warmup: WARMUP.min(a.steps / 2),
+        min_lr: a.lr / 10.0,
+        seed: a.seed,
+        ..RunSpec::default()
+    };
+    // the addresses' training records (the held-out ones, split with a fixed seed, removed)
+    let new_path = dir.join(NEW_TEXT).display().to_string();
+    let train = Dataset {
+        name: new_path.clone(),
+        path: new_path,
+        bytes: 0,
+        fnv1a64: String::new(),
+        format: Format::Text,
+        records: new_train,
+        tokenizer: None,
+    };
+    let data = RunData::new(&train, None, &spec, eos, Style::Cli).map_err(|e| e.to_string())?;
 
     let gpu = Gpu::new_blocking(adapter_filter).map_err(|e| e.to_string())?;
     let n_params: usize = weights.tensors.values().map(|t| t.data.len()).sum();
@@ -217,19 +243,19 @@ pub fn run(adapter_filter: Option<&str>, a: DemoArgs) -> Result<(), String> {
         n_params as f64 / 1e6
     );
     // LoRA B starts at zero, so before training this model is exactly the base model.
-    let model = Gpt2Gpu::new(&gpu, &weights, Some(&adapter), Trainable::Lora).map_err(|e| e.to_string())?;
-    let adamw = AdamWConfig {
-        lr: a.lr,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        grad_clip: 1.0,
+    let input = RunInputs {
+        weights: &weights,
+        model: ModelInfo::of(&cfg, &model_dir.display().to_string(), &model_dir.display().to_string(), 0, None),
+        init_adapter: None,
+        data,
+        spec,
+        options: RunOptions::default(),
+        readback_every: PROGRESS_EVERY,
+        style: Style::Cli,
     };
-    let mut config = TrainConfig::new(BATCH, SEQ, adamw);
-    config.readback_every = PROGRESS_EVERY.min(a.steps as usize);
-    let mut trainer = Trainer::new(&gpu, model, batcher, config).map_err(|e| e.to_string())?;
-    let mut generator = Generator::new(&gpu, &trainer.model, cfg.n_positions).map_err(|e| e.to_string())?;
+    let mut run = Run::new(&gpu, input, None, false).map_err(|e| e.to_string())?;
+    let lora_params: usize = run.trainer.model.trained().iter().map(|p| p.value.len()).sum();
+    let mut generator = Generator::new(&gpu, &run.trainer.model, cfg.n_positions).map_err(|e| e.to_string())?;
     let demo = Demo {
         gpu: &gpu,
         tok: &tok,
@@ -247,8 +273,8 @@ pub fn run(adapter_filter: Option<&str>, a: DemoArgs) -> Result<(), String> {
         "\nSamples before fine-tuning (temperature 0.8, top-k 40, seed {}; the prompt ends at \u{2588}):",
         a.seed
     );
-    demo.samples(&mut generator, &trainer.model)?;
-    let before = eval_all(&gpu, &trainer.model, &eval_sets)?;
+    demo.samples(&mut generator, &run.trainer.model)?;
+    let before = eval_all(&gpu, &run.trainer.model, &eval_sets)?;
     println!("\nHeld-out loss before fine-tuning:");
     for ((name, _), e) in eval_sets.iter().zip(&before) {
         println!(
@@ -257,35 +283,22 @@ pub fn run(adapter_filter: Option<&str>, a: DemoArgs) -> Result<(), String> {
         );
     }
 
-    let schedule = LrSchedule {
-        kind: Schedule::Cosine,
-        lr: a.lr,
-        warmup: WARMUP.min(a.steps / 2),
-        total: a.steps,
-        min_lr: a.lr / 10.0,
-    };
+    let sched = run.schedule;
     println!(
         "\nFine-tuning a LoRA adapter (r 8, alpha 16 on c_attn, c_proj, c_fc: {lora_params} parameters) on {} State of the Union addresses,",
-        new_train.len()
+        new_train_records
     );
     println!(
         "  batch {BATCH} x {SEQ} tokens, AdamW lr {:.0e} (warmup {}, cosine to {:.0e}), at most {} steps or {} s:",
-        a.lr, schedule.warmup, schedule.min_lr, a.steps, a.seconds
+        a.lr, sched.warmup, sched.min_lr, a.steps, a.seconds
     );
     let start = Instant::now();
-    let mut done = 0u32;
+    // out of time: stop after this step (no checkpoint; the adapter is saved below)
+    let control = || if start.elapsed().as_secs_f64() >= a.seconds { Control::Stop } else { Control::Run };
     let mut last_loss = f32::NAN;
-    for s in 1..=a.steps {
-        let mut logs = pollster::block_on(trainer.step(&gpu, schedule.lr_at(s - 1))).map_err(|e| e.to_string())?;
-        let out_of_time = start.elapsed().as_secs_f64() >= a.seconds;
-        if s == a.steps || (out_of_time && logs.is_empty()) {
-            logs.extend(pollster::block_on(trainer.flush(&gpu)).map_err(|e| e.to_string())?);
-        }
-        done = s;
-        if let Some(l) = logs.last() {
-            if let Some(bad) = logs.iter().find(|l| !l.loss.is_finite()) {
-                return Err(format!("step {}: the loss is {} (diverged)", bad.step, bad.loss));
-            }
+    loop {
+        let ev = pollster::block_on(run.step(&gpu, &control)).map_err(|e| e.to_string())?;
+        if let Some(l) = ev.logs.last() {
             let secs = start.elapsed().as_secs_f64();
             let tok_s = (l.step as usize * BATCH * SEQ) as f64 / secs.max(1e-9);
             println!(
@@ -294,10 +307,11 @@ pub fn run(adapter_filter: Option<&str>, a: DemoArgs) -> Result<(), String> {
             );
             last_loss = l.loss;
         }
-        if out_of_time {
+        if ev.stop {
             break;
         }
     }
+    let done = run.steps_done();
     let secs = start.elapsed().as_secs_f64();
     if done < a.steps {
         println!(
@@ -308,8 +322,8 @@ pub fn run(adapter_filter: Option<&str>, a: DemoArgs) -> Result<(), String> {
     gpu.check().map_err(|e| e.to_string())?;
 
     println!("\nSamples after fine-tuning (same prompts and seed):");
-    demo.samples(&mut generator, &trainer.model)?;
-    let after = eval_all(&gpu, &trainer.model, &eval_sets)?;
+    demo.samples(&mut generator, &run.trainer.model)?;
+    let after = eval_all(&gpu, &run.trainer.model, &eval_sets)?;
     println!("\nHeld-out loss (mean cross-entropy per token; lower is better):");
     println!("  {:<42} {:>8} {:>8} {:>8}", "", "before", "after", "change");
     for (((name, _), b), e) in eval_sets.iter().zip(&before).zip(&after) {
@@ -318,12 +332,11 @@ pub fn run(adapter_filter: Option<&str>, a: DemoArgs) -> Result<(), String> {
     println!("  (the addresses' loss falling is adaptation to the new text; Moby Dick's rising is forgetting)");
     println!("  fine-tuned {done} steps in {secs:.0} s; last training loss {last_loss:.3}");
 
-    let adapter = pollster::block_on(trainer.model.download_adapter(&gpu))
-        .map_err(|e| e.to_string())?
-        .ok_or("the model has no adapter to save")?;
-    adapter
-        .save_peft(&a.out, &model_dir.display().to_string())
-        .map_err(|e| e.to_string())?;
+    let files = pollster::block_on(run.output_files(&gpu)).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("--out {}: {e}", a.out.display()))?;
+    for (name, bytes) in &files {
+        write_atomic(&a.out.join(name), bytes).map_err(|e| e.to_string())?;
+    }
     println!(
         "\nSaved the LoRA adapter (PEFT format: adapter_config.json, adapter_model.safetensors) to {}",
         a.out.display()

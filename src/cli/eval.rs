@@ -36,14 +36,7 @@ pub struct EvalArgs {
     json: bool,
 }
 
-/// An f32 as the JSON number with its shortest decimal form.
-fn num(x: f32) -> serde_json::Value {
-    x.to_string()
-        .parse::<f64>()
-        .ok()
-        .and_then(serde_json::Number::from_f64)
-        .map_or(serde_json::Value::Null, Into::into)
-}
+use webtune::json::f32 as num;
 
 fn result_json(r: &EvalResult) -> serde_json::Value {
     serde_json::json!({ "loss": num(r.loss), "perplexity": num(r.perplexity) })

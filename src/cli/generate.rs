@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use webtune::data::Tokenizer;
-use webtune::generate::{Generator, SampleConfig};
+use webtune::flags::Style;
+use webtune::generate::{sample_text, Generator, Prompt, SampleConfig};
 use webtune::gpu::Gpu;
 use webtune::model::gpt2::{Gpt2Gpu, Trainable};
 use webtune::model::{Gpt2Weights, LoraAdapter};
@@ -99,21 +100,17 @@ pub(crate) fn check_tokenizer_fits(tok: &Tokenizer, vocab_size: usize) -> Result
 }
 
 pub fn run(gpu_filter: Option<&str>, a: GenerateArgs) -> Result<(), String> {
-    let temperature = if a.greedy { 0.0 } else { a.temperature };
-    if !(temperature.is_finite() && temperature >= 0.0) {
-        return Err(format!(
-            "--temperature {} is invalid: it must be >= 0 (0 = greedy)",
-            a.temperature
-        ));
-    }
-    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
-        return Err(format!(
-            "--top-p {} is invalid: it must be in (0, 1] (1 = off)",
-            a.top_p
-        ));
-    }
-    if a.max_new_tokens == 0 || a.num_samples == 0 {
-        return Err("--max-new-tokens and --num-samples must be at least 1".into());
+    let sample = SampleConfig {
+        max_new_tokens: a.max_new_tokens,
+        temperature: if a.greedy { 0.0 } else { a.temperature },
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+        stop_at_eos: !a.no_stop_at_eos,
+    };
+    sample.validate(Style::Cli)?;
+    if a.num_samples == 0 {
+        return Err("--num-samples must be at least 1".into());
     }
     let prompt = match (&a.prompt, &a.prompt_file) {
         (Some(p), _) => p.clone(),
@@ -133,49 +130,22 @@ pub fn run(gpu_filter: Option<&str>, a: GenerateArgs) -> Result<(), String> {
     let cfg = weights.config.clone();
     let tok = load_tokenizer(&a.model, a.tokenizer.as_deref(), true)?.ok_or("no tokenizer")?;
     check_tokenizer_fits(&tok, cfg.vocab_size)?;
-    let mut ids = tok.encode(&prompt);
-    if ids.is_empty() {
-        // GPT-2's unconditional start: the begin-of-text token
-        ids.push(cfg.bos_token_id);
-    }
-    if ids.len() >= cfg.n_positions {
-        return Err(format!(
-            "the prompt is {} tokens but the model's n_positions is {}: at most {} prompt tokens leave room for a new one",
-            ids.len(),
-            cfg.n_positions,
-            cfg.n_positions - 1
-        ));
-    }
-    let max_len = (ids.len() + a.max_new_tokens).min(cfg.n_positions);
-    if max_len < ids.len() + a.max_new_tokens {
-        eprintln!(
-            "note: the prompt is {} tokens and the model's n_positions is {}: at most {} new tokens per sample",
-            ids.len(),
-            cfg.n_positions,
-            max_len - ids.len()
-        );
+    let prompt = Prompt::new(&tok, &prompt, &cfg, sample.max_new_tokens)?;
+    if let Some(note) = &prompt.cut {
+        eprintln!("note: {note}");
     }
 
     let gpu = Gpu::new_blocking(gpu_filter).map_err(|e| e.to_string())?;
     let model = Gpt2Gpu::new(&gpu, &weights, adapter.as_ref(), Trainable::None).map_err(|e| e.to_string())?;
-    let mut generator = Generator::new(&gpu, &model, max_len).map_err(|e| e.to_string())?;
+    let mut generator = Generator::new(&gpu, &model, prompt.max_len).map_err(|e| e.to_string())?;
     for i in 0..a.num_samples {
-        let sc = SampleConfig {
-            max_new_tokens: a.max_new_tokens,
-            temperature,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            seed: a.seed.wrapping_add(i as u64),
-            stop_at_eos: !a.no_stop_at_eos,
-        };
-        let mut out = pollster::block_on(generator.generate(&gpu, &model, &ids, &sc)).map_err(|e| e.to_string())?;
-        if sc.stop_at_eos && out.last() == Some(&cfg.eos_token_id) {
-            out.pop(); // the end-of-text token ends the sample; it is not printed
-        }
+        let sc = SampleConfig { seed: a.seed.wrapping_add(i as u64), ..sample.clone() };
+        let out = pollster::block_on(generator.generate(&gpu, &model, &prompt.ids, &sc)).map_err(|e| e.to_string())?;
+        let (text, _, _) = sample_text(&tok, out, &cfg, sc.stop_at_eos);
         if a.num_samples > 1 {
             println!("--- sample {} (seed {}) ---", i + 1, sc.seed);
         }
-        println!("{}", tok.decode(&out));
+        println!("{text}");
     }
     gpu.check().map_err(|e| e.to_string())
 }

@@ -5,14 +5,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use webtune::data::records::{read_dataset, split_eval};
-use webtune::data::{Batch, Batcher, Record, TokenStream, Tokenizer};
+use webtune::data::{Batch, Batcher, Dataset, Record, TokenStream, Tokenizer};
+use webtune::flags::Style;
 use webtune::gpu::Gpu;
-use webtune::model::gpt2::{Gpt2Gpu, Trainable};
+use webtune::model::gpt2::Gpt2Gpu;
 use webtune::model::{Gpt2Config, Gpt2Weights};
+use webtune::train::checkpoint::{ModelInfo, RunOptions};
 use webtune::train::eval::EvalResult;
-use webtune::train::schedule::{LrSchedule, Schedule};
-use webtune::train::{AdamWConfig, StepLog, TrainConfig, Trainer};
+use webtune::train::run::{Control, RunData, RunInputs};
+use webtune::train::schedule::Schedule;
+use webtune::train::{Run, RunSpec};
 
 /// The special token that ends each record (GPT-2's).
 pub const EOS: &str = "<|endoftext|>";
@@ -116,15 +118,6 @@ pub fn eval_batches(
     Ok(batches)
 }
 
-/// An f32 as the JSON number with its shortest decimal form (0.01, not 0.009999999776).
-pub fn f32_json(x: f32) -> serde_json::Value {
-    x.to_string()
-        .parse::<f64>()
-        .ok()
-        .and_then(serde_json::Number::from_f64)
-        .map_or(serde_json::Value::Null, Into::into)
-}
-
 /// The tokenizer's <|endoftext|> id, or an error naming the folder.
 pub fn eos_id(tok: &Tokenizer, dir: &Path) -> Result<u32, String> {
     tok.token_to_id(EOS).ok_or_else(|| {
@@ -135,38 +128,33 @@ pub fn eos_id(tok: &Tokenizer, dir: &Path) -> Result<u32, String> {
     })
 }
 
-fn check(name: &str, v: f32, ok: bool, want: &str) -> Result<(), String> {
-    if ok && v.is_finite() {
-        Ok(())
-    } else {
-        Err(format!("--{name} {v} is invalid: it must be {want}"))
-    }
-}
-
 /// `webtune pretrain`. --out is created only after every input has been checked and removed
 /// again if the run fails and the folder was ours and is still empty.
 pub fn run(adapter_filter: Option<&str>, a: PretrainArgs) -> Result<(), String> {
     let seq = a.seq.unwrap_or(a.positions);
-    check("lr", a.lr, a.lr > 0.0, "> 0")?;
-    check("min-lr", a.min_lr, a.min_lr >= 0.0 && a.min_lr <= a.lr, "in [0, --lr]")?;
-    check("weight-decay", a.weight_decay, a.weight_decay >= 0.0, ">= 0")?;
-    check("beta1", a.beta1, (0.0..1.0).contains(&a.beta1), "in [0, 1)")?;
-    check("beta2", a.beta2, (0.0..1.0).contains(&a.beta2), "in [0, 1)")?;
-    check(
-        "grad-clip",
-        a.grad_clip,
-        a.grad_clip >= 0.0,
-        ">= 0 (0 turns clipping off)",
-    )?;
-    check(
-        "eval-fraction",
-        a.eval_fraction,
-        (0.0..1.0).contains(&a.eval_fraction),
-        "in [0, 1)",
-    )?;
-    if a.steps == 0 || a.batch == 0 || seq == 0 {
-        return Err("--steps, --batch and --seq must be at least 1".into());
+    if !(a.eval_fraction.is_finite() && (0.0..1.0).contains(&a.eval_fraction)) {
+        return Err(format!("--eval-fraction {} is invalid: it must be in [0, 1)", a.eval_fraction));
     }
+    let spec = RunSpec {
+        full: true,
+        steps: a.steps,
+        batch: a.batch,
+        seq,
+        lr: a.lr,
+        schedule: a.schedule,
+        warmup: a.warmup,
+        min_lr: a.min_lr,
+        weight_decay: a.weight_decay,
+        beta1: a.beta1,
+        beta2: a.beta2,
+        grad_clip: a.grad_clip,
+        seed: a.seed,
+        shuffle: true,
+        eval_split: (a.eval_fraction > 0.0).then_some(a.eval_fraction),
+        eval_every: (a.eval_every > 0).then_some(a.eval_every),
+        ..RunSpec::default()
+    };
+    spec.validate(Style::Cli).map_err(|e| e.to_string())?;
     if a.layers == 0 || a.heads == 0 || a.embd == 0 || a.positions == 0 {
         return Err("--layers, --heads, --embd and --positions must be at least 1".into());
     }
@@ -179,18 +167,9 @@ pub fn run(adapter_filter: Option<&str>, a: PretrainArgs) -> Result<(), String> 
     let tok = Tokenizer::load_dir(&a.tokenizer).map_err(|e| e.to_string())?;
     let eos = eos_id(&tok, &a.tokenizer)?;
     let vocab = tok.vocab_size();
-    let records = read_dataset(&a.data, vocab, &|t| tok.encode(t)).map_err(|e| e.to_string())?;
-    let (train, held) = if a.eval_fraction > 0.0 {
-        let (t, e) = split_eval(records, a.eval_fraction, a.seed).map_err(|e| e.to_string())?;
-        (t, Some(e))
-    } else {
-        (records, None)
-    };
-    let batcher = Batcher::new(TokenStream::new(&train, eos), a.batch, seq, true, a.seed).map_err(|e| e.to_string())?;
-    let held = match &held {
-        Some(r) => Some(eval_batches(r, eos, a.batch, seq, usize::MAX)?),
-        None => None,
-    };
+    let tok_name = a.tokenizer.display().to_string();
+    let data = Dataset::read(&a.data, vocab, &|| Ok((tok_name.clone(), &tok))).map_err(|e| e.to_string())?;
+    let run_data = RunData::new(&data, None, &spec, eos, Style::Cli).map_err(|e| e.to_string())?;
     if a.out.is_file() {
         return Err(format!("--out {}: is a file, not a folder", a.out.display()));
     }
@@ -208,7 +187,7 @@ pub fn run(adapter_filter: Option<&str>, a: PretrainArgs) -> Result<(), String> 
     let created = !a.out.exists();
     let result = std::fs::create_dir_all(&a.out)
         .map_err(|e| format!("--out {}: cannot create the folder: {e}", a.out.display()))
-        .and_then(|_| pretrain(adapter_filter, &a, cfg, batcher, held.as_deref(), seq, &mut log));
+        .and_then(|_| pretrain(adapter_filter, &a, cfg, spec, run_data, &mut log));
     if result.is_err() && created {
         let _ = std::fs::remove_dir(&a.out); // only succeeds when empty
     }
@@ -219,34 +198,25 @@ fn pretrain(
     adapter_filter: Option<&str>,
     a: &PretrainArgs,
     cfg: Gpt2Config,
-    batcher: Batcher,
-    held: Option<&[Batch]>,
-    seq: usize,
+    spec: RunSpec,
+    data: RunData,
     log: &mut Option<std::fs::File>,
 ) -> Result<(), String> {
     let gpu = Gpu::new_blocking(adapter_filter).map_err(|e| e.to_string())?;
     let weights = Gpt2Weights::random(&cfg, a.seed);
     let n_params: usize = weights.tensors.values().map(|t| t.data.len()).sum();
-    let model = Gpt2Gpu::new(&gpu, &weights, None, Trainable::Full).map_err(|e| e.to_string())?;
-    let adamw = AdamWConfig {
-        lr: a.lr,
-        beta1: a.beta1,
-        beta2: a.beta2,
-        eps: 1e-8,
-        weight_decay: a.weight_decay,
-        grad_clip: a.grad_clip,
+    let (batch, seq, steps) = (spec.batch, spec.seq, spec.steps);
+    let input = RunInputs {
+        weights: &weights,
+        model: ModelInfo::of(&cfg, "random init", "", 0, None),
+        init_adapter: None,
+        data,
+        spec,
+        options: RunOptions::default(),
+        readback_every: 16,
+        style: Style::Cli,
     };
-    let mut config = TrainConfig::new(a.batch, seq, adamw);
-    config.readback_every = config.readback_every.min(a.steps as usize);
-    let windows = batcher.n_windows;
-    let mut trainer = Trainer::new(&gpu, model, batcher, config).map_err(|e| e.to_string())?;
-    let schedule = LrSchedule {
-        kind: a.schedule,
-        lr: a.lr,
-        warmup: a.warmup,
-        total: a.steps,
-        min_lr: a.min_lr,
-    };
+    let mut run = Run::new(&gpu, input, None, false).map_err(|e| e.to_string())?;
     eprintln!(
         "pretraining a {}-layer, {}-wide GPT-2 ({:.2} M parameters, vocab {}) on {} ({} steps, batch {} x {} tokens, {} training windows)",
         cfg.n_layer,
@@ -254,10 +224,10 @@ fn pretrain(
         n_params as f64 / 1e6,
         cfg.vocab_size,
         gpu.report.name,
-        a.steps,
-        a.batch,
+        steps,
+        batch,
         seq,
-        windows
+        run.data_info.windows
     );
     let mut write = |v: serde_json::Value| -> Result<(), String> {
         match log.as_mut() {
@@ -265,45 +235,36 @@ fn pretrain(
             None => Ok(()),
         }
     };
+    let f32_json = webtune::json::f32;
     let start = std::time::Instant::now();
     let mut last_loss = f32::NAN;
-    for s in 1..=a.steps {
-        // update s runs at lr_at(s - 1), as transformers' LambdaLR does
-        let mut logs: Vec<StepLog> =
-            pollster::block_on(trainer.step(&gpu, schedule.lr_at(s - 1))).map_err(|e| e.to_string())?;
-        let eval_now = held.is_some() && (s == a.steps || (a.eval_every > 0 && s % a.eval_every == 0));
-        if s == a.steps || eval_now {
-            logs.extend(pollster::block_on(trainer.flush(&gpu)).map_err(|e| e.to_string())?);
-        }
-        for l in logs {
-            if !l.loss.is_finite() {
-                return Err(format!(
-                    "step {}: the loss is {} (diverged); try a smaller --lr",
-                    l.step, l.loss
-                ));
-            }
+    loop {
+        let ev = pollster::block_on(run.step(&gpu, &|| Control::Run)).map_err(|e| e.to_string())?;
+        for l in &ev.logs {
             write(serde_json::json!({
                 "step": l.step, "loss": f32_json(l.loss), "lr": f32_json(l.lr), "grad_norm": f32_json(l.grad_norm)
             }))?;
             let secs = start.elapsed().as_secs_f64();
-            let tok_s = (l.step as usize * a.batch * seq) as f64 / secs.max(1e-9);
+            let tok_s = (l.step as usize * batch * seq) as f64 / secs.max(1e-9);
             eprintln!(
                 "step {:>5}  loss {:.4}  lr {:.2e}  grad_norm {:.3}  {:.0} tok/s  {:.0} s",
                 l.step, l.loss, l.lr, l.grad_norm, tok_s, secs
             );
             last_loss = l.loss;
         }
-        if let (true, Some(batches)) = (eval_now, held) {
-            let e = evaluate(&gpu, &trainer.model, batches, seq)?;
-            write(serde_json::json!({"step": s, "eval_loss": f32_json(e.loss), "eval_tokens": e.tokens}))?;
+        if let Some(e) = ev.eval {
+            write(serde_json::json!({"step": ev.step, "eval_loss": f32_json(e.loss), "eval_tokens": e.tokens}))?;
             eprintln!(
-                "step {s:>5}  held-out loss {:.4}  perplexity {:.1}  ({} tokens)",
-                e.loss, e.perplexity, e.tokens
+                "step {:>5}  held-out loss {:.4}  perplexity {:.1}  ({} tokens)",
+                ev.step, e.loss, e.perplexity, e.tokens
             );
         }
+        if ev.stop {
+            break;
+        }
     }
+    let w = pollster::block_on(run.trainer.model.download_weights(&gpu)).map_err(|e| e.to_string())?;
     gpu.check().map_err(|e| e.to_string())?;
-    let w = pollster::block_on(trainer.model.download_weights(&gpu)).map_err(|e| e.to_string())?;
     w.save_dir(&a.out).map_err(|e| e.to_string())?;
     copy_tokenizer(&a.tokenizer, &a.out)?;
     eprintln!(

@@ -2,10 +2,12 @@
 //! non-overlapping windows of T+1 tokens -> batches of B windows.
 
 pub mod batch;
+pub mod dataset;
 pub mod records;
 pub mod tokenizer;
 
 pub use batch::{Batch, Batcher};
+pub use dataset::Dataset;
 pub use records::{Record, TokenStream};
 pub use tokenizer::Tokenizer;
 

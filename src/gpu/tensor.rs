@@ -9,6 +9,12 @@ pub struct Tensor {
 }
 
 impl Tensor {
+    /// Another handle on the same buffer (wgpu buffers are reference-counted): a view that
+    /// shares this tensor's memory.
+    pub fn shared(&self) -> Tensor {
+        Tensor { buffer: self.buffer.clone(), shape: self.shape.clone(), label: self.label.clone() }
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.shape.iter().product()

@@ -121,7 +121,7 @@ impl Attention {
 }
 
 /// The query, key and value views of one attention call (or their gradients).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct Qkv<'a> {
     pub q: View<'a>,
     pub k: View<'a>,
@@ -132,18 +132,18 @@ impl<'a> Qkv<'a> {
     /// GPT-2's packed qkv [N, 3C]: q, k, v are columns 0.., C.., 2C.. of every row.
     pub fn packed(qkv: &'a Tensor, c: usize) -> Qkv<'a> {
         Qkv {
-            q: View::new(qkv, 0, 3 * c),
-            k: View::new(qkv, c, 3 * c),
-            v: View::new(qkv, 2 * c, 3 * c),
+            q: View::cols(qkv, 0, 3 * c),
+            k: View::cols(qkv, c, 3 * c),
+            v: View::cols(qkv, 2 * c, 3 * c),
         }
     }
 
     /// Separate q [N, nh·hd], k and v [N, nkv·hd] tensors.
     pub fn separate(q: &'a Tensor, k: &'a Tensor, v: &'a Tensor, d: &Attention) -> Qkv<'a> {
         Qkv {
-            q: View::packed(q, d.nh * d.hd),
-            k: View::packed(k, d.nkv * d.hd),
-            v: View::packed(v, d.nkv * d.hd),
+            q: View::rows(q, d.nh * d.hd),
+            k: View::rows(k, d.nkv * d.hd),
+            v: View::rows(v, d.nkv * d.hd),
         }
     }
 
@@ -179,15 +179,15 @@ struct Params {
 
 impl Params {
     fn inputs(mut self, x: &Qkv) -> Params {
-        (self.q_off, self.q_ld) = (x.q.offset as u32, x.q.stride as u32);
-        (self.k_off, self.k_ld) = (x.k.offset as u32, x.k.stride as u32);
-        (self.v_off, self.v_ld) = (x.v.offset as u32, x.v.stride as u32);
+        (self.q_off, self.q_ld) = (x.q.offset as u32, x.q.ld as u32);
+        (self.k_off, self.k_ld) = (x.k.offset as u32, x.k.ld as u32);
+        (self.v_off, self.v_ld) = (x.v.offset as u32, x.v.ld as u32);
         self
     }
     fn grads(mut self, dx: &Qkv) -> Params {
-        (self.dq_off, self.dq_ld) = (dx.q.offset as u32, dx.q.stride as u32);
-        (self.dk_off, self.dk_ld) = (dx.k.offset as u32, dx.k.stride as u32);
-        (self.dv_off, self.dv_ld) = (dx.v.offset as u32, dx.v.stride as u32);
+        (self.dq_off, self.dq_ld) = (dx.q.offset as u32, dx.q.ld as u32);
+        (self.dk_off, self.dk_ld) = (dx.k.offset as u32, dx.k.ld as u32);
+        (self.dv_off, self.dv_ld) = (dx.v.offset as u32, dx.v.ld as u32);
         self
     }
 }
@@ -211,7 +211,7 @@ pub fn attention_forward(gpu: &Gpu, prog: &mut Program, d: &Attention, x: Qkv, o
     if !prepare(d, &x, out, lse) {
         return;
     }
-    debug_check_aliasing(&[out, lse], &[x.q.tensor, x.k.tensor, x.v.tensor]);
+    debug_check_aliasing(&[out, lse], &[x.q.t, x.k.t, x.v.t]);
     let hdp = padded(d.hd);
     let blocks = d.t.div_ceil(tile_rows(d.hd));
     let total = d.b * d.nh * blocks;
@@ -222,12 +222,12 @@ pub fn attention_forward(gpu: &Gpu, prog: &mut Program, d: &Attention, x: Qkv, o
         &k,
         super::bytes_of(&params),
         &[
-            (1, &x.q.tensor.buffer),
-            (2, &x.k.tensor.buffer),
-            (3, &x.v.tensor.buffer),
+            (1, &x.q.t.buffer),
+            (2, &x.k.t.buffer),
+            (3, &x.v.t.buffer),
             (4, &out.buffer),
             (5, &lse.buffer),
-            (8, &x.q.tensor.buffer), // dout: bound (the loaders name it) but not read
+            (8, &x.q.t.buffer), // dout: bound (the loaders name it) but not read
         ],
         grid(total as u32),
     ));
@@ -253,14 +253,14 @@ pub fn attention_backward(
     }
     debug_assert!(dx.fits(d.b * d.t, d), "attention: dq, dk or dv views out of bounds for {d:?}");
     debug_assert!(dout.len() >= d.b * d.t * d.nh * d.hd && delta.len() >= d.stats_len());
-    let inputs = [x.q.tensor, x.k.tensor, x.v.tensor, out, lse, dout];
-    debug_check_aliasing(&[dx.q.tensor, delta], &inputs);
-    if dx.k.tensor.buffer == dx.v.tensor.buffer {
-        debug_check_aliasing(&[dx.k.tensor], &inputs);
+    let inputs = [x.q.t, x.k.t, x.v.t, out, lse, dout];
+    debug_check_aliasing(&[dx.q.t, delta], &inputs);
+    if dx.k.t.buffer == dx.v.t.buffer {
+        debug_check_aliasing(&[dx.k.t], &inputs);
     } else {
-        debug_check_aliasing(&[dx.k.tensor, dx.v.tensor], &inputs);
+        debug_check_aliasing(&[dx.k.t, dx.v.t], &inputs);
     }
-    debug_check_aliasing(&[delta], &[dx.q.tensor, dx.k.tensor, dx.v.tensor]);
+    debug_check_aliasing(&[delta], &[dx.q.t, dx.k.t, dx.v.t]);
     let hdp = padded(d.hd);
     let blocks = d.t.div_ceil(tile_rows(d.hd));
     let source = || source(hdp);
@@ -273,13 +273,13 @@ pub fn attention_backward(
         &k,
         super::bytes_of(&params),
         &[
-            (1, &x.q.tensor.buffer),
-            (2, &x.k.tensor.buffer),
-            (3, &x.v.tensor.buffer),
+            (1, &x.q.t.buffer),
+            (2, &x.k.t.buffer),
+            (3, &x.v.t.buffer),
             (6, &out.buffer),
             (7, &lse.buffer),
             (8, &dout.buffer),
-            (9, &dx.q.tensor.buffer),
+            (9, &dx.q.t.buffer),
             (12, &delta.buffer),
         ],
         grid(total as u32),
@@ -288,7 +288,7 @@ pub fn attention_backward(
     // buffer twice for writing, so dk and dv in one buffer take the entry point with one binding
     let total = d.b * d.nkv * blocks;
     let params = d.params(blocks, total).inputs(&x).grads(&dx);
-    let shared = dx.k.tensor.buffer == dx.v.tensor.buffer;
+    let shared = dx.k.t.buffer == dx.v.t.buffer;
     let entry = if shared { "backward_dkv_shared" } else { "backward_dkv" };
     let k = gpu.kernel(&key(hdp), &source, entry, &[]);
     prog.push(gpu.dispatch(
@@ -296,15 +296,15 @@ pub fn attention_backward(
         &k,
         super::bytes_of(&params),
         &[
-            (1, &x.q.tensor.buffer),
-            (2, &x.k.tensor.buffer),
-            (3, &x.v.tensor.buffer),
+            (1, &x.q.t.buffer),
+            (2, &x.k.t.buffer),
+            (3, &x.v.t.buffer),
             (7, &lse.buffer),
             (8, &dout.buffer),
-            (10, &dx.k.tensor.buffer),
-            (11, &dx.v.tensor.buffer),
+            (10, &dx.k.t.buffer),
+            (11, &dx.v.t.buffer),
             (13, &delta.buffer),
-            (17, &dx.k.tensor.buffer),
+            (17, &dx.k.t.buffer),
         ],
         grid(total as u32),
     ));
@@ -386,7 +386,7 @@ pub fn kv_store(
     }
     let mut params = d.params(rows);
     (params.k_off, params.k_ld, params.v_off, params.v_ld) =
-        (k.offset as u32, k.stride as u32, v.offset as u32, v.stride as u32);
+        (k.offset as u32, k.ld as u32, v.offset as u32, v.ld as u32);
     let hdp = padded(d.hd);
     let kernel = gpu.kernel(&key(hdp), &|| source(hdp), "kv_store", &[]);
     prog.push(gpu.dispatch(
@@ -394,8 +394,8 @@ pub fn kv_store(
         &kernel,
         super::bytes_of(&params),
         &[
-            (2, &k.tensor.buffer),
-            (3, &v.tensor.buffer),
+            (2, &k.t.buffer),
+            (3, &v.t.buffer),
             (14, &pos.buffer),
             (15, &k_cache.buffer),
             (16, &v_cache.buffer),
@@ -434,7 +434,7 @@ pub fn attention_decode(
         &kernel,
         super::bytes_of(&params),
         &[
-            (1, &q.tensor.buffer),
+            (1, &q.t.buffer),
             (4, &out.buffer),
             (14, &pos.buffer),
             (15, &k_cache.buffer),

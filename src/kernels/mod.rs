@@ -13,6 +13,11 @@
 //!   test validates all of them.
 //! - Grids above 65535 workgroups use [`grid`](crate::gpu::grid) (2D); shaders rebuild
 //!   the linear id as `wid.x + wid.y * nwg.x`.
+//! - A kernel that reads or writes a matrix inside a bigger buffer (q inside a packed qkv,
+//!   gate and up side by side) takes a [`View`]: the tensor, the element offset of row 0
+//!   and the row stride. WebGPU forbids binding one buffer both read-only and read-write
+//!   in one dispatch, so an output view must lie in another buffer than the inputs
+//!   (unless the kernel says it works in place).
 
 pub mod attention;
 pub mod cross_entropy;
@@ -23,9 +28,34 @@ pub mod matmul;
 pub mod optimizer;
 pub mod reduce;
 pub mod residual;
-pub mod view;
+pub mod rmsnorm;
+pub mod rope;
+pub mod swiglu;
 
-pub use view::View;
+use crate::gpu::Tensor;
+
+/// A row-major matrix inside a tensor: row i starts at element `offset + i * ld`.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub t: &'a Tensor,
+    pub offset: usize,
+    pub ld: usize,
+}
+
+impl<'a> View<'a> {
+    /// The whole tensor as rows of `width` values.
+    pub fn rows(t: &'a Tensor, width: usize) -> View<'a> {
+        View { t, offset: 0, ld: width }
+    }
+    /// Columns `first..` of a tensor whose rows hold `ld` values.
+    pub fn cols(t: &'a Tensor, first: usize, ld: usize) -> View<'a> {
+        View { t, offset: first, ld }
+    }
+    /// Whether `rows` rows of `width` values fit inside the tensor.
+    pub(crate) fn fits(&self, rows: usize, width: usize) -> bool {
+        rows == 0 || width == 0 || self.offset + (rows - 1) * self.ld + width <= self.t.len()
+    }
+}
 
 /// Every shader variant of every kernel, for validation.
 pub fn all_variants() -> Vec<(String, String)> {
@@ -39,6 +69,9 @@ pub fn all_variants() -> Vec<(String, String)> {
     v.extend(optimizer::variants());
     v.extend(reduce::variants());
     v.extend(residual::variants());
+    v.extend(rmsnorm::variants());
+    v.extend(rope::variants());
+    v.extend(swiglu::variants());
     v
 }
 

@@ -3,7 +3,6 @@
 
 use crate::gpu::shaders::{reduce_lib, Template};
 use crate::gpu::{grid, groups, Gpu, GpuError, Program, Tensor};
-use crate::reference::ops::AdamW;
 
 const SRC: &str = include_str!("../../shaders/optimizer.wgsl");
 
@@ -98,6 +97,16 @@ impl GradNorm {
     }
 }
 
+/// AdamW's hyperparameters for one step (`torch.optim.AdamW`'s lr, betas, eps, weight_decay).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWParams {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
 /// The per-step AdamW scalars, written by the host each step into an 8-float f32
 /// tensor (`step_tensor`).
 #[repr(C)]
@@ -118,7 +127,7 @@ pub struct AdamWStep {
 impl AdamWStep {
     /// The scalars of step `step` (1-based; 0 is treated as 1). Bias corrections are
     /// computed in f64, like PyTorch's Python floats.
-    pub fn new(h: AdamW, step: u32) -> AdamWStep {
+    pub fn new(h: AdamWParams, step: u32) -> AdamWStep {
         let t = step.max(1) as i32;
         let bc1 = 1.0 - (h.beta1 as f64).powi(t);
         let bc2 = 1.0 - (h.beta2 as f64).powi(t);

@@ -131,7 +131,7 @@ impl Gpt2Gpu {
     }
 
     /// The head weight [V, C]: the untied `lm_head` if there is one, else `wte`.
-    fn head(&self) -> &Param {
+    pub fn head(&self) -> &Param {
         self.lm_head.as_ref().unwrap_or(&self.wte)
     }
 
@@ -139,8 +139,46 @@ impl Gpt2Gpu {
         self.lora_config.as_ref().map(|c| c.scale()).unwrap_or(0.0)
     }
 
-    fn max_rank(&self) -> usize {
+    /// The largest LoRA rank of any adapted linear (0 without an adapter).
+    pub fn max_rank(&self) -> usize {
         self.blocks.iter().flat_map(|b| b.linears()).filter_map(|l| l.lora.as_ref().map(|lo| lo.r)).max().unwrap_or(0)
+    }
+
+    /// The base model without its LoRA layers and gradients, sharing this model's base-weight
+    /// buffers (no GPU memory of its own): "the model before fine-tuning" during a LoRA run,
+    /// whose base weights are frozen. (During full fine-tuning they change, so this is not
+    /// the original model there.)
+    pub fn base_view(&self) -> Gpt2Gpu {
+        let frozen = |p: &Param| Param { name: p.name.clone(), value: p.value.shared(), grad: None };
+        let linear = |l: &LinearParams| LinearParams {
+            kind: l.kind,
+            w: frozen(&l.w),
+            b: frozen(&l.b),
+            lora: None,
+            fin: l.fin,
+            fout: l.fout,
+        };
+        Gpt2Gpu {
+            config: self.config.clone(),
+            trainable: Trainable::None,
+            lora_config: None,
+            wte: frozen(&self.wte),
+            wpe: frozen(&self.wpe),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| Block {
+                    ln_1: (frozen(&b.ln_1.0), frozen(&b.ln_1.1)),
+                    c_attn: linear(&b.c_attn),
+                    attn_proj: linear(&b.attn_proj),
+                    ln_2: (frozen(&b.ln_2.0), frozen(&b.ln_2.1)),
+                    c_fc: linear(&b.c_fc),
+                    mlp_proj: linear(&b.mlp_proj),
+                })
+                .collect(),
+            ln_f: (frozen(&self.ln_f.0), frozen(&self.ln_f.1)),
+            lm_head: self.lm_head.as_ref().map(frozen),
+        }
     }
 
     /// Every parameter, base tensors in checkpoint order, then the head, then LoRA pairs.
@@ -219,8 +257,16 @@ pub struct LayerActs {
     pub fc: Tensor,       // [N, 4C] before GELU
     pub fc_gelu: Tensor,  // [N, 4C]
     pub x_out: Tensor,    // [N, C] residual after the MLP
-    /// x · Aᵀ [N, r] of each adapted linear, in Block::linears order.
-    pub lora_xa: [Option<Tensor>; 4],
+    /// x · Aᵀ of each adapted linear.
+    pub lora: LoraActs,
+}
+
+/// x · Aᵀ [N, r] of each adapted linear of a block, kept for backward (None: not adapted).
+pub struct LoraActs {
+    pub c_attn: Option<Tensor>,
+    pub attn_proj: Option<Tensor>,
+    pub c_fc: Option<Tensor>,
+    pub mlp_proj: Option<Tensor>,
 }
 
 /// Gradient scratch, reused by every layer.
@@ -268,12 +314,18 @@ impl Activations {
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for (l, blk) in m.blocks.iter().enumerate() {
             let lz = |name: &str, shape: &[usize]| gpu.zeros(&format!("h.{l}.{name}"), shape);
-            let mut lora_xa: [Option<Tensor>; 4] = [None, None, None, None];
-            for (i, lin) in blk.linears().into_iter().enumerate() {
-                if let Some(lo) = &lin.lora {
-                    lora_xa[i] = Some(lz(&format!("{}.lora_xa", lin.kind.hf_name()), &[n, lo.r])?);
+            let xa = |lin: &LinearParams| -> Result<Option<Tensor>, GpuError> {
+                match &lin.lora {
+                    Some(lo) => Ok(Some(lz(&format!("{}.lora_xa", lin.kind.hf_name()), &[n, lo.r])?)),
+                    None => Ok(None),
                 }
-            }
+            };
+            let lora = LoraActs {
+                c_attn: xa(&blk.c_attn)?,
+                attn_proj: xa(&blk.attn_proj)?,
+                c_fc: xa(&blk.c_fc)?,
+                mlp_proj: xa(&blk.mlp_proj)?,
+            };
             layers.push(LayerActs {
                 ln1: lz("ln1", &[n, c])?,
                 ln1_mean: lz("ln1_mean", &[n])?,
@@ -288,7 +340,7 @@ impl Activations {
                 fc: lz("fc", &[n, 4 * c])?,
                 fc_gelu: lz("fc_gelu", &[n, 4 * c])?,
                 x_out: lz("x_out", &[n, c])?,
-                lora_xa,
+                lora,
             });
         }
         let chunk = cross_entropy::chunk_rows(n, v, head_bytes);
@@ -356,14 +408,14 @@ impl Gpt2Gpu {
         for (l, (blk, la)) in self.blocks.iter().zip(&a.layers).enumerate() {
             let x = if l == 0 { &a.x0 } else { &a.layers[l - 1].x_out }; // [N, C]
             layernorm::layernorm_forward(gpu, prog, x, &blk.ln_1.0.value, &blk.ln_1.1.value, &la.ln1, &la.ln1_mean, &la.ln1_rstd, n, c, eps);
-            self.linear_forward(gpu, prog, &blk.c_attn, &la.ln1, &la.qkv, la.lora_xa[0].as_ref(), n); // qkv [N, 3C]
+            self.linear_forward(gpu, prog, &blk.c_attn, &la.ln1, &la.qkv, la.lora.c_attn.as_ref(), n); // qkv [N, 3C]
             attention::attention_forward(gpu, prog, &dims, Qkv::packed(&la.qkv, c), &la.atty, &la.lse); // atty [N, C], lse [B, H, T]
-            self.linear_forward(gpu, prog, &blk.attn_proj, &la.atty, &a.tmp, la.lora_xa[1].as_ref(), n); // [N, C]
+            self.linear_forward(gpu, prog, &blk.attn_proj, &la.atty, &a.tmp, la.lora.attn_proj.as_ref(), n); // [N, C]
             residual::add_forward(gpu, prog, x, &a.tmp, &la.x_mid); // x_mid [N, C]
             layernorm::layernorm_forward(gpu, prog, &la.x_mid, &blk.ln_2.0.value, &blk.ln_2.1.value, &la.ln2, &la.ln2_mean, &la.ln2_rstd, n, c, eps);
-            self.linear_forward(gpu, prog, &blk.c_fc, &la.ln2, &la.fc, la.lora_xa[2].as_ref(), n); // fc [N, 4C]
+            self.linear_forward(gpu, prog, &blk.c_fc, &la.ln2, &la.fc, la.lora.c_fc.as_ref(), n); // fc [N, 4C]
             gelu::gelu_forward(gpu, prog, &la.fc, &la.fc_gelu); // [N, 4C]
-            self.linear_forward(gpu, prog, &blk.mlp_proj, &la.fc_gelu, &a.tmp, la.lora_xa[3].as_ref(), n); // [N, C]
+            self.linear_forward(gpu, prog, &blk.mlp_proj, &la.fc_gelu, &a.tmp, la.lora.mlp_proj.as_ref(), n); // [N, C]
             residual::add_forward(gpu, prog, &la.x_mid, &a.tmp, &la.x_out); // x_out [N, C]
         }
         let last = a.layers.last().map(|la| &la.x_out).unwrap_or(&a.x0);
@@ -395,14 +447,14 @@ impl Gpt2Gpu {
         for (l, (blk, la)) in self.blocks.iter().zip(&a.layers).enumerate().rev() {
             let x = if l == 0 { &a.x0 } else { &a.layers[l - 1].x_out }; // [N, C]
             // MLP: dresid is d x_out
-            self.linear_backward(gpu, prog, &blk.mlp_proj, &g.dresid, &la.fc_gelu, la.lora_xa[3].as_ref(), &g.dfc_gelu, g, n); // d fc_gelu [N, 4C]
+            self.linear_backward(gpu, prog, &blk.mlp_proj, &g.dresid, &la.fc_gelu, la.lora.mlp_proj.as_ref(), &g.dfc_gelu, g, n); // d fc_gelu [N, 4C]
             gelu::gelu_backward(gpu, prog, &la.fc, &g.dfc_gelu, &g.dfc); // d fc [N, 4C]
-            self.linear_backward(gpu, prog, &blk.c_fc, &g.dfc, &la.ln2, la.lora_xa[2].as_ref(), &g.dln, g, n); // d ln2 [N, C]
+            self.linear_backward(gpu, prog, &blk.c_fc, &g.dfc, &la.ln2, la.lora.c_fc.as_ref(), &g.dln, g, n); // d ln2 [N, C]
             layernorm::layernorm_backward(gpu, prog, &g.dln, &la.x_mid, &blk.ln_2.0.value, &la.ln2_mean, &la.ln2_rstd, &g.dresid, true, ln_grads(&blk.ln_2), n, c);
             // attention: dresid is now d x_mid
-            self.linear_backward(gpu, prog, &blk.attn_proj, &g.dresid, &la.atty, la.lora_xa[1].as_ref(), &g.datty, g, n); // d atty [N, C]
+            self.linear_backward(gpu, prog, &blk.attn_proj, &g.dresid, &la.atty, la.lora.attn_proj.as_ref(), &g.datty, g, n); // d atty [N, C]
             attention::attention_backward(gpu, prog, &dims, Qkv::packed(&la.qkv, c), &la.atty, &la.lse, &g.datty, &g.delta, Qkv::packed(&g.dqkv, c)); // d qkv [N, 3C]
-            self.linear_backward(gpu, prog, &blk.c_attn, &g.dqkv, &la.ln1, la.lora_xa[0].as_ref(), &g.dln, g, n); // d ln1 [N, C]
+            self.linear_backward(gpu, prog, &blk.c_attn, &g.dqkv, &la.ln1, la.lora.c_attn.as_ref(), &g.dln, g, n); // d ln1 [N, C]
             layernorm::layernorm_backward(gpu, prog, &g.dln, x, &blk.ln_1.0.value, &la.ln1_mean, &la.ln1_rstd, &g.dresid, true, ln_grads(&blk.ln_1), n, c);
         }
         // dresid is now d x0

@@ -84,6 +84,12 @@ fn peft_match(full_name: &str, target: &str) -> bool {
 }
 
 impl LoraConfig {
+    /// The targets when none are given: every linear layer of a block (`c_attn`, `c_proj` of the
+    /// attention and the MLP, `c_fc`).
+    pub fn default_targets() -> Vec<String> {
+        ["c_attn", "c_proj", "c_fc"].map(String::from).to_vec()
+    }
+
     /// Validates r > 0, alpha finite > 0, dropout in [0,1), and that every target matches at least one
     /// GPT-2 linear (PEFT rule on the full module name
     /// `transformer.h.{i}.<attn.c_attn|attn.c_proj|mlp.c_fc|mlp.c_proj>`: name == target or name ends with
@@ -131,21 +137,12 @@ fn peft_tensor_name(layer: usize, linear: Linear, ab: &str) -> String {
     format!("{PEFT_PREFIX}transformer.h.{layer}.{}.{ab}.weight", linear.hf_name())
 }
 
-/// An f32 as a JSON float with its shortest decimal form (0.05, not 0.05000000074505806).
-fn json_float(x: f32) -> serde_json::Value {
-    format!("{x}")
-        .parse::<f64>()
-        .ok()
-        .and_then(serde_json::Number::from_f64)
-        .map_or(serde_json::Value::Null, Into::into)
-}
-
-/// Like [`json_float`], but an integer when the value is one (PEFT writes `lora_alpha: 8`).
+/// Like [`crate::json::f32`], but an integer when the value is one (PEFT writes `lora_alpha: 8`).
 fn json_number(x: f32) -> serde_json::Value {
     if x.fract() == 0.0 && x.abs() < 1e15 {
         serde_json::Value::from(x as i64)
     } else {
-        json_float(x)
+        crate::json::f32(x)
     }
 }
 
@@ -236,7 +233,7 @@ impl LoraAdapter {
             ("loftq_config", empty()),
             ("lora_alpha", json_number(c.alpha)),
             ("lora_bias", false.into()),
-            ("lora_dropout", json_float(c.dropout)),
+            ("lora_dropout", crate::json::f32(c.dropout)),
             ("lora_ga_config", null.clone()),
             ("megatron_config", null.clone()),
             ("megatron_core", "megatron.core".into()),

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod gpt2;
 pub mod lora;
+pub mod rope;
 pub mod weights;
 
 pub use config::Gpt2Config;

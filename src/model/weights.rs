@@ -266,16 +266,18 @@ pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>, ModelError> {
     std::fs::read(path).map_err(|e| io_error(path, e))
 }
 
-/// Writes `bytes` to a temporary sibling of `path`, flushes it and renames it over `path`.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+/// Writes `bytes` to `path` through a temporary file in the same folder, flushed and renamed
+/// into place: `path` is either the old file or the whole new one, never half-written.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     use std::io::Write;
     let file_name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+        } // closed before the rename
         std::fs::rename(&tmp, path)
     })();
     result.map_err(|e| {

@@ -4,4 +4,5 @@
 
 pub mod attention;
 pub mod gpt2;
+pub mod llama;
 pub mod ops;

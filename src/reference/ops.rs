@@ -207,15 +207,8 @@ pub fn clip_coef(norm: f32, max_norm: f32) -> f32 {
     ((max_norm as f64) / (norm as f64 + 1e-6)).min(1.0) as f32
 }
 
-/// Hyper-parameters of one AdamW update (PyTorch's `torch.optim.AdamW`).
-#[derive(Clone, Copy, Debug)]
-pub struct AdamW {
-    pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub weight_decay: f32,
-}
+/// AdamW's hyperparameters for one step: the kernel's own parameter struct (the oracle shares it).
+pub use crate::kernels::optimizer::AdamWParams as AdamW;
 
 /// One AdamW step (1-based `step`) in place, PyTorch semantics: decoupled weight decay
 /// p -= lr·wd·p, then p -= lr/(1-β1ᵗ) · m / (√v/√(1-β2ᵗ) + eps). `g` is used as given

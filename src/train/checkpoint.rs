@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::TrainError;
 use crate::data::TokenStream;
+use crate::flags::Style;
 use crate::train::schedule::LrSchedule;
 use crate::model::HostTensor;
 
@@ -86,6 +87,66 @@ pub struct ModelInfo {
     pub eos_token_id: u32,
     /// Size of model.safetensors in bytes.
     pub weights_bytes: u64,
+    /// FNV-1a 64 of model.safetensors, when it was computed (the browser does; the CLI goes by
+    /// the size, so as not to read a large file twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_fnv1a64: Option<String>,
+}
+
+impl ModelInfo {
+    /// A model's identity: `name` as the user gave it, `path` where it is (absolute for a
+    /// folder on disk).
+    pub fn of(cfg: &crate::model::Gpt2Config, name: &str, path: &str, weights_bytes: u64, fnv: Option<String>) -> ModelInfo {
+        ModelInfo {
+            path: path.to_string(),
+            name: name.to_string(),
+            n_layer: cfg.n_layer,
+            n_head: cfg.n_head,
+            n_embd: cfg.n_embd,
+            vocab_size: cfg.vocab_size,
+            n_positions: cfg.n_positions,
+            eos_token_id: cfg.eos_token_id,
+            weights_bytes,
+            weights_fnv1a64: fnv,
+        }
+    }
+
+    /// The shape, for messages.
+    pub fn shape(&self) -> String {
+        format!(
+            "{} layers, {} heads, n_embd {}, vocab {}, n_positions {}, eos {}",
+            self.n_layer, self.n_head, self.n_embd, self.vocab_size, self.n_positions, self.eos_token_id
+        )
+    }
+
+    /// "model.safetensors N bytes[, fingerprint F]", for messages.
+    fn file(&self) -> String {
+        match &self.weights_fnv1a64 {
+            Some(f) => format!("model.safetensors {} bytes, fingerprint {f}", self.weights_bytes),
+            None => format!("model.safetensors {} bytes", self.weights_bytes),
+        }
+    }
+
+    /// Refuses another base model than the checkpoint's (`saved`): the shape (and eos) must be
+    /// equal, and for a LoRA run (whose base weights are not in the checkpoint) the weights file
+    /// too, by size and, where both have one, fingerprint.
+    pub fn check_same(&self, saved: &ModelInfo, full: bool, style: Style) -> Result<(), TrainError> {
+        let fnv_differs = matches!((&self.weights_fnv1a64, &saved.weights_fnv1a64), (Some(a), Some(b)) if a != b);
+        let file_differs = self.weights_bytes != saved.weights_bytes || fnv_differs;
+        if self.shape() != saved.shape() || (!full && file_differs) {
+            return Err(TrainError::Invalid(format!(
+                "{} {}: not the checkpoint's base model {} ({}, {}; this one: {}, {}): load that model to resume the run",
+                style.name("model"),
+                self.name,
+                saved.name,
+                saved.shape(),
+                saved.file(),
+                self.shape(),
+                self.file()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The training data: the file, its fingerprint, and a fingerprint of the token stream it gave
@@ -103,6 +164,40 @@ pub struct DataInfo {
     pub windows: usize,
     /// FNV-1a 64 of the training stream's tokens and labels (little-endian u32 / i32), 16 hex digits.
     pub stream_fnv1a64: String,
+}
+
+impl DataInfo {
+    /// The identity of `data` and of the training stream it gave with windows of `seq` + 1.
+    pub fn of(data: &crate::data::Dataset, stream: &TokenStream, seq: usize) -> DataInfo {
+        DataInfo {
+            path: data.path.clone(),
+            bytes: data.bytes,
+            fnv1a64: data.fnv1a64.clone(),
+            tokenizer: data.tokenizer.clone(),
+            tokens: stream.tokens.len(),
+            windows: stream.tokens.len() / (seq + 1),
+            stream_fnv1a64: hex(stream_fnv1a64(stream)),
+        }
+    }
+
+    /// Refuses other data than the checkpoint's (`saved`): the same file (size and fingerprint)
+    /// giving the same tokens. `name` is the file as the user named it now.
+    pub fn check_same(&self, saved: &DataInfo, name: &str, style: Style) -> Result<(), TrainError> {
+        let flag = style.name("data");
+        if (self.bytes, &self.fnv1a64) != (saved.bytes, &saved.fnv1a64) {
+            return Err(TrainError::Invalid(format!(
+                "{flag} {name}: not the checkpoint's data {} ({} bytes, fingerprint {}; this file: {} bytes, fingerprint {}): \
+                 load that file to resume the run",
+                saved.path, saved.bytes, saved.fnv1a64, self.bytes, self.fnv1a64
+            )));
+        }
+        if self.stream_fnv1a64 != saved.stream_fnv1a64 {
+            return Err(TrainError::Invalid(format!(
+                "{flag} {name}: the same file gives other tokens than in the checkpoint's run (another tokenizer?)"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Settings that do not change the math (a resumed run takes them unless given again).
@@ -196,15 +291,7 @@ impl TrainerState {
     }
 }
 
-/// FNV-1a, 64 bits.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+pub use crate::data::dataset::{fnv1a64, hex};
 
 /// FNV-1a 64 of a token stream: every token (u32 LE), then every label (i32 LE).
 pub fn stream_fnv1a64(s: &TokenStream) -> u64 {
@@ -212,11 +299,6 @@ pub fn stream_fnv1a64(s: &TokenStream) -> u64 {
     bytes.extend(s.tokens.iter().flat_map(|t| t.to_le_bytes()));
     bytes.extend(s.labels.iter().flat_map(|t| t.to_le_bytes()));
     fnv1a64(&bytes)
-}
-
-/// A hash as 16 hex digits.
-pub fn hex(h: u64) -> String {
-    format!("{h:016x}")
 }
 
 /// `optimizer.safetensors` bytes from (name, m, v) triples.

@@ -3,10 +3,12 @@
 pub mod checkpoint;
 pub mod eval;
 pub mod optimizer;
+pub mod run;
 pub mod schedule;
 pub mod trainer;
 
 pub use optimizer::{AdamWConfig, Optimizer};
+pub use run::{Control, Run, RunSpec};
 pub use trainer::{StepLog, TrainConfig, Trainer};
 
 #[derive(Debug, thiserror::Error)]

@@ -5,10 +5,9 @@ use std::collections::BTreeMap;
 
 use super::TrainError;
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
-use crate::kernels::optimizer::{self, AdamWStep, GradNorm};
+use crate::kernels::optimizer::{self, AdamWParams, AdamWStep, GradNorm};
 use crate::model::gpt2::Gpt2Gpu;
 use crate::model::HostTensor;
-use crate::reference::ops::AdamW;
 
 /// The user's optimiser settings (PyTorch defaults but for weight decay).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -83,7 +82,7 @@ impl Optimizer {
     pub fn begin_step(&mut self, gpu: &Gpu, lr: f32) {
         self.step += 1;
         let c = self.config;
-        let h = AdamW { lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: c.weight_decay };
+        let h = AdamWParams { lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: c.weight_decay };
         gpu.write(&self.step_params, &AdamWStep::new(h, self.step).as_f32s());
     }
 

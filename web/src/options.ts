@@ -63,7 +63,8 @@ export const LORA_TARGETS: readonly string[] = [
 export const SCHEDULES: readonly TrainOptions["schedule"][] = ["constant", "linear", "cosine"];
 export const MODES: readonly TrainOptions["mode"][] = ["lora", "full"];
 
-/** The CLI's defaults (`webtune train --help`), plus a readback every 4 steps. */
+/** The engine's defaults (Rust's `RunSpec::default()`, which `webtune train` has too), plus a readback
+ * every 4 steps; web/test/unit-options.test.mjs checks them against the wasm build's `defaultOptions()`. */
 export const DEFAULT_OPTIONS: Readonly<TrainOptions> = Object.freeze({
   mode: "lora",
   rank: 8,

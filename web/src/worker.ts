@@ -4,9 +4,11 @@
 // errors. If the engine itself crashes (a Rust panic: a bug), the answer is marked fatal so the
 // page starts a new worker.
 //
-// The training loop mirrors `webtune train`: step s runs at the schedule's lr (in the engine),
-// evaluations when due (every `evalEvery` steps and at the end), checkpoints every
-// `checkpointEvery` steps and when paused. A finished or stopped run's checkpoint is removed.
+// The training loop is the engine's: each `step(control)` runs one step and says what happened
+// and what is due (the library's step policy, as in `webtune train`: evaluations every
+// `evalEvery` steps and at the end, checkpoints every `checkpointEvery` steps and when paused).
+// The worker only moves messages and checkpoint files: it stores a checkpoint when one is due,
+// and removes a finished or stopped run's checkpoint.
 
 import init, { Engine, lastPanic, version } from "./wasm/webtune.js";
 import { type CheckpointStore, type Files, openStore } from "./checkpoints.js";
@@ -124,13 +126,27 @@ async function trainLoop(id: number, r: Run): Promise<TrainResult> {
   }
 }
 
+/** What the engine's `step(control)` returns: the step's events, decided by the engine's step policy. */
+interface StepEvents {
+  step: number;
+  logs: StepLog[];
+  eval: EvalLog | null;
+  /** A checkpoint is due now. */
+  checkpoint: boolean;
+  /** The loop ends after this step. */
+  stop: boolean;
+  /** Every step of the run ran. */
+  finished: boolean;
+}
+
 async function stepUntilDone(id: number, r: Run): Promise<TrainResult> {
   const e = requireEngine();
   const info = r.info;
   const steps = info.steps;
   r.control = "run";
+  e.setPauseAfter(r.pauseAfter);
   const meter = new ProgressMeter(steps, info.batch * info.seq * info.gradAccum, r.done);
-  const report = (logs: StepLog[], evals: EvalLog[] = [], saved?: number) => {
+  const report = (logs: StepLog[], evals: EvalLog[], saved?: number) => {
     if (logs.length === 0 && evals.length === 0 && saved === undefined) return;
     const p: Progress = meter.report(logs, evals);
     if (saved !== undefined && r.saveError === undefined) p.saved = saved;
@@ -138,37 +154,28 @@ async function stepUntilDone(id: number, r: Run): Promise<TrainResult> {
     r.lastLoss = p.loss;
     post({ id, kind: "progress", progress: p });
   };
-  const history = (logs: StepLog[]) => {
-    r.record.history.logs.push(...logs);
-    return logs;
-  };
-  while (r.done < steps && r.control === "run") {
-    const logs = history((await e.step()) as StepLog[]);
-    r.done += 1;
-    const s = r.done;
-    const evalDue = info.evalTokens > 0 && ((info.evalEvery > 0 && s % info.evalEvery === 0) || s === steps);
-    const saveDue = store !== undefined && info.checkpointEvery > 0 && s % info.checkpointEvery === 0 && s < steps;
-    if (r.pauseAfter !== undefined && s >= r.pauseAfter && r.control === "run") r.control = "pause";
-    if (evalDue) logs.push(...history((await e.flush()) as StepLog[]));
-    const evals: EvalLog[] = [];
-    if (evalDue) {
-      const ev = (await e.evaluate()) as EvalLog;
-      evals.push(ev);
-      r.record.history.evals.push(ev);
-      r.lastEval = ev.loss;
-    }
-    // (a pause saves below; a periodic save at the same step would be the same checkpoint)
-    if (saveDue && !(r.control === "pause" && s < steps)) {
+  let finished = r.done >= steps;
+  while (!finished) {
+    // (a pause or stop message changes r.control while a step awaits the GPU)
+    const ev = (await e.step(r.control)) as StepEvents;
+    r.done = ev.step;
+    finished = ev.finished;
+    const logs = [...ev.logs];
+    r.record.history.logs.push(...ev.logs);
+    const evals = ev.eval ? [ev.eval] : [];
+    r.record.history.evals.push(...evals);
+    if (ev.eval) r.lastEval = ev.eval.loss;
+    let saved: number | undefined;
+    if (ev.checkpoint && store) {
       logs.push(...(await saveCheckpoint(r)));
-      report(logs, evals, s);
-    } else report(logs, evals);
+      saved = ev.step;
+    }
+    report(logs, evals, saved);
+    if (ev.stop) break;
     if (logs.length === 0 && evals.length === 0) await yieldToEvents();
   }
-  // (A pause or stop message changed r.control while the loop awaited the GPU.)
   const asked = r.control as Run["control"];
-  const status = r.done >= steps ? "done" : asked === "stop" ? "stopped" : "paused";
-  if (status === "paused" && store) report(await saveCheckpoint(r), [], r.done);
-  else if (r.done < steps) report(history((await e.flush()) as StepLog[]));
+  const status = finished ? "done" : asked === "stop" ? "stopped" : "paused";
   if (status !== "paused") {
     r.stopped = true;
     await store?.clear();

@@ -225,6 +225,13 @@ test("the package API: transfers, the engine's words, evaluate as the CLI, a run
     await t.loadModel({ config: f16c, weights: f16w, name: "tiny-f16" });
     await t.loadDataset(data.slice(0), "data.jsonl", { seq: 16 });
     out.otherModel = await fail(t.resumeSaved());
+    // the same weights under a config with another eos_token_id: another model to a run (its EOS ends every record)
+    const eosConfig = JSON.parse(new TextDecoder().decode(config));
+    out.eos = eosConfig.eos_token_id;
+    eosConfig.eos_token_id = 5;
+    await t.loadModel({ config: new TextEncoder().encode(JSON.stringify(eosConfig)), weights: await fetchBytes("/fixtures/tiny/model/model.safetensors"), name: "tiny-eos5" });
+    await t.loadDataset(data.slice(0), "data.jsonl", { seq: 16 });
+    out.otherEos = await fail(t.resumeSaved());
     await t.loadModel({ config, weights: await fetchBytes("/fixtures/tiny/model/model.safetensors"), name: "tiny" });
     await t.loadDataset(new TextEncoder().encode('{"input_ids": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]}\n'), "other.jsonl", { seq: 16 });
     out.otherData = await fail(t.resumeSaved());
@@ -264,6 +271,11 @@ test("the package API: transfers, the engine's words, evaluate as the CLI, a run
   assert.deepEqual(r.paused, ["paused", 1, 1]);
   assert.deepEqual(r.saved, [1, 3, "indexeddb", { note: "api" }, 1]);
   assert.match(r.otherModel, /^EngineError: model tiny-f16: not the checkpoint's base model tiny \(.*\): load that model to resume the run$/);
+  // the CLI's check and words (ModelInfo::check_same), with the browser's name for the option
+  assert.match(
+    r.otherEos,
+    new RegExp(`^EngineError: model tiny-eos5: not the checkpoint's base model tiny \\(.*, eos ${r.eos}, model\\.safetensors 260096 bytes, fingerprint [0-9a-f]{16}; this one: .*, eos 5, model\\.safetensors 260096 bytes, fingerprint [0-9a-f]{16}\\): load that model to resume the run$`),
+  );
   assert.match(r.otherData, /^EngineError: dataset other\.jsonl: not the checkpoint's data data\.jsonl \(.*\): load that file to resume the run$/);
   assert.deepEqual(r.resumed, ["done", 3]);
   assert.deepEqual(r.interrupted, r.uninterrupted, "pause + resume from IndexedDB gives the same steps, losses and lrs, bit for bit");

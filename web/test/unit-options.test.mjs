@@ -1,6 +1,8 @@
-// Option defaults and checks (dist/options.js): the CLI's defaults, every bad value named.
+// Option defaults and checks (dist/options.js): the engine's defaults, every bad value named.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { test } from "node:test";
+import init, { defaultOptions } from "../dist/wasm/webtune.js";
 import {
   DEFAULT_GENERATE_OPTIONS,
   DEFAULT_OPTIONS,
@@ -11,20 +13,16 @@ import {
   resolveOptions,
 } from "../dist/options.js";
 
-test("defaults are the CLI's", () => {
+await init({ module_or_path: readFileSync(new URL("../dist/wasm/webtune_bg.wasm", import.meta.url)) });
+
+test("defaults are the engine's own (Rust's RunSpec and SampleConfig, from the wasm build)", () => {
+  const rust = defaultOptions();
   const o = resolveOptions();
-  assert.deepEqual(
-    { ...o },
-    {
-      mode: "lora", rank: 8, alpha: 16, targets: ["c_attn", "c_proj", "c_fc"], useInitAdapter: true, lr: 2e-4,
-      schedule: "constant", warmup: 0, minLr: 0, steps: 100, batch: 8, seq: 128, gradAccum: 1, weightDecay: 0,
-      beta1: 0.9, beta2: 0.999, eps: 1e-8, gradClip: 1, seed: 0, shuffle: true, evalSplit: 0, evalEvery: 0,
-      checkpointEvery: 0, readbackEvery: 4,
-    },
-  );
+  assert.deepEqual({ ...o }, rust.train);
+  assert.deepEqual({ ...resolveGenerateOptions() }, rust.generate);
   assert.ok(Object.isFrozen(DEFAULT_OPTIONS));
   o.targets.push("c_fc");
-  assert.equal(DEFAULT_OPTIONS.targets.length, 3, "the defaults are not shared with a result");
+  assert.equal(DEFAULT_OPTIONS.targets.length, rust.train.targets.length, "the defaults are not shared with a result");
 });
 
 test("given values win, undefined keeps the default", () => {
@@ -93,9 +91,7 @@ test("full fine-tuning needs no LoRA targets; a schedule with warmup and a floor
 });
 
 test("generation options: webtune generate's defaults and checks", () => {
-  assert.deepEqual(resolveGenerateOptions(), {
-    maxNewTokens: 64, temperature: 0.8, topK: 50, topP: 0.95, seed: 0, adapted: true, stopAtEos: true,
-  });
+  assert.deepEqual(resolveGenerateOptions(), defaultOptions().generate);
   assert.ok(Object.isFrozen(DEFAULT_GENERATE_OPTIONS));
   assert.equal(resolveGenerateOptions({ temperature: 0 }).temperature, 0, "0 is greedy");
   for (const [given, field, text] of [
