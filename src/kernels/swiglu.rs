@@ -98,10 +98,13 @@ pub fn swiglu_backward(
     if n == 0 || i == 0 {
         return;
     }
-    let k = gpu.kernel("swiglu", &source, "backward", &[]);
+    // WebGPU forbids binding one buffer twice for writing: dgate and dup in one buffer take the
+    // entry point that writes both through one binding
+    let entry = if dgate.t.buffer == dup.t.buffer { "backward_shared" } else { "backward" };
+    let k = gpu.kernel("swiglu", &source, entry, &[]);
     let p = params(n, i, &gate, &up, &dh, Some(&dgate), Some(&dup));
     prog.push(gpu.dispatch(
-        "swiglu.backward",
+        &format!("swiglu.{entry}"),
         &k,
         super::bytes_of(&p),
         &[
@@ -110,6 +113,7 @@ pub fn swiglu_backward(
             (4, &dh.t.buffer),
             (5, &dgate.t.buffer),
             (6, &dup.t.buffer),
+            (7, &dgate.t.buffer),
         ],
         grid(groups(n * i, 256)),
     ));
