@@ -89,7 +89,13 @@ impl Prompt {
     /// starts from the model's `bos_token_id` (GPT-2's unconditional start); a prompt that leaves
     /// no room for one new token within `n_positions` is refused.
     pub fn new(tok: &Tokenizer, text: &str, cfg: &Gpt2Config, max_new_tokens: usize) -> Result<Prompt, String> {
-        let mut ids = tok.encode(text);
+        let mut ids = tok.try_encode(text).map_err(|e| format!("the prompt: {e}"))?;
+        if ids.is_empty() && !text.is_empty() {
+            return Err(format!(
+                "the prompt is {} bytes of text but the tokenizer encodes it to no tokens (does its vocabulary cover this text?)",
+                text.len()
+            ));
+        }
         if ids.is_empty() {
             ids.push(cfg.bos_token_id);
         }

@@ -24,6 +24,7 @@ use serde_json::Value;
 use unicode_general_category::{get_general_category, GeneralCategory as Gc};
 
 use super::DataError;
+use crate::memory::MemoryError;
 
 /// The special token GPT-2 uses as end of text; the vocab.json + merges.txt loader adds it as a
 /// special token, as `transformers`' `GPT2Tokenizer` does.
@@ -530,6 +531,9 @@ impl Tokenizer {
         config: Config,
         name: &str,
     ) -> Result<Tokenizer, DataError> {
+        if vocab.is_empty() {
+            return Err(bad(name, "the vocabulary is empty: this tokenizer has no tokens to encode text with"));
+        }
         let vocab_r: HashMap<u32, String> = vocab.iter().map(|(k, v)| (*v, k.clone())).collect();
         let mut merge_map = MergeMap::default();
         merge_map.reserve(merges.len());
@@ -639,9 +643,20 @@ impl Tokenizer {
 
     /// Token ids of `text`, without special tokens added (like HF's
     /// `encode(text, add_special_tokens=False)`); added tokens such as "<|endoftext|>" written in
-    /// the text are recognised, as HF does.
+    /// the text are recognised, as HF does. For text of a size a user controls (data, prompts),
+    /// [`try_encode`](Self::try_encode) says when memory runs out instead of aborting.
     pub fn encode(&self, text: &str) -> Vec<u32> {
-        let mut ids = Vec::with_capacity(text.len() / 3 + 1);
+        match self.try_encode(text) {
+            Ok(ids) => ids,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`encode`](Self::encode), or why the machine lacks the memory for it (a "word" of
+    /// gigabytes without whitespace needs ~48 bytes of working memory per byte).
+    pub fn try_encode(&self, text: &str) -> Result<Vec<u32>, MemoryError> {
+        let mut ids = Vec::new();
+        crate::memory::reserve(&mut ids, text.len() / 4 + 1, &|| format!("the token ids of {} bytes of text", text.len()))?;
         let mut scratch = Scratch::default();
         for (tok, range) in self.find_added(text, self.match_raw.as_ref()) {
             if let Some(id) = tok {
@@ -656,15 +671,46 @@ impl Tokenizer {
                 match tok2 {
                     Some(id) => ids.push(id),
                     None if r2.is_empty() => {}
-                    None => self.encode_piece(&sub[r2], &mut ids, &mut scratch),
+                    None => self.encode_piece(&sub[r2], &mut ids, &mut scratch)?,
                 }
             }
         }
-        ids
+        Ok(ids)
+    }
+
+    /// Where `text` may be cut so that encoding the two parts gives the ids of the whole: the
+    /// last offset p > 0 that starts a " " after a character that is not whitespace, with no
+    /// added token written near it (the ByteLevel pre-tokenizer always splits there, and such a
+    /// piece starts the same whatever precedes it). None when there is no such place, or when
+    /// this tokenizer does not pre-tokenize (`use_regex` false: the text is one piece).
+    pub fn cut(&self, text: &str) -> Option<usize> {
+        if !self.use_regex {
+            return None;
+        }
+        let reach = self.added.iter().map(|t| t.content.len()).max().unwrap_or(0) + 4;
+        let b = text.as_bytes();
+        let mut p = b.len();
+        while p > 1 {
+            p -= 1;
+            if b[p] != b' ' {
+                continue;
+            }
+            let Some(before) = text[..p].chars().next_back() else { continue };
+            if is_space(before) {
+                continue;
+            }
+            let (lo, hi) = (p.saturating_sub(reach), (p + reach).min(b.len()));
+            let near = &b[lo..hi];
+            if self.added.iter().any(|t| !t.content.is_empty() && near.windows(t.content.len()).any(|w| w == t.content.as_bytes())) {
+                continue;
+            }
+            return Some(p);
+        }
+        None
     }
 
     /// A piece of text free of added tokens: ByteLevel pre-tokenizer, then BPE on each split.
-    fn encode_piece(&self, piece: &str, ids: &mut Vec<u32>, scratch: &mut Scratch) {
+    fn encode_piece(&self, piece: &str, ids: &mut Vec<u32>, scratch: &mut Scratch) -> Result<(), MemoryError> {
         let prefixed;
         let piece = if self.add_prefix_space && !piece.starts_with(' ') {
             prefixed = format!(" {piece}");
@@ -673,33 +719,47 @@ impl Tokenizer {
             piece
         };
         if self.use_regex {
-            pre_tokenize(piece, |w| self.bpe(w.as_bytes(), ids, scratch));
+            let mut failed = None;
+            pre_tokenize(piece, |w| {
+                if failed.is_none() {
+                    failed = self.bpe(w.as_bytes(), ids, scratch).err();
+                }
+            });
+            failed.map_or(Ok(()), Err)
         } else {
-            self.bpe(piece.as_bytes(), ids, scratch);
+            self.bpe(piece.as_bytes(), ids, scratch)
         }
     }
 
     /// BPE on the byte-level form of one pre-token (`tokenizers`' `BPE::tokenize` without dropout).
-    fn bpe(&self, word: &[u8], ids: &mut Vec<u32>, scratch: &mut Scratch) {
+    fn bpe(&self, word: &[u8], ids: &mut Vec<u32>, scratch: &mut Scratch) -> Result<(), MemoryError> {
         if word.is_empty() {
-            return;
+            return Ok(());
         }
         if self.ignore_merges {
             let s: String = word.iter().map(|&b| self.byte_char[b as usize]).collect();
             if let Some(&id) = self.vocab.get(&s) {
+                crate::memory::reserve(ids, 1, &|| "the token ids".to_string())?;
                 ids.push(id);
-                return;
+                return Ok(());
             }
         }
         if word.len() > 1 {
             if let Some(hit) = scratch.cache.get(word) {
+                crate::memory::reserve(ids, hit.len(), &|| "the token ids".to_string())?;
                 ids.extend_from_slice(hit);
-                return;
+                return Ok(());
             }
         }
+        // one symbol per byte (at most 4 with byte fallback), and a merge per neighbouring pair
+        let what = || format!("encoding a word of {} bytes (text without whitespace)", word.len());
+        let work = (word.len() as u64).checked_mul((4 * std::mem::size_of::<Symbol>() + std::mem::size_of::<Merge>()) as u64);
+        crate::memory::check(&what, work)?;
+        crate::memory::reserve(ids, word.len(), &what)?;
         let start = ids.len();
         let symbols = &mut scratch.symbols;
         symbols.clear();
+        crate::memory::reserve(symbols, word.len(), &what)?;
         let push = |symbols: &mut Vec<Symbol>, c: u32, len: usize| {
             let n = symbols.len() as isize;
             if let Some(last) = symbols.last_mut() {
@@ -746,6 +806,11 @@ impl Tokenizer {
         // `tokenizers`' Word::merge_all
         let queue = &mut scratch.queue;
         queue.clear();
+        queue.try_reserve(symbols.len()).map_err(|_| crate::memory::MemoryError {
+            what: what(),
+            bytes: crate::memory::bytes_of::<Merge>(symbols.len()),
+            available: crate::memory::available(),
+        })?;
         for i in 0..symbols.len().saturating_sub(1) {
             if let Some(&(rank, new_id)) = self.merges.get(&(symbols[i].c, symbols[i + 1].c)) {
                 queue.push(Merge { pos: i, rank, new_id });
@@ -798,6 +863,7 @@ impl Tokenizer {
         if word.len() > 1 && word.len() <= 64 && scratch.cache.len() < 16384 {
             scratch.cache.insert(word.into(), ids[start..].into());
         }
+        Ok(())
     }
 
     /// `tokenizers`' AddedVocabulary::find_matches: (Some(id), range) for added tokens, (None,

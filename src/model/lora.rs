@@ -125,6 +125,16 @@ impl LoraConfig {
         Ok(LoraConfig { r, alpha, targets, dropout })
     }
 
+    /// Values in an adapter of this config for `model` (A and B of every adapted layer); None
+    /// when the count overflows.
+    pub fn param_count(&self, model: &Gpt2Config) -> Option<usize> {
+        let per_layer = Linear::ALL.into_iter().filter(|l| self.matches(*l)).try_fold(0usize, |acc, l| {
+            let (fan_in, fan_out) = l.dims(model.n_embd);
+            acc.checked_add(self.r.checked_mul(fan_in.checked_add(fan_out)?)?)
+        })?;
+        per_layer.checked_mul(model.n_layer)
+    }
+
     /// Whether the adapter covers this linear layer (in every block).
     pub fn matches(&self, linear: Linear) -> bool {
         let full = format!("transformer.h.0.{}", linear.hf_name());

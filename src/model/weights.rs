@@ -23,6 +23,24 @@ impl HostTensor {
     pub fn zeros(shape: &[usize]) -> HostTensor {
         HostTensor { shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] }
     }
+
+    /// Refuses NaN or infinite values, naming `path` (the file) and `name` (the tensor).
+    pub fn check_finite(&self, path: &str, name: &str) -> Result<(), ModelError> {
+        check_finite(&self.data, path, name)
+    }
+}
+
+/// Refuses NaN or infinite values in tensor `name` of file `path`, naming the first and the count.
+pub fn check_finite(data: &[f32], path: &str, name: &str) -> Result<(), ModelError> {
+    let Some(index) = data.iter().position(|x| !x.is_finite()) else { return Ok(()) };
+    Err(ModelError::NotFinite {
+        path: path.into(),
+        name: name.into(),
+        value: data[index],
+        index,
+        count: data[index..].iter().filter(|x| !x.is_finite()).count(),
+        len: data.len(),
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -53,6 +71,19 @@ pub fn param_shapes(cfg: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
     v.push(("ln_f.weight".to_string(), vec![c]));
     v.push(("ln_f.bias".to_string(), vec![c]));
     v
+}
+
+/// Values in every tensor of a GPT-2 of this config (None when the count overflows).
+pub fn param_count(cfg: &Gpt2Config) -> Option<usize> {
+    param_shapes(cfg).iter().try_fold(0usize, |acc, (_, s)| acc.checked_add(crate::memory::elements(s)?))
+}
+
+/// Refuses a model whose f32 weights need more host memory than this machine has (`what` names
+/// it the user's way, e.g. by the flags that set its shape), before anything is allocated.
+pub fn check_fits(cfg: &Gpt2Config, what: &dyn Fn() -> String) -> Result<(), crate::memory::MemoryError> {
+    let n = param_count(cfg);
+    let described = || format!("{} ({} parameters)", what(), n.map_or("too many".to_string(), |n| n.to_string()));
+    crate::memory::check(&described, n.and_then(crate::memory::bytes_of::<f32>))
 }
 
 /// Canonical name of block `layer`'s tensor `suffix` (e.g. `"ln_1.weight"`).
@@ -295,14 +326,25 @@ pub(crate) fn parse_safetensors<'a>(bytes: &'a [u8], path: &str) -> Result<SafeT
 }
 
 /// A tensor's elements as f32 (F32, F16 and BF16 accepted; little-endian as the format says).
+/// Every loader (model, adapter, checkpoint, optimizer state) comes through here, so a NaN or an
+/// infinity in any loaded tensor is refused here, naming the file and the tensor.
 pub(crate) fn view_to_f32(view: &TensorView<'_>, path: &str, name: &str) -> Result<Vec<f32>, ModelError> {
     let data = view.data();
+    let width = match view.dtype() {
+        Dtype::F32 => 4,
+        Dtype::F16 | Dtype::BF16 => 2,
+        other => return Err(ModelError::Dtype { path: path.into(), name: name.into(), dtype: format!("{other:?}") }),
+    };
+    let what = || format!("{path}: tensor '{name}' as f32");
+    let mut out: Vec<f32> = Vec::new();
+    crate::memory::reserve(&mut out, data.len() / width, &what)?;
     match view.dtype() {
-        Dtype::F32 => Ok(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
-        Dtype::F16 => Ok(data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
-        Dtype::BF16 => Ok(data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
-        other => Err(ModelError::Dtype { path: path.into(), name: name.into(), dtype: format!("{other:?}") }),
+        Dtype::F32 => out.extend(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        Dtype::F16 => out.extend(data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
+        _ => out.extend(data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())),
     }
+    check_finite(&out, path, name)?;
+    Ok(out)
 }
 
 /// Serializes named f32 tensors (HF's `{"format": "pt"}` metadata). `path` is for messages.
