@@ -54,9 +54,36 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
-/// Memory this process could still get, in bytes, where the platform tells (Linux); None
-/// elsewhere (then only the allocator decides).
+/// Memory this process could still get, in bytes: what the platform tells (Linux), capped by
+/// `WEBTUNE_MAX_MEMORY` (bytes, or with a K/M/G/T suffix, binary units) where that is set; None
+/// when neither says (then only the allocator decides).
 pub fn available() -> Option<u64> {
+    #[cfg(not(target_arch = "wasm32"))]
+    let cap = std::env::var("WEBTUNE_MAX_MEMORY").ok().and_then(|v| parse_size(&v));
+    #[cfg(target_arch = "wasm32")]
+    let cap = None;
+    match (platform_available(), cap) {
+        (Some(a), Some(c)) => Some(a.min(c)),
+        (a, c) => a.or(c),
+    }
+}
+
+/// "1073741824", "512M", "2G", "1.5GiB" -> bytes (binary units); None if it is not a size.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let (num, shift) = match t.chars().last()?.to_ascii_uppercase() {
+        'K' => (&t[..t.len() - 1], 10),
+        'M' => (&t[..t.len() - 1], 20),
+        'G' => (&t[..t.len() - 1], 30),
+        'T' => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let v: f64 = num.trim().parse().ok()?;
+    (v.is_finite() && v >= 0.0).then(|| (v * (1u64 << shift) as f64) as u64)
+}
+
+fn platform_available() -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
         let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -146,6 +173,16 @@ mod tests {
         // small requests just work
         let v = vec(10, 1.5f32, &what).unwrap();
         assert_eq!(v, [1.5; 10]);
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1073741824"), Some(1 << 30));
+        assert_eq!(parse_size("512M"), Some(512 << 20));
+        assert_eq!(parse_size("1.5GiB"), Some(3 << 29));
+        assert_eq!(parse_size("2g"), Some(2 << 30));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("-1G"), None);
     }
 
     #[test]

@@ -540,7 +540,8 @@ fn text_data_trains_like_its_token_ids() {
     std::fs::write(&pc_ids, pc_tok.repeat(3)).unwrap();
 
     let run = |name: &str, data: &Path, with_tok: bool| {
-        let (out, log) = (t.join(name), t.join(format!("{name}.jsonl")));
+        // (the log is not named like the data: "pc.jsonl" would be the --data file, which is refused)
+        let (out, log) = (t.join(name), t.join(format!("{name}.log.jsonl")));
         let mut a = train_args(
             &out,
             &log,

@@ -124,7 +124,7 @@ impl records::Encoder for LazyEncoder<'_, '_> {
             DataError::Invalid(format!("{}: text data needs a tokenizer: {why}", self.name))
         })?;
         self.used.borrow_mut().get_or_insert(Ok(tok_name));
-        Ok(tok.try_encode(text)?)
+        tok.try_encode(text).map_err(|e| DataError::Invalid(format!("{}: {e}", self.name)))
     }
 
     fn cut(&self, text: &str) -> Option<usize> {

@@ -328,7 +328,9 @@ fn read_text(src: &mut dyn BufRead, name: &str, vocab_size: usize, enc: &dyn Enc
         let body = std::str::from_utf8(&pending[..valid]).map_err(|_| not_utf8(name, line, offset))?;
         let end = if eof { Some(body.len()) } else { enc.cut(body) };
         let Some(end) = end else {
-            next_try = pending.len() + TEXT_CHUNK; // no place to cut yet: read on
+            // no place to cut yet: read on (twice as much before looking again, so a long text
+            // without one is scanned a bounded number of times)
+            next_try = pending.len().saturating_mul(2);
             continue;
         };
         let part = &body[..end];

@@ -560,6 +560,10 @@ mod tests {
         // a failing save leaves nothing behind, and the existing checkpoints are untouched
         let e = write_checkpoint(&dir, 8, 2, |_| Err(TrainError::Invalid("boom".into()))).unwrap_err();
         assert_eq!(e.to_string(), "boom");
+        // a failed write names the checkpoint's path, never the temporary folder it was built in
+        let e = write_checkpoint(&dir, 8, 2, |d| write_synced(&d.join("no-such-folder").join(STATE_FILE), b"x")).unwrap_err();
+        let want = dir.join("checkpoint-8").join("no-such-folder").join(STATE_FILE);
+        assert_eq!(e.to_string(), format!("{}: No such file or directory (os error 2)", want.display()));
         // replacing a checkpoint of the same step; later steps are kept when saving an earlier one
         write_checkpoint(&dir, 4, 1, fill("b")).unwrap();
         assert_eq!(
