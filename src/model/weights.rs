@@ -55,27 +55,43 @@ pub fn param_shapes(cfg: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
     let c = cfg.n_embd;
     let mut v = vec![("wte.weight".to_string(), vec![cfg.vocab_size, c]), ("wpe.weight".to_string(), vec![cfg.n_positions, c])];
     for i in 0..cfg.n_layer {
-        let p = |s: &str| format!("h.{i}.{s}");
-        v.push((p("ln_1.weight"), vec![c]));
-        v.push((p("ln_1.bias"), vec![c]));
-        for lin in Linear::ALL {
-            let (fi, fo) = lin.dims(c);
-            v.push((p(&format!("{}.weight", lin.hf_name())), vec![fi, fo]));
-            v.push((p(&format!("{}.bias", lin.hf_name())), vec![fo]));
-            if lin == Linear::AttnProj {
-                v.push((p("ln_2.weight"), vec![c]));
-                v.push((p("ln_2.bias"), vec![c]));
-            }
-        }
+        v.extend(layer_shapes(cfg, i));
     }
     v.push(("ln_f.weight".to_string(), vec![c]));
     v.push(("ln_f.bias".to_string(), vec![c]));
     v
 }
 
-/// Values in every tensor of a GPT-2 of this config (None when the count overflows).
+/// The 12 tensors of block `i`, in checkpoint order.
+fn layer_shapes(cfg: &Gpt2Config, i: usize) -> Vec<(String, Vec<usize>)> {
+    let c = cfg.n_embd;
+    let p = |s: &str| format!("h.{i}.{s}");
+    let mut v = vec![(p("ln_1.weight"), vec![c]), (p("ln_1.bias"), vec![c])];
+    for lin in Linear::ALL {
+        let (fi, fo) = lin.dims(c);
+        v.push((p(&format!("{}.weight", lin.hf_name())), vec![fi, fo]));
+        v.push((p(&format!("{}.bias", lin.hf_name())), vec![fo]));
+        if lin == Linear::AttnProj {
+            v.push((p("ln_2.weight"), vec![c]));
+            v.push((p("ln_2.bias"), vec![c]));
+        }
+    }
+    v
+}
+
+/// Values in every tensor of a GPT-2 of this config (None when the count overflows). Computed
+/// from one block's shapes, so a config of billions of layers costs nothing to ask about.
 pub fn param_count(cfg: &Gpt2Config) -> Option<usize> {
-    param_shapes(cfg).iter().try_fold(0usize, |acc, (_, s)| acc.checked_add(crate::memory::elements(s)?))
+    let count = |shapes: &[(String, Vec<usize>)]| {
+        shapes.iter().try_fold(0usize, |acc, (_, s)| acc.checked_add(crate::memory::elements(s)?))
+    };
+    let c = cfg.n_embd;
+    let outer = [
+        (String::new(), vec![cfg.vocab_size, c]),
+        (String::new(), vec![cfg.n_positions, c]),
+        (String::new(), vec![2, c]),
+    ];
+    count(&outer)?.checked_add(count(&layer_shapes(cfg, 0))?.checked_mul(cfg.n_layer)?)
 }
 
 /// Refuses a model whose f32 weights need more host memory than this machine has (`what` names
@@ -184,6 +200,18 @@ impl Gpt2Weights {
     ) -> Result<Gpt2Weights, ModelError> {
         let config = Gpt2Config::from_json(config_json, config_name)?;
         let st = parse_safetensors(safetensors, weights_name)?;
+        // A file with fewer tensors than the config's layers need: name the first one missing,
+        // without listing the names of every layer the config claims (n_layer comes from the user)
+        if config.n_layer.saturating_mul(12).saturating_add(4) > st.len() {
+            let present: std::collections::HashSet<&str> =
+                st.names().into_iter().map(|n| n.strip_prefix(HF_PREFIX).unwrap_or(n)).collect();
+            let outer = [("wte.weight".to_string(), vec![]), ("wpe.weight".to_string(), vec![])];
+            let tail = [("ln_f.weight".to_string(), vec![]), ("ln_f.bias".to_string(), vec![])];
+            let mut names = outer.into_iter().chain((0..config.n_layer).flat_map(|i| layer_shapes(&config, i))).chain(tail);
+            if let Some((name, _)) = names.find(|(n, _)| !present.contains(n.as_str())) {
+                return Err(ModelError::Missing { path: weights_name.into(), name: format!("{HF_PREFIX}{name}") });
+            }
+        }
         let expected: BTreeMap<String, Vec<usize>> = param_shapes(&config).into_iter().collect();
         let head_shape = vec![config.vocab_size, config.n_embd];
         let mut tensors: BTreeMap<String, HostTensor> = BTreeMap::new();
@@ -363,4 +391,26 @@ pub(crate) fn serialize_f32(named: Vec<(String, &HostTensor)>, path: &str) -> Re
     }
     let metadata = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
     safetensors::serialize(views, metadata).map_err(|e| st_error(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn param_count_is_the_sum_of_the_shapes_and_never_overflows() {
+        for cfg in [Gpt2Config::new(2, 3, 48, 97, 64), Gpt2Config::new(5, 4, 20, 11, 7)] {
+            let sum: usize = param_shapes(&cfg).iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+            assert_eq!(param_count(&cfg), Some(sum));
+        }
+        let mut huge = Gpt2Config::new(1, 1, 4, 5, 3);
+        huge.n_layer = 4_000_000_000;
+        huge.n_embd = 4_000_000_000;
+        assert_eq!(param_count(&huge), None);
+        // a config of billions of layers against a small file: the first missing tensor is named
+        let small = Gpt2Weights::random(&Gpt2Config::new(1, 1, 4, 5, 3), 0).to_safetensors().unwrap();
+        let config = r#"{"n_layer": 4000000000, "n_head": 1, "n_embd": 4, "vocab_size": 5, "n_positions": 3}"#;
+        let e = Gpt2Weights::from_bytes(config, "config.json", &small, "model.safetensors").unwrap_err();
+        assert_eq!(e.to_string(), "model.safetensors: missing tensor 'transformer.h.1.ln_1.weight'");
+    }
 }
