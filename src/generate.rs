@@ -323,6 +323,15 @@ impl Generator {
 
         // Decode: sample, then feed the new token at the next position.
         for i in 0..new_tokens {
+            if logits.iter().all(|x| x.is_nan()) {
+                // finite weights (checked at load) whose arithmetic still overflows f32: no text
+                // is made up from such logits
+                return Err(invalid(format!(
+                    "generate: every logit of new token {} is NaN: the model's arithmetic overflows f32 (its weights are \
+                     finite but too large)",
+                    i + 1
+                )));
+            }
             let tok = sample(&logits, cfg, &mut rng);
             out.push(tok);
             if (cfg.stop_at_eos && tok == mc.eos_token_id) || i + 1 == new_tokens {

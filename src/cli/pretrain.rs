@@ -312,8 +312,7 @@ fn copy_tokenizer(from: &Path, to: &Path) -> Result<(), String> {
     for n in names {
         let src = from.join(n);
         let bytes = std::fs::read(&src).map_err(|e| format!("{}: {e}", src.display()))?;
-        let dst = to.join(n);
-        std::fs::write(&dst, bytes).map_err(|e| format!("{}: {e}", dst.display()))?;
+        webtune::model::weights::write_atomic(&to.join(n), &bytes).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
