@@ -179,8 +179,11 @@ pub fn checkpoint(data: &[u8]) {
     }
 }
 
+/// A target's body: arbitrary bytes in, a panic only when a promise is broken.
+pub type Target = fn(&[u8]);
+
 /// Every target by the name of its corpus folder.
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("safetensors_model", safetensors_model),
     ("config_json", config_json),
     ("tokenizer_json", tokenizer_json),
