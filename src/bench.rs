@@ -235,6 +235,11 @@ pub fn bench_matmul(
     });
     let mut results = Vec::new();
     for &(m, n, k) in &cfg.shapes {
+        // the GPU's limits first, so a huge size is refused before its host data is made
+        for (what, dims) in [("A [m, k]", [m, k]), ("B [k, n]", [k, n]), ("C [m, n]", [m, n])] {
+            let bytes = crate::memory::elements(&dims).and_then(crate::memory::bytes_of::<f32>).unwrap_or(u64::MAX);
+            gpu.check_binding(&format!("matmul {m}x{n}x{k}: {what}"), bytes)?;
+        }
         let a = gpu.upload("bench a", &[m * k], &random(m * k, 1))?;
         let b = gpu.upload("bench b", &[k * n], &random(k * n, 2))?;
         let c = gpu.zeros("bench c", &[m * n])?;
@@ -521,6 +526,8 @@ pub fn bench_train(gpu: &Gpu, tb: &TrainBench) -> Result<TrainResult, BenchError
         )));
     }
     let before = gpu.allocated_bytes();
+    let shape = || format!("a {}-layer, {}-wide {} with vocab {}", cfg.n_layer, cfg.n_embd, cfg.model_type, cfg.vocab_size);
+    crate::model::weights::check_fits(cfg, &shape).map_err(crate::Error::from)?;
     let weights = Weights::random(cfg, tb.seed);
     let (adapter, trainable) = match tb.mode {
         Mode::Lora => (Some(LoraAdapter::init(tb.lora.clone(), cfg, tb.seed)), Trainable::Lora),

@@ -88,8 +88,15 @@ impl Prompt {
     /// no room for one new token within `n_positions` is refused.
     pub fn new(tok: &Tokenizer, text: &str, cfg: &ModelConfig, max_new_tokens: usize) -> Result<Prompt, String> {
         // as `tokenizer(text)` in transformers: the tokenizer's prefix (Llama's BOS), then the text
+        let body = tok.try_encode(text).map_err(|e| format!("the prompt: {e}"))?;
+        if body.is_empty() && !text.is_empty() {
+            return Err(format!(
+                "the prompt is {} bytes of text but the tokenizer encodes it to no tokens (does its vocabulary cover this text?)",
+                text.len()
+            ));
+        }
         let mut ids = tok.special_tokens().prefix.clone();
-        ids.extend(tok.encode(text));
+        ids.extend(body);
         if ids.is_empty() {
             ids.push(cfg.bos_token_id);
         }
@@ -252,6 +259,15 @@ impl Generator {
 
         // Decode: sample, then feed the new token at the next position.
         for i in 0..new_tokens {
+            if logits.iter().all(|x| x.is_nan()) {
+                // finite weights (checked at load) whose arithmetic still overflows f32: no text
+                // is made up from such logits
+                return Err(invalid(format!(
+                    "generate: every logit of new token {} is NaN: the model's arithmetic overflows f32 (its weights are \
+                     finite but too large)",
+                    i + 1
+                )));
+            }
             let tok = sample(&logits, cfg, &mut rng);
             out.push(tok);
             if (cfg.stop_at_eos && mc.eos_token_ids.contains(&tok)) || i + 1 == new_tokens {

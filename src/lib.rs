@@ -14,6 +14,7 @@ pub mod generate;
 pub mod gpu;
 pub mod json;
 pub mod kernels;
+pub mod memory;
 pub mod model;
 pub mod reference;
 pub mod rng;
@@ -32,4 +33,6 @@ pub enum Error {
     Data(#[from] data::DataError),
     #[error(transparent)]
     Train(#[from] train::TrainError),
+    #[error(transparent)]
+    Memory(#[from] memory::MemoryError),
 }

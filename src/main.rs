@@ -38,6 +38,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    cli::runtime_dir::ensure();
     let cli = Cli::parse();
     let adapter = cli.adapter.as_deref();
     let result = match cli.command {

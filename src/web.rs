@@ -104,8 +104,8 @@ impl JsTokenizer {
     }
 
     /// Ids without special tokens added (added tokens written in the text are recognised).
-    pub fn encode(&self, text: &str) -> Vec<u32> {
-        self.0.encode(text)
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, JsError> {
+        self.0.try_encode(text).map_err(js_err)
     }
 
     /// Ids with the special tokens of `specialTokens()` around them (e.g. Llama's BOS).
@@ -806,7 +806,7 @@ impl Engine {
                 cfg.n_positions
             )));
         }
-        let batches = Batcher::new(data.stream(cfg.eos_token_id), batch, seq, false, 0)
+        let batches = Batcher::new(data.stream(cfg.eos_token_id).map_err(js_err)?, batch, seq, false, 0)
             .map_err(|e| JsError::new(&format!("{}: {e}", data.name)))?
             .eval_batches();
         let infer = match &mut st.infer {

@@ -294,18 +294,13 @@ fn merge_command_writes_a_checkpoint_with_the_adapted_logits() {
         "the merge changed the logits"
     );
 
-    // Into an existing folder: files are replaced, others kept.
+    // Into an existing folder: refused, unless --overwrite: then files are replaced, others kept.
     std::fs::write(out.join("keep.txt"), b"x").unwrap();
     std::fs::write(out.join("model.safetensors"), b"stale").unwrap();
-    webtune_stdout(&[
-        "merge",
-        "--model",
-        s(&model),
-        "--adapter",
-        s(&adapter),
-        "--out",
-        s(&out),
-    ]);
+    let again = ["merge", "--model", s(&model), "--adapter", s(&adapter), "--out", s(&out)];
+    webtune_err(&again, &["is not empty", "--overwrite"]);
+    assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), b"stale");
+    webtune_stdout(&[&again[..], &["--overwrite"]].concat());
     assert!(file_names(&out).contains(&"keep.txt".to_string()));
     assert!(Weights::load_dir(&out).unwrap().tensors == merged.tensors);
 }

@@ -553,3 +553,56 @@ fn text_records_start_with_the_tokenizers_prefix() {
         assert_eq!((&pc[0].input_ids, pc[0].labels.as_ref()), (&ids, Some(&labels)), "{family}");
     }
 }
+
+/// Every fixture text joined by spaces: text with all the fixtures' scripts, digits, contractions,
+/// whitespace runs and added tokens.
+fn joined() -> String {
+    let j = cases();
+    j["cases"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap()).collect::<Vec<_>>().join(" ")
+}
+
+/// What lets a dataset's text be encoded in chunks: wherever `Tokenizer::cut` finds a place in a
+/// prefix of the text, the two sides encode to the ids of the whole. Checked from ~250 prefixes
+/// of the joined fixture texts for the plain, the appended-token and the options tokenizer
+/// (add_prefix_space; added tokens with lstrip / rstrip / single_word / normalized).
+#[test]
+fn cutting_where_cut_says_keeps_the_ids_of_the_whole() {
+    let text = joined();
+    for variant in ["gpt2like", "appended", "options"] {
+        let tok = from_json(variant);
+        let whole = tok.encode(&text);
+        let (mut end, mut cuts) = (text.len(), 0);
+        while let Some(p) = tok.cut(&text[..end]) {
+            assert!(p > 0 && p < end && text.is_char_boundary(p), "{variant}: cut {p} of {end}");
+            let mut ids = tok.encode(&text[..p]);
+            ids.extend(tok.encode(&text[p..]));
+            assert!(ids == whole, "{variant}: cut at byte {p} ({:?} | {:?}) changes the ids", &text[p.saturating_sub(12)..p], &text[p..(p + 12).min(text.len())]);
+            cuts += 1;
+            end = (p.saturating_sub(40)..p).find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        }
+        assert!(cuts > 200, "{variant}: only {cuts} cuts");
+        // no place to cut: no space after a non-space
+        assert_eq!(tok.cut("  \n\t  "), None);
+        assert_eq!(tok.cut("wordwithoutspaces"), None);
+    }
+}
+
+/// A .txt dataset of a few MiB is read and encoded in 1 MiB chunks (a BOM dropped): its ids are
+/// those of the whole text.
+#[test]
+fn a_large_text_file_streams_to_the_ids_of_the_whole() {
+    let tok = from_json("options");
+    let base = joined();
+    let mut big = String::from("\u{feff}");
+    let mut i = 0;
+    while big.len() < (5 << 20) / 2 {
+        big.push_str(&base);
+        big.push_str(["\n", "  ", " <|endoftext|> ", "\n\n", "é ", ""][i % 6]);
+        i += 1;
+    }
+    let want = tok.encode(&big[3..]);
+    let got = webtune::data::Dataset::parse("big.txt", "big.txt", &big.into_bytes(), 100_000, &|| Ok(("options".into(), &tok)))
+        .unwrap();
+    assert_eq!(got.records.len(), 1);
+    assert!(got.records[0].input_ids == want, "{} vs {} ids", got.records[0].input_ids.len(), want.len());
+}

@@ -466,7 +466,8 @@ fn second_ctrl_c_quits_at_once_without_saving() {
     let (out, fifo) = (t.join("out"), t.join("log.fifo"));
     let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
-    let a = train_args(&out, &fifo, &data_file(), &["--steps", "1000000", "--batch", "2", "--seq", "16"]);
+    // (the FIFO exists before the run, so the log is written "over" it with --overwrite)
+    let a = train_args(&out, &fifo, &data_file(), &["--steps", "1000000", "--batch", "2", "--seq", "16", "--overwrite"]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_webtune"))
         .args(&a)
         .stdin(Stdio::null())
@@ -613,7 +614,8 @@ fn text_data_trains_like_its_token_ids() {
     std::fs::write(&pc_ids, pc_tok.repeat(3)).unwrap();
 
     let run = |name: &str, data: &Path, with_tok: bool| {
-        let (out, log) = (t.join(name), t.join(format!("{name}.jsonl")));
+        // (the log is not named like the data: "pc.jsonl" would be the --data file, which is refused)
+        let (out, log) = (t.join(name), t.join(format!("{name}.log.jsonl")));
         let mut a = train_args(
             &out,
             &log,

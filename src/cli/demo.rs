@@ -22,7 +22,11 @@ use webtune::train::run::{Control, RunData, RunInputs};
 use webtune::train::schedule::Schedule;
 use webtune::train::{Run, RunSpec};
 
+use super::paths::{self, Inputs, OutRules};
 use super::pretrain::{eos_id, eval_batches, evaluate};
+
+/// The demo's result: a PEFT adapter.
+const ADAPTER: [&str; 2] = ["adapter_config.json", "adapter_model.safetensors"];
 use webtune::train::eval::EvalResult;
 
 /// The base text: Moby Dick, one record per chapter.
@@ -59,9 +63,13 @@ pub struct DemoArgs {
     /// Peak learning rate of the fine-tune (AdamW; warmup, then cosine to a tenth of it)
     #[arg(long, default_value_t = LR, allow_negative_numbers = true)]
     lr: f32,
-    /// Where the LoRA adapter goes (PEFT format: adapter_config.json + adapter_model.safetensors)
+    /// Where the LoRA adapter goes (PEFT format: adapter_config.json + adapter_model.safetensors);
+    /// a new or empty folder, or an earlier demo's adapter (replaced)
     #[arg(long, default_value = "webtune-demo-adapter")]
     out: PathBuf,
+    /// Replace webtune's results in a --out that holds more than an earlier demo's adapter
+    #[arg(long)]
+    overwrite: bool,
     /// The assets folder (default: WEBTUNE_ASSETS, else the source tree's assets/, else ./assets)
     #[arg(long)]
     assets: Option<PathBuf>,
@@ -163,11 +171,17 @@ pub fn run(adapter_filter: Option<&str>, a: DemoArgs) -> Result<(), String> {
     if a.eval_windows == 0 {
         return Err("--eval-windows must be at least 1".into());
     }
-    if a.out.is_file() {
-        return Err(format!("--out {}: is a file, not a folder", a.out.display()));
-    }
     let dir = assets_dir(a.assets.as_deref());
     check_assets(&dir)?;
+    // --out holds the demo's adapter: new, empty, or an earlier demo's adapter (replaced)
+    let mut inputs = Inputs::default();
+    inputs.add("--assets folder", &dir);
+    paths::check_out_dir("--out", &a.out, &inputs, &ADAPTER)?;
+    let earlier_demo = std::fs::read_dir(&a.out).is_ok_and(|entries| {
+        entries.flatten().all(|e| ADAPTER.contains(&e.file_name().to_string_lossy().as_ref()))
+    });
+    let rules = OutRules { flag: "--out", results: &ADAPTER, own: earlier_demo, overwrite: a.overwrite };
+    let doomed = paths::plan_out(&a.out, &rules, &inputs)?;
     let model_dir = dir.join(MODEL);
     let weights = Weights::load_dir(&model_dir).map_err(|e| e.to_string())?;
     let cfg = weights.config.clone();
@@ -333,6 +347,7 @@ pub fn run(adapter_filter: Option<&str>, a: DemoArgs) -> Result<(), String> {
     println!("  fine-tuned {done} steps in {secs:.0} s; last training loss {last_loss:.3}");
 
     let files = pollster::block_on(run.output_files(&gpu)).map_err(|e| e.to_string())?;
+    paths::clear(&doomed)?;
     std::fs::create_dir_all(&a.out).map_err(|e| format!("--out {}: {e}", a.out.display()))?;
     for (name, bytes) in &files {
         write_atomic(&a.out.join(name), bytes).map_err(|e| e.to_string())?;

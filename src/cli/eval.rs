@@ -1,10 +1,9 @@
 //! `webtune eval`: loss and perplexity of a model on a dataset, with and without a LoRA adapter.
 
-use std::cell::Cell;
 use std::path::PathBuf;
 
 use clap::Args;
-use webtune::data::{records, Batcher, TokenStream};
+use webtune::data::{Batcher, Dataset};
 use webtune::gpu::Gpu;
 use webtune::model::{ModelGpu, Trainable};
 use webtune::train::eval::{evaluate, EvalResult};
@@ -60,25 +59,19 @@ pub fn run(gpu_filter: Option<&str>, a: EvalArgs) -> Result<(), String> {
     if let Some(t) = &tok {
         check_tokenizer_fits(t, cfg.vocab_size)?;
     }
-    let wanted_tokenizer = Cell::new(false);
-    let encode = |text: &str| match &tok {
-        Some(t) => t.encode(text),
-        None => {
-            wanted_tokenizer.set(true);
-            Vec::new()
-        }
-    };
-    let parsed = records::read_dataset(&a.data, cfg.vocab_size, &encode);
-    if wanted_tokenizer.get() {
-        return Err(format!(
-            "{} holds text, but {} has no tokenizer (tokenizer.json, or vocab.json + merges.txt); give --tokenizer DIR",
-            a.data.display(),
+    let tok_name = a.tokenizer.as_deref().unwrap_or(&a.model).display().to_string();
+    let tokenizer = || match &tok {
+        Some(t) => Ok((tok_name.clone(), t)),
+        None => Err(format!(
+            "{} has no tokenizer (tokenizer.json, or vocab.json + merges.txt); give --tokenizer DIR",
             a.model.display()
-        ));
-    }
-    let recs = parsed.map_err(|e| e.to_string())?;
+        )),
+    };
+    let data = Dataset::read(&a.data, cfg.vocab_size, &tokenizer).map_err(|e| e.to_string())?;
+    let stream = data.stream(cfg.eos_token_id).map_err(|e| e.to_string())?;
+    drop(data);
     let batcher =
-        Batcher::new(TokenStream::new(&recs, cfg.eos_token_id), a.batch, seq, false, 0).map_err(|e| e.to_string())?;
+        Batcher::new(stream, a.batch, seq, false, 0).map_err(|e| e.to_string())?;
     let batches = batcher.eval_batches();
 
     let gpu = Gpu::new_blocking(gpu_filter).map_err(|e| e.to_string())?;
@@ -86,10 +79,22 @@ pub fn run(gpu_filter: Option<&str>, a: EvalArgs) -> Result<(), String> {
         let model = ModelGpu::new(&gpu, &weights, lora, Trainable::None).map_err(|e| e.to_string())?;
         pollster::block_on(evaluate(&gpu, &model, &batches, seq)).map_err(|e| e.to_string())
     };
-    let base = run(None)?;
-    let tuned = match &adapter {
-        Some(ad) => Some(run(Some(ad))?),
-        None => None,
+    // weights are finite (checked at load), but their arithmetic can still overflow f32
+    let finite = |r: EvalResult, with: &str| {
+        if r.loss.is_finite() {
+            return Ok(r);
+        }
+        Err(format!(
+            "the loss of {}{with} on {} is {}: the model's arithmetic overflows f32 (its weights are finite but too large)",
+            a.model.display(),
+            a.data.display(),
+            r.loss
+        ))
+    };
+    let base = finite(run(None)?, "")?;
+    let tuned = match (&adapter, &a.lora) {
+        (Some(ad), Some(dir)) => Some(finite(run(Some(ad))?, &format!(" with {}", dir.display()))?),
+        _ => None,
     };
     gpu.check().map_err(|e| e.to_string())?;
 

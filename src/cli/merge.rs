@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::generate::load_model;
+use super::paths::{self, Inputs, OutRules};
+use crate::say;
 
 #[derive(Args)]
 pub struct MergeArgs {
@@ -17,6 +19,9 @@ pub struct MergeArgs {
     /// Output folder: config.json + model.safetensors (f32) and the model's tokenizer files
     #[arg(long)]
     out: PathBuf,
+    /// Replace the files of an earlier merge in a non-empty --out
+    #[arg(long)]
+    overwrite: bool,
 }
 
 /// Files copied from the model folder when present.
@@ -31,20 +36,29 @@ const COPIED: [&str; 6] = [
 
 pub fn run(a: MergeArgs) -> Result<(), String> {
     let out = &a.out;
-    if out.exists() && !out.is_dir() {
-        return Err(format!("--out {}: is a file, not a folder", out.display()));
-    }
-    if let (Ok(o), Ok(m)) = (out.canonicalize(), a.model.canonicalize()) {
-        if o == m {
-            return Err(format!(
-                "--out {} is the --model folder: write the merged model elsewhere",
-                out.display()
-            ));
-        }
-    }
+    let mut inputs = Inputs::default();
+    inputs.add("--model folder", &a.model);
+    inputs.add("--adapter folder", &a.lora);
+    let mut results = vec!["config.json", "model.safetensors"];
+    results.extend(COPIED);
+    paths::check_out_dir("--out", out, &inputs, &results)?;
+    let rules = OutRules { flag: "--out", results: &results, own: false, overwrite: a.overwrite };
+    let doomed = paths::plan_out(out, &rules, &inputs)?;
     let (mut weights, adapter) = load_model(&a.model, Some(&a.lora))?;
     let adapter = adapter.ok_or("no adapter")?;
     adapter.merge_into(&mut weights).map_err(|e| e.to_string())?;
+    // finite inputs can still overflow f32 when summed: such a model is not written
+    for (name, t) in &weights.tensors {
+        t.check_finite("", name).map_err(|e| match e {
+            webtune::model::ModelError::NotFinite { value, count, len, .. } => format!(
+                "merging {} into {} gives {value} in tensor '{name}' ({count} of {len} values are NaN or infinite): \
+                 the adapter's update overflows f32; nothing was written",
+                a.lora.display(),
+                a.model.display()
+            ),
+            e => e.to_string(),
+        })?;
+    }
     let mut copies = Vec::new();
     for name in COPIED {
         let p = a.model.join(name);
@@ -64,12 +78,18 @@ pub fn run(a: MergeArgs) -> Result<(), String> {
         .unwrap_or_else(|| "merged".into());
     std::fs::create_dir_all(&parent)
         .map_err(|e| format!("--out {}: cannot create {}: {e}", out.display(), parent.display()))?;
+    paths::clean_leftovers(&parent, Some(&leaf));
     let tmp = parent.join(format!(".{leaf}.merge-tmp{}", std::process::id()));
-    let result =
-        write_into(&tmp, &weights, &copies).and_then(|names| move_into_place(&tmp, out, &names).map(|_| names));
+    let removed = paths::clear(&doomed)?;
+    if !removed.is_empty() {
+        say!("--overwrite: removed {} from {}", removed.join(", "), out.display());
+    }
+    let result = write_into(&tmp, &weights, &copies)
+        .map_err(|e| e.replace(&tmp.display().to_string(), &out.display().to_string()))
+        .and_then(|names| move_into_place(&tmp, out, &names).map(|_| names));
     let _ = std::fs::remove_dir_all(&tmp); // gone already when it was renamed to --out
     let names = result?;
-    eprintln!(
+    say!(
         "merged the {} LoRA modules of {} (r {}, alpha {}, scale {}) into the weights of {}; wrote {} to {}",
         adapter.modules.len(),
         a.lora.display(),

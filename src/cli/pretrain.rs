@@ -16,6 +16,9 @@ use webtune::train::run::{Control, RunData, RunInputs};
 use webtune::train::schedule::Schedule;
 use webtune::train::{Run, RunSpec};
 
+use super::paths::{self, Inputs, OutRules};
+use crate::say;
+
 /// The special token that ends each record (GPT-2's).
 pub const EOS: &str = "<|endoftext|>";
 
@@ -85,7 +88,13 @@ pub struct PretrainArgs {
     /// Write one JSON object per step ({"step", "loss", "lr", "grad_norm"}) and per evaluation ({"step", "eval_loss"})
     #[arg(long)]
     log_json: Option<PathBuf>,
+    /// Replace webtune's results in a non-empty --out and an existing --log-json
+    #[arg(long)]
+    overwrite: bool,
 }
+
+/// What pretrain writes into --out.
+const RESULTS: [&str; 5] = ["config.json", "model.safetensors", "tokenizer.json", "vocab.json", "merges.txt"];
 
 /// Held-out loss of `model` over `batches` (see [`webtune::train::eval::evaluate`]).
 pub fn evaluate(gpu: &Gpu, model: &ModelGpu, batches: &[Batch], seq: usize) -> Result<EvalResult, String> {
@@ -164,6 +173,16 @@ pub fn run(adapter_filter: Option<&str>, a: PretrainArgs) -> Result<(), String> 
     if seq > a.positions {
         return Err(format!("--seq {seq} is longer than --positions {}", a.positions));
     }
+    let mut inputs = Inputs::default();
+    inputs.add("--tokenizer folder", &a.tokenizer);
+    inputs.add("--data file", &a.data);
+    paths::check_out_dir("--out", &a.out, &inputs, &RESULTS)?;
+    let rules = OutRules { flag: "--out", results: &RESULTS, own: false, overwrite: a.overwrite };
+    let doomed = paths::plan_out(&a.out, &rules, &inputs)?;
+    if let Some(log) = &a.log_json {
+        paths::check_out_file("--log-json", log, &inputs)?;
+        paths::prepare_log("--log-json", log, false, a.overwrite)?;
+    }
     let tok = Tokenizer::load_dir(&a.tokenizer).map_err(|e| e.to_string())?;
     let eos = eos_id(&tok, &a.tokenizer)?;
     let vocab = tok.vocab_size();
@@ -174,11 +193,19 @@ pub fn run(adapter_filter: Option<&str>, a: PretrainArgs) -> Result<(), String> 
         return Err(format!("--out {}: is a file, not a folder", a.out.display()));
     }
     let mut cfg = ModelConfig::gpt2(a.layers, a.heads, a.embd, vocab, a.positions);
+    let shape = || {
+        format!("--layers {} --embd {} --positions {} (vocab {vocab}): the model", a.layers, a.embd, a.positions)
+    };
+    webtune::model::weights::check_fits(&cfg, &shape).map_err(|e| e.to_string())?;
     cfg.eos_token_id = eos;
     cfg.bos_token_id = eos;
     if let Some(raw) = cfg.raw.as_object_mut() {
         raw.insert("eos_token_id".into(), eos.into());
         raw.insert("bos_token_id".into(), eos.into());
+    }
+    let removed = paths::clear(&doomed)?;
+    if !removed.is_empty() {
+        say!("--overwrite: removed {} from {}", removed.join(", "), a.out.display());
     }
     let mut log = match &a.log_json {
         Some(p) => Some(std::fs::File::create(p).map_err(|e| format!("--log-json {}: {e}", p.display()))?),
@@ -285,8 +312,7 @@ fn copy_tokenizer(from: &Path, to: &Path) -> Result<(), String> {
     for n in names {
         let src = from.join(n);
         let bytes = std::fs::read(&src).map_err(|e| format!("{}: {e}", src.display()))?;
-        let dst = to.join(n);
-        std::fs::write(&dst, bytes).map_err(|e| format!("{}: {e}", dst.display()))?;
+        webtune::model::weights::write_atomic(&to.join(n), &bytes).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

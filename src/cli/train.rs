@@ -12,7 +12,6 @@
 use std::cell::OnceCell;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use clap::Args;
@@ -22,9 +21,13 @@ use webtune::gpu::Gpu;
 use webtune::model::weights::write_atomic;
 use webtune::model::{ModelConfig, Weights, LoraAdapter};
 use webtune::train::checkpoint::{self, ModelInfo, RunOptions, TrainerState};
-use webtune::train::run::{Checkpoint, Control, RunData, RunInputs};
+use webtune::train::run::{Checkpoint, RunData, RunInputs};
 use webtune::train::schedule::Schedule;
 use webtune::train::{Run, RunSpec, StepLog};
+
+use super::paths::{self, Inputs, OutRules};
+use super::signals;
+use crate::say;
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -132,7 +135,14 @@ pub struct TrainArgs {
     /// Without a terminal, print a progress line every N steps [default: 10]
     #[arg(long)]
     log_every: Option<u32>,
+    /// Replace webtune's results in a non-empty --out (its checkpoints included) and an existing --log-json
+    #[arg(long)]
+    overwrite: bool,
 }
+
+/// Every file a run may leave in --out besides its checkpoint folders: a LoRA run's adapter, a
+/// full run's model (--overwrite clears both kinds, so a folder never mixes a base and an adapter).
+const RESULTS: [&str; 4] = ["adapter_config.json", "adapter_model.safetensors", "config.json", "model.safetensors"];
 
 /// How a run ended (beyond an error).
 enum Outcome {
@@ -140,38 +150,13 @@ enum Outcome {
     Done,
     /// --stop-after: stopped early on purpose; exit 0.
     Stopped,
-    /// Ctrl-C: exit 130. `wrote` is false when nothing was saved (interrupted before any step).
+    /// A signal (Ctrl-C, SIGTERM, SIGHUP): exit 128 + its number. `wrote` is false when nothing
+    /// was saved (interrupted before any step).
     Interrupted { wrote: bool },
 }
 
-/// Ctrl-C presses seen so far.
-static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
-
 fn interrupted() -> bool {
-    INTERRUPTS.load(Ordering::SeqCst) > 0
-}
-
-/// What the user asks of the loop: a Ctrl-C means stop after this step and keep the work.
-fn control() -> Control {
-    if interrupted() {
-        Control::Pause
-    } else {
-        Control::Run
-    }
-}
-
-/// The first Ctrl-C asks the loop to stop after the current step (and save); the second exits at
-/// once. Every file webtune writes is written to a temporary name and renamed, so exiting at any
-/// moment leaves no half-written file or checkpoint.
-fn install_ctrlc() {
-    let _ = ctrlc::set_handler(|| {
-        if INTERRUPTS.fetch_add(1, Ordering::SeqCst) == 0 {
-            eprintln!("\ninterrupted: finishing this step, then saving a checkpoint and the output (Ctrl-C again quits at once)");
-        } else {
-            eprintln!("\ninterrupted again: quitting without saving");
-            std::process::exit(130);
-        }
-    });
+    signals::received().is_some()
 }
 
 /// Runs `f` with `out` created up front (so an unwritable --out fails before training),
@@ -196,9 +181,10 @@ fn abs(path: &Path) -> String {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string()
 }
 
-/// `webtune train`. Exits with code 130 itself after a Ctrl-C (once the checkpoint is saved).
+/// `webtune train`. After a signal it exits itself, once the checkpoint and the output are saved,
+/// with 128 + the signal's number (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 pub fn run(adapter_filter: Option<&str>, a: TrainArgs) -> Result<(), String> {
-    install_ctrlc();
+    signals::install()?;
     let ckpt = match &a.resume {
         Some(dir) => {
             let dir = checkpoint::locate(dir).map_err(|e| format!("--resume {e}"))?;
@@ -219,10 +205,76 @@ pub fn run(adapter_filter: Option<&str>, a: TrainArgs) -> Result<(), String> {
         },
         (None, None) => return Err("--out is required (the folder the result goes to)".into()),
     };
-    match with_out_dir(&out.clone(), || train(adapter_filter, a, out, ckpt))? {
+    let saved = ckpt.as_ref().map(|c| &c.1.state);
+    let spec = spec_of(&a, saved)?;
+    let options = options_of(&a, saved, &out)?;
+    let files = guard_files(&a, &out, &options, ckpt.as_ref())?;
+    match with_out_dir(&out.clone(), || train(adapter_filter, a, out, ckpt, spec, options, files))? {
         Outcome::Done | Outcome::Stopped => Ok(()),
-        Outcome::Interrupted { .. } => std::process::exit(130),
+        Outcome::Interrupted { .. } => std::process::exit(signals::received().map_or(130, |s| s.exit_code())),
     }
+}
+
+/// What the run may do to files, decided before anything is read or written.
+struct FilePlan {
+    /// webtune's earlier results in --out that --overwrite replaces (removed just before the
+    /// run's first write, so a run that fails its checks removes nothing).
+    doomed: Vec<PathBuf>,
+    /// Whether --log-json is the resumed run's own log (its lines up to the checkpoint are kept).
+    own_log: bool,
+}
+
+/// The run's inputs, and its outputs checked against them (see src/cli/paths.rs): --out and
+/// --log-json are never an input or inside one; --out is new, empty or (resuming) the run's own,
+/// unless --overwrite; --log-json is new or the resumed run's own, unless --overwrite.
+fn guard_files(a: &TrainArgs, out: &Path, options: &RunOptions, ckpt: Option<&(PathBuf, Checkpoint)>) -> Result<FilePlan, String> {
+    let saved = ckpt.map(|c| &c.1.state);
+    let mut inputs = Inputs::default();
+    let saved_path = |p: &str| (!p.is_empty()).then(|| PathBuf::from(p));
+    if let Some(m) = a.model.clone().or_else(|| saved.and_then(|s| saved_path(&s.model.path))) {
+        inputs.add("--model folder", &m);
+    }
+    if let Some(d) = a.data.clone().or_else(|| saved.and_then(|s| saved_path(&s.data.path))) {
+        inputs.add("--data file", &d);
+    }
+    if let Some(e) = &options.eval_data {
+        inputs.add("--eval-data file", Path::new(e));
+    }
+    if let Some(t) = a.tokenizer.clone().or_else(|| saved.and_then(|s| s.data.tokenizer.as_deref().and_then(saved_path))) {
+        inputs.add("--tokenizer folder", &t);
+    }
+    if let Some(i) = &a.init_adapter {
+        inputs.add("--init-adapter folder", i);
+    }
+    if let Some((dir, _)) = ckpt {
+        inputs.add("--resume checkpoint", dir);
+    }
+    paths::check_out_dir("--out", out, &inputs, &RESULTS)?;
+    let own = match ckpt {
+        Some((dir, ck)) => {
+            dir.parent().is_some_and(|p| paths::same_place(out, if p.as_os_str().is_empty() { Path::new(".") } else { p }))
+                || paths::same_place(out, Path::new(&ck.state.options.out))
+        }
+        None => false,
+    };
+    let rules = OutRules { flag: "--out", results: &RESULTS, own, overwrite: a.overwrite };
+    let doomed = paths::plan_out(out, &rules, &inputs)?;
+    let mut own_log = false;
+    if let Some(log) = a.log_json.clone().or_else(|| options.log_json.as_ref().map(PathBuf::from)) {
+        let log = log.as_path();
+        paths::check_out_file("--log-json", log, &inputs)?;
+        if paths::within(log, out) && (log.parent().is_some_and(|p| !paths::same_place(p, out)) || RESULTS.iter().any(|r| paths::same_place(log, &out.join(r)))) {
+            return Err(format!(
+                "--log-json {} is one of the files of --out {}: give a file beside them (e.g. {})",
+                log.display(),
+                out.display(),
+                out.join("log.jsonl").display()
+            ));
+        }
+        own_log = saved.and_then(|s| s.options.log_json.as_deref()).is_some_and(|l| paths::same_place(log, Path::new(l)));
+        paths::prepare_log("--log-json", log, own_log, a.overwrite)?;
+    }
+    Ok(FilePlan { doomed, own_log })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -385,10 +437,16 @@ fn init_adapter(a: &TrainArgs, cfg: &ModelConfig) -> Result<Option<LoraAdapter>,
     Ok(Some(adapter))
 }
 
-fn train(adapter_filter: Option<&str>, a: TrainArgs, out: PathBuf, ckpt: Option<(PathBuf, Checkpoint)>) -> Result<Outcome, String> {
+fn train(
+    adapter_filter: Option<&str>,
+    a: TrainArgs,
+    out: PathBuf,
+    ckpt: Option<(PathBuf, Checkpoint)>,
+    spec: RunSpec,
+    options: RunOptions,
+    files: FilePlan,
+) -> Result<Outcome, String> {
     let saved = ckpt.as_ref().map(|c| &c.1.state);
-    let spec = spec_of(&a, saved)?;
-    let options = options_of(&a, saved, &out)?;
     let (weights, model) = load_model(&a, spec.full, ckpt.as_ref().map(|c| &c.1))?;
     let cfg = weights.config.clone();
     let init = if ckpt.is_none() && !spec.full { init_adapter(&a, &cfg)? } else { None };
@@ -427,18 +485,22 @@ fn train(adapter_filter: Option<&str>, a: TrainArgs, out: PathBuf, ckpt: Option<
     };
     let mut run = Run::new(&gpu, input, ckpt.as_ref().map(|c| &c.1), true).map_err(|e| e.to_string())?;
     drop(weights);
+    if interrupted() {
+        say!("interrupted before training started; nothing written");
+        return Ok(Outcome::Interrupted { wrote: false });
+    }
+    let removed = paths::clear(&files.doomed)?;
+    if !removed.is_empty() {
+        say!("--overwrite: removed {} from {}", removed.join(", "), out.display());
+    }
     let mut log = match &run.options.log_json {
-        Some(p) => Some(open_log(Path::new(p), saved.map(|s| s.step))?),
+        Some(p) => Some(open_log(Path::new(p), saved.map(|s| s.step).filter(|_| files.own_log))?),
         None => None,
     };
     let from = ckpt.as_ref().map_or(String::new(), |(dir, _)| format!(" from {}", dir.display()));
-    eprintln!("{}{from}", run.summary(&gpu));
+    say!("{}{from}", run.summary(&gpu));
     if let (Some(ev), Some(name)) = (&run.evaluator, &run.eval_name) {
-        eprintln!("eval data: {} counted tokens in windows of {} ({name})", ev.tokens(), run.spec.seq);
-    }
-    if interrupted() {
-        eprintln!("interrupted before training started; nothing written");
-        return Ok(Outcome::Interrupted { wrote: false });
+        say!("eval data: {} counted tokens in windows of {} ({name})", ev.tokens(), run.spec.seq);
     }
     run_steps(&gpu, &mut run, &out, &mut log)
 }
@@ -471,7 +533,7 @@ fn run_steps(gpu: &Gpu, run: &mut Run, out: &Path, log: &mut Option<std::fs::Fil
     let f32_json = webtune::json::f32;
     let mut steps_loop = || -> Result<(), String> {
         loop {
-            let ev = pollster::block_on(run.step(gpu, &control)).map_err(|e| e.to_string())?;
+            let ev = pollster::block_on(run.step(gpu, &signals::control)).map_err(|e| e.to_string())?;
             for l in &ev.logs {
                 write_line(
                     log,
@@ -506,7 +568,13 @@ fn run_steps(gpu: &Gpu, run: &mut Run, out: &Path, log: &mut Option<std::fs::Fil
     };
     let looped = steps_loop();
     progress.finish();
-    looped?;
+    if let Err(e) = looped {
+        // the output is not written after a failed step; say what is kept
+        return Err(match checkpoint::list_checkpoints(out).into_iter().rfind(|c| c.0 <= run.steps_done()) {
+            Some((step, dir)) => format!("{e}; the output was not written, and the last checkpoint, {} (step {step}), is kept", dir.display()),
+            None => format!("{e}; nothing was written to {}", out.display()),
+        });
+    }
     let done = run.steps_done();
     let files = pollster::block_on(run.output_files(gpu)).map_err(|e| e.to_string())?;
     write_files(out, &files)?;
@@ -518,12 +586,13 @@ fn run_steps(gpu: &Gpu, run: &mut Run, out: &Path, log: &mut Option<std::fs::Fil
         Outcome::Done
     };
     let eval = last_eval.map_or(String::new(), |(s, e)| format!(", eval loss {e:.4} (step {s})"));
-    eprintln!(
+    let by = signals::received().filter(|s| s.0 != 2).map_or(String::new(), |s| format!(" by {}", s.name()));
+    say!(
         "{} {} steps in {} ({:.0} tok/s), last loss {last_loss:.4}{eval}; saved {} to {}",
         match outcome {
-            Outcome::Done => "done:",
-            Outcome::Stopped => "stopped:",
-            Outcome::Interrupted { .. } => "interrupted:",
+            Outcome::Done => "done:".to_string(),
+            Outcome::Stopped => "stopped:".to_string(),
+            Outcome::Interrupted { .. } => format!("interrupted{by}:"),
         },
         done - start_step,
         duration(progress.start.elapsed().as_secs_f64()),
@@ -532,7 +601,7 @@ fn run_steps(gpu: &Gpu, run: &mut Run, out: &Path, log: &mut Option<std::fs::Fil
         out.display()
     );
     if let (true, Some(dir)) = (done < steps, &saved_ckpt) {
-        eprintln!("at step {done} of {steps}; continue with: webtune train --resume {}", dir.display());
+        say!("at step {done} of {steps}; continue with: webtune train --resume {}", dir.display());
     }
     Ok(outcome)
 }
@@ -603,7 +672,7 @@ impl Progress {
                 ));
             }
             None if l.step.is_multiple_of(self.every) || l.step == self.total => {
-                eprintln!(
+                say!(
                     "step {:>5}/{}  loss {:.4}  lr {:.3e}  grad_norm {:.3}  {:.0} tok/s  ETA {}",
                     l.step,
                     self.total,
@@ -621,7 +690,7 @@ impl Progress {
     fn line(&self, msg: &str) {
         match &self.bar {
             Some(bar) => bar.println(msg),
-            None => eprintln!("{msg}"),
+            None => say!("{msg}"),
         }
     }
 

@@ -9,12 +9,28 @@ use super::{DataError, Tokenizer};
 
 /// FNV-1a, 64 bits (the fingerprint of data and model files in checkpoints).
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut h = Fnv1a64::default();
+    h.update(bytes);
+    h.0
+}
+
+/// FNV-1a 64 fed piece by piece: the same hash as [`fnv1a64`] of the concatenation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fnv1a64(pub u64);
+
+impl Default for Fnv1a64 {
+    fn default() -> Self {
+        Fnv1a64(0xcbf2_9ce4_8422_2325)
     }
-    h
+}
+
+impl Fnv1a64 {
+    pub fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
 }
 
 /// A hash as 16 hex digits.
@@ -74,10 +90,61 @@ pub struct Dataset {
     pub tokenizer: Option<String>,
 }
 
+/// A reader that fingerprints what passes through it: the size, FNV-1a 64, and the first
+/// 64 KiB (the format is detected from them).
+struct Fingerprinted<R> {
+    inner: R,
+    bytes: u64,
+    fnv: Fnv1a64,
+    head: Vec<u8>,
+}
+
+impl<R: std::io::Read> std::io::Read for Fingerprinted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        self.fnv.update(&buf[..n]);
+        let room = (1usize << 16).saturating_sub(self.head.len()).min(n);
+        self.head.extend_from_slice(&buf[..room]);
+        Ok(n)
+    }
+}
+
+/// The tokenizer as records ask for it: loaded on first use (token-id data needs none), the
+/// first answer remembered (its name, or why there is none).
+struct LazyEncoder<'t, 'f> {
+    tokenizer: &'f dyn Fn() -> Result<(String, &'t Tokenizer), String>,
+    name: &'f str,
+    used: RefCell<Option<Result<String, String>>>,
+}
+
+impl records::Encoder for LazyEncoder<'_, '_> {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, DataError> {
+        let (tok_name, tok) = (self.tokenizer)().map_err(|why| {
+            DataError::Invalid(format!("{}: text data needs a tokenizer: {why}", self.name))
+        })?;
+        self.used.borrow_mut().get_or_insert(Ok(tok_name));
+        tok.try_encode(text).map_err(|e| DataError::Invalid(format!("{}: {e}", self.name)))
+    }
+
+    fn cut(&self, text: &str) -> Option<usize> {
+        (self.tokenizer)().ok().and_then(|(_, tok)| tok.cut(text))
+    }
+
+    fn describe(&self) -> String {
+        match self.used.borrow().as_ref() {
+            Some(Ok(name)) => format!("the tokenizer {name}"),
+            _ => "the tokenizer".into(),
+        }
+    }
+}
+
 impl Dataset {
-    /// Parses a dataset file (see [`records::parse_dataset`] for the formats) for a model with
+    /// Parses a dataset file (see [`records::read_records`] for the formats) for a model with
     /// `vocab` tokens. Text records start with what the tokenizer puts before a sequence (its
-    /// post-processor's prefix, e.g. Llama's BOS; nothing for GPT-2 and Qwen). `tokenizer` is asked for only when the data is text: it returns the
+    /// post-processor's prefix, e.g. Llama's BOS; nothing for GPT-2 and Qwen), as transformers'
+    /// `tokenizer(text)` does; a prompt's prefix is part of the prompt (not trained on).
+    /// `tokenizer` is asked for only when the data is text: it returns the
     /// tokenizer and its name, or why there is none (ending the message
     /// "`name`: text data needs a tokenizer: `why`").
     pub fn parse<'t>(
@@ -87,60 +154,10 @@ impl Dataset {
         vocab: usize,
         tokenizer: &dyn Fn() -> Result<(String, &'t Tokenizer), String>,
     ) -> Result<Dataset, DataError> {
-        let tokenizer_fn = tokenizer;
-        let used: RefCell<Option<Result<String, String>>> = RefCell::new(None);
-        let encode = |text: &str| -> Vec<u32> {
-            let mut slot = used.borrow_mut();
-            match tokenizer() {
-                Ok((tok_name, tok)) => {
-                    slot.get_or_insert(Ok(tok_name));
-                    tok.encode(text)
-                }
-                Err(why) => {
-                    slot.get_or_insert(Err(why));
-                    Vec::new()
-                }
-            }
-        };
-        let parsed = records::parse_dataset(bytes, name, vocab, &encode);
-        let tokenizer = match used.into_inner() {
-            Some(Err(why)) => return Err(DataError::Invalid(format!("{name}: text data needs a tokenizer: {why}"))),
-            Some(Ok(tok_name)) => Some(tok_name),
-            None => None,
-        };
-        let mut records = parsed?;
-        // Text starts as the tokenizer starts a sequence (Llama's BOS), as `tokenizer(text)` does
-        // in transformers; a prompt's prefix is part of the prompt (not trained on).
-        if tokenizer.is_some() {
-            if let Ok((_, tok)) = tokenizer_fn() {
-                let prefix = &tok.special_tokens().prefix;
-                if let Some(&bad) = prefix.iter().find(|&&t| t as usize >= vocab) {
-                    return Err(DataError::Invalid(format!(
-                        "{name}: the tokenizer starts each text with token {bad}, not below the model's vocab_size {vocab}"
-                    )));
-                }
-                if !prefix.is_empty() {
-                    for r in &mut records {
-                        r.input_ids.splice(0..0, prefix.iter().copied());
-                        if let Some(l) = &mut r.labels {
-                            l.splice(0..0, prefix.iter().map(|_| -100));
-                        }
-                    }
-                }
-            }
-        }
-        Ok(Dataset {
-            name: name.to_string(),
-            path: path.to_string(),
-            bytes: bytes.len() as u64,
-            fnv1a64: hex(fnv1a64(bytes)),
-            format: Format::detect(name, bytes),
-            records,
-            tokenizer,
-        })
+        Dataset::from_reader(name, path, bytes, vocab, tokenizer)
     }
 
-    /// Reads and parses a dataset file on disk.
+    /// Reads and parses a dataset file on disk, as a stream: the file is never held whole.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read<'t>(
         path: &std::path::Path,
@@ -148,14 +165,68 @@ impl Dataset {
         tokenizer: &dyn Fn() -> Result<(String, &'t Tokenizer), String>,
     ) -> Result<Dataset, DataError> {
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| DataError::Io { path: name.clone(), msg: e.to_string() })?;
+        let file = std::fs::File::open(path).map_err(|e| DataError::Io { path: name.clone(), msg: e.to_string() })?;
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(DataError::Io { path: name, msg: "is a folder, not a .txt or .jsonl file".into() });
+        }
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
-        Dataset::parse(&name, &abs, &bytes, vocab, tokenizer)
+        Dataset::from_reader(&name, &abs, file, vocab, tokenizer)
     }
 
-    /// The token stream of these records, each followed by `eos`.
-    pub fn stream(&self, eos: u32) -> TokenStream {
-        TokenStream::new(&self.records, eos)
+    fn from_reader<'t>(
+        name: &str,
+        path: &str,
+        src: impl std::io::Read,
+        vocab: usize,
+        tokenizer: &dyn Fn() -> Result<(String, &'t Tokenizer), String>,
+    ) -> Result<Dataset, DataError> {
+        let enc = LazyEncoder { tokenizer, name, used: RefCell::new(None) };
+        let mut reader = Fingerprinted { inner: src, bytes: 0, fnv: Fnv1a64::default(), head: Vec::new() };
+        let records = {
+            let mut buffered = std::io::BufReader::with_capacity(1 << 16, &mut reader);
+            records::read_records(&mut buffered, name, vocab, &enc)?
+        };
+        let tokenizer = match enc.used.into_inner() {
+            Some(Ok(tok_name)) => Some(tok_name),
+            _ => None,
+        };
+        let mut records = records;
+        if let (Some(_), Ok((_, tok))) = (&tokenizer, (enc.tokenizer)()) {
+            let prefix = &tok.special_tokens().prefix;
+            if let Some(&bad) = prefix.iter().find(|&&t| t as usize >= vocab) {
+                return Err(DataError::Invalid(format!(
+                    "{name}: the tokenizer starts each text with token {bad}, not below the model's vocab_size {vocab}"
+                )));
+            }
+            if !prefix.is_empty() {
+                for r in &mut records {
+                    r.input_ids.splice(0..0, prefix.iter().copied());
+                    if let Some(l) = &mut r.labels {
+                        l.splice(0..0, prefix.iter().map(|_| -100));
+                    }
+                }
+            }
+        }
+        Ok(Dataset {
+            name: name.to_string(),
+            path: path.to_string(),
+            bytes: reader.bytes,
+            fnv1a64: hex(reader.fnv.0),
+            format: Format::detect(name, &reader.head),
+            records,
+            tokenizer,
+        })
+    }
+
+    /// The token stream of these records, each followed by `eos`, or why the machine lacks the
+    /// memory for it.
+    pub fn stream(&self, eos: u32) -> Result<TokenStream, DataError> {
+        Ok(TokenStream::try_new(&self.records, eos, &self.name)?)
+    }
+
+    /// Tokens of the stream (each record and its EOS), without building it.
+    pub fn stream_len(&self) -> usize {
+        self.records.iter().map(|r| r.input_ids.len() + 1).sum()
     }
 }
 
@@ -191,8 +262,8 @@ pub struct Sample {
 
 impl Dataset {
     /// The preview of this dataset cut into windows of `seq` tokens, each record followed by `eos`.
-    pub fn preview(&self, tokenizer: Option<&Tokenizer>, eos: u32, seq: usize) -> Preview {
-        let tokens = self.stream(eos).tokens.len();
+    pub fn preview(&self, tokenizer: Option<&Tokenizer>, _eos: u32, seq: usize) -> Preview {
+        let tokens = self.stream_len();
         let samples = self
             .records
             .iter()

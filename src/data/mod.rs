@@ -19,4 +19,6 @@ pub enum DataError {
     Line { path: String, line: usize, msg: String },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Memory(#[from] crate::memory::MemoryError),
 }

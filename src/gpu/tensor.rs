@@ -33,7 +33,7 @@ const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 
 impl Gpu {
     fn raw_buffer(&self, label: &str, elems: usize) -> Result<wgpu::Buffer, GpuError> {
-        let bytes = (4 * elems.max(4)) as u64;
+        let bytes = (elems.max(4) as u64).saturating_mul(4);
         self.check_binding(label, bytes)?;
         self.allocated.set(self.allocated.get() + bytes);
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -46,7 +46,7 @@ impl Gpu {
 
     /// A zero-filled tensor (f32 or u32: 4 bytes an element).
     pub fn zeros(&self, label: &str, shape: &[usize]) -> Result<Tensor, GpuError> {
-        let n = shape.iter().product();
+        let n = crate::memory::elements(shape).unwrap_or(usize::MAX);
         Ok(Tensor { buffer: self.raw_buffer(label, n)?, shape: shape.to_vec(), label: label.to_string() })
     }
 

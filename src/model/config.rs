@@ -304,10 +304,44 @@ impl ModelConfig {
     /// Every tensor a model of this config has, with its shape, in checkpoint order (an untied
     /// `lm_head.weight` is not listed).
     pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.params().collect()
+    }
+
+    /// [`ModelConfig::param_shapes`] one at a time: asking for the first few costs nothing
+    /// whatever `n_layer` a config claims.
+    pub fn params(&self) -> impl Iterator<Item = (String, Vec<usize>)> + '_ {
+        let [before, after] = self.outer_shapes();
+        let layer = self.layer_shapes();
+        let blocks = (0..self.n_layer)
+            .flat_map(move |i| layer.clone().into_iter().map(move |(s, shape)| (self.block_name(i, &s), shape)));
+        before.into_iter().chain(blocks).chain(after)
+    }
+
+    /// The tensors outside the blocks: before them (embeddings) and after (the final norm).
+    pub fn outer_shapes(&self) -> [Vec<(String, Vec<usize>)>; 2] {
         match self.family {
-            Family::Gpt2 => super::gpt2::param_shapes(self),
-            Family::Llama => super::llama::param_shapes(self),
+            Family::Gpt2 => super::gpt2::outer_shapes(self),
+            Family::Llama => super::llama::outer_shapes(self),
         }
+    }
+
+    /// The tensors of every block, by their name inside the block (e.g. `"ln_1.weight"`).
+    pub fn layer_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        match self.family {
+            Family::Gpt2 => super::gpt2::layer_shapes(self),
+            Family::Llama => super::llama::layer_shapes(self),
+        }
+    }
+
+    /// Splits a canonical block tensor name into its layer and its name inside the block
+    /// (`"h.3.ln_1.weight"` → `(3, "ln_1.weight")`); None for other names.
+    pub fn split_block_name<'n>(&self, name: &'n str) -> Option<(usize, &'n str)> {
+        let rest = name.strip_prefix(self.block_name(0, "").strip_suffix("0.")?)?;
+        let (layer, suffix) = rest.split_once('.')?;
+        if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) || (layer.len() > 1 && layer.starts_with('0')) {
+            return None;
+        }
+        Some((layer.parse().ok()?, suffix))
     }
 
     /// Sets the end-of-text id (and config.json's field), e.g. from a tokenizer.

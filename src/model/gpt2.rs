@@ -16,27 +16,28 @@ use crate::kernels::embedding;
 use crate::kernels::matmul::{matmul, Matmul};
 use crate::kernels::{gelu, layernorm, residual};
 
-/// Every tensor of a GPT-2 of this config with its shape, in checkpoint order (canonical names:
-/// HF's without `transformer.`; Conv1D weights [in, out]; the untied `lm_head.weight` is not listed).
-pub fn param_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+/// GPT-2's tensors outside the blocks: those before them (the embeddings) and after (the final norm).
+pub fn outer_shapes(cfg: &ModelConfig) -> [Vec<(String, Vec<usize>)>; 2] {
     let c = cfg.n_embd;
-    let mut v = vec![("wte.weight".to_string(), vec![cfg.vocab_size, c]), ("wpe.weight".to_string(), vec![cfg.n_positions, c])];
-    for i in 0..cfg.n_layer {
-        let p = |s: &str| cfg.block_name(i, s);
-        v.push((p("ln_1.weight"), vec![c]));
-        v.push((p("ln_1.bias"), vec![c]));
-        for lin in Linear::GPT2 {
-            let (_, fo) = lin.dims(cfg);
-            v.push((p(&format!("{}.weight", lin.hf_name())), lin.weight_shape(cfg)));
-            v.push((p(&format!("{}.bias", lin.hf_name())), vec![fo]));
-            if lin == Linear::AttnProj {
-                v.push((p("ln_2.weight"), vec![c]));
-                v.push((p("ln_2.bias"), vec![c]));
-            }
+    [
+        vec![("wte.weight".to_string(), vec![cfg.vocab_size, c]), ("wpe.weight".to_string(), vec![cfg.n_positions, c])],
+        vec![("ln_f.weight".to_string(), vec![c]), ("ln_f.bias".to_string(), vec![c])],
+    ]
+}
+
+/// The 12 tensors of every GPT-2 block, by their name inside the block, in checkpoint order.
+pub fn layer_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let c = cfg.n_embd;
+    let mut v = vec![("ln_1.weight".to_string(), vec![c]), ("ln_1.bias".to_string(), vec![c])];
+    for lin in Linear::GPT2 {
+        let (_, fo) = lin.dims(cfg);
+        v.push((format!("{}.weight", lin.hf_name()), lin.weight_shape(cfg)));
+        v.push((format!("{}.bias", lin.hf_name()), vec![fo]));
+        if lin == Linear::AttnProj {
+            v.push(("ln_2.weight".to_string(), vec![c]));
+            v.push(("ln_2.bias".to_string(), vec![c]));
         }
     }
-    v.push(("ln_f.weight".to_string(), vec![c]));
-    v.push(("ln_f.bias".to_string(), vec![c]));
     v
 }
 

@@ -20,29 +20,29 @@ use crate::kernels::rmsnorm::{self, RmsNorm};
 use crate::kernels::rope::{self, Positions, Rope};
 use crate::kernels::{residual, swiglu, View};
 
-/// Every tensor of a Llama-family model of this config with its shape, in checkpoint order
-/// (canonical names: HF's without `model.`; the untied `lm_head.weight` is not listed).
-pub fn param_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+/// The Llama family's tensors outside the blocks: the embedding before them, the final norm after.
+pub fn outer_shapes(cfg: &ModelConfig) -> [Vec<(String, Vec<usize>)>; 2] {
+    [vec![("embed_tokens.weight".to_string(), vec![cfg.vocab_size, cfg.n_embd])], vec![("norm.weight".to_string(), vec![cfg.n_embd])]]
+}
+
+/// The tensors of every block, by their name inside the block, in checkpoint order (biases where
+/// the config has them, Qwen3's q/k norms).
+pub fn layer_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let (c, d) = (cfg.n_embd, cfg.head_dim);
-    let mut v = vec![("embed_tokens.weight".to_string(), vec![cfg.vocab_size, c])];
-    for i in 0..cfg.n_layer {
-        let p = |s: &str| cfg.block_name(i, s);
-        v.push((p("input_layernorm.weight"), vec![c]));
-        for lin in Linear::LLAMA {
-            v.push((p(&format!("{}.weight", lin.hf_name())), lin.weight_shape(cfg)));
-            if lin.has_bias(cfg) {
-                v.push((p(&format!("{}.bias", lin.hf_name())), vec![lin.dims(cfg).1]));
+    let mut v = vec![("input_layernorm.weight".to_string(), vec![c])];
+    for lin in Linear::LLAMA {
+        v.push((format!("{}.weight", lin.hf_name()), lin.weight_shape(cfg)));
+        if lin.has_bias(cfg) {
+            v.push((format!("{}.bias", lin.hf_name()), vec![lin.dims(cfg).1]));
+        }
+        if lin == Linear::O {
+            if cfg.qk_norm {
+                v.push(("self_attn.q_norm.weight".to_string(), vec![d]));
+                v.push(("self_attn.k_norm.weight".to_string(), vec![d]));
             }
-            if lin == Linear::O {
-                if cfg.qk_norm {
-                    v.push((p("self_attn.q_norm.weight"), vec![d]));
-                    v.push((p("self_attn.k_norm.weight"), vec![d]));
-                }
-                v.push((p("post_attention_layernorm.weight"), vec![c]));
-            }
+            v.push(("post_attention_layernorm.weight".to_string(), vec![c]));
         }
     }
-    v.push(("norm.weight".to_string(), vec![c]));
     v
 }
 

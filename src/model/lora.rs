@@ -164,6 +164,16 @@ impl LoraConfig {
         Ok(LoraConfig { r, alpha, targets: out, dropout, family })
     }
 
+    /// Values in an adapter of this config for `model` (A and B of every adapted layer); None
+    /// when the count overflows.
+    pub fn param_count(&self, model: &ModelConfig) -> Option<usize> {
+        let per_layer = Linear::of(self.family).iter().filter(|l| self.matches(**l)).try_fold(0usize, |acc, l| {
+            let (fan_in, fan_out) = l.dims(model);
+            acc.checked_add(self.r.checked_mul(fan_in.checked_add(fan_out)?)?)
+        })?;
+        per_layer.checked_mul(model.n_layer)
+    }
+
     /// Whether the adapter covers this linear layer (in every block).
     pub fn matches(&self, linear: Linear) -> bool {
         let full = format!("x.0.{}", linear.hf_name());

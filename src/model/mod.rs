@@ -36,8 +36,15 @@ pub enum ModelError {
     Missing { path: String, name: String },
     #[error("{path}: tensor '{name}' has dtype {dtype}; webtune reads F32, F16 and BF16")]
     Dtype { path: String, name: String, dtype: String },
+    #[error(
+        "{path}: tensor '{name}' holds {value} (element {index}; {count} of its {len} values are NaN or infinite): \
+         webtune refuses weights that are not finite (a corrupt file, or one saved from a run that diverged)"
+    )]
+    NotFinite { path: String, name: String, value: f32, index: usize, count: usize, len: usize },
     #[error("{0}")]
     Lora(String),
+    #[error(transparent)]
+    Memory(#[from] crate::memory::MemoryError),
 }
 
 /// The linear layers of a block, in the order the forward pass meets them: GPT-2's four HF

@@ -24,6 +24,24 @@ impl HostTensor {
     pub fn zeros(shape: &[usize]) -> HostTensor {
         HostTensor { shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] }
     }
+
+    /// Refuses NaN or infinite values, naming `path` (the file) and `name` (the tensor).
+    pub fn check_finite(&self, path: &str, name: &str) -> Result<(), ModelError> {
+        check_finite(&self.data, path, name)
+    }
+}
+
+/// Refuses NaN or infinite values in tensor `name` of file `path`, naming the first and the count.
+pub fn check_finite(data: &[f32], path: &str, name: &str) -> Result<(), ModelError> {
+    let Some(index) = data.iter().position(|x| !x.is_finite()) else { return Ok(()) };
+    Err(ModelError::NotFinite {
+        path: path.into(),
+        name: name.into(),
+        value: data[index],
+        index,
+        count: data[index..].iter().filter(|x| !x.is_finite()).count(),
+        len: data.len(),
+    })
 }
 
 /// A model's weights on the host, by canonical name (see [`ModelConfig::block_name`]).
@@ -33,9 +51,30 @@ pub struct Weights {
     pub tensors: BTreeMap<String, HostTensor>,
 }
 
-/// GPT-2's tensors with their shapes, in checkpoint order (`ModelConfig::param_shapes`).
+/// Every tensor of a model of this config with its shape, in checkpoint order ([`ModelConfig::param_shapes`]).
 pub fn param_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     cfg.param_shapes()
+}
+
+/// Values in every tensor of a model of this config (an untied head included; None when the
+/// count overflows). Computed from one block's shapes, so a config of billions of layers costs
+/// nothing to ask about.
+pub fn param_count(cfg: &ModelConfig) -> Option<usize> {
+    let count = |shapes: &[(String, Vec<usize>)]| {
+        shapes.iter().try_fold(0usize, |acc, (_, s)| acc.checked_add(crate::memory::elements(s)?))
+    };
+    let [before, after] = cfg.outer_shapes();
+    let head = if cfg.tie_word_embeddings { 0 } else { cfg.vocab_size.checked_mul(cfg.n_embd)? };
+    let outer = count(&before)?.checked_add(count(&after)?)?.checked_add(head)?;
+    outer.checked_add(count(&cfg.layer_shapes())?.checked_mul(cfg.n_layer)?)
+}
+
+/// Refuses a model whose f32 weights need more host memory than this machine has (`what` names
+/// it the user's way, e.g. by the flags that set its shape), before anything is allocated.
+pub fn check_fits(cfg: &ModelConfig, what: &dyn Fn() -> String) -> Result<(), crate::memory::MemoryError> {
+    let n = param_count(cfg);
+    let described = || format!("{} ({} parameters)", what(), n.map_or("too many".to_string(), |n| n.to_string()));
+    crate::memory::check(&described, n.and_then(crate::memory::bytes_of::<f32>))
 }
 
 /// GPT-2's canonical name of block `layer`'s tensor `suffix` (e.g. `"ln_1.weight"`): `h.{layer}.{suffix}`.
@@ -94,17 +133,33 @@ impl Weights {
 // model.safetensors.index.json lists), from disk or bytes.
 
 /// Tensors read from one or more safetensors files, checked against a config as they come.
+/// The expected shapes are kept per block, not per layer, so a config claiming billions of
+/// layers costs nothing before the files show what they hold.
 struct Collect<'c> {
     config: &'c ModelConfig,
-    expected: BTreeMap<String, Vec<usize>>,
+    /// Tensors outside the blocks, and `lm_head.weight`.
+    outer: BTreeMap<String, Vec<usize>>,
+    /// Every block's tensors, by name inside the block.
+    layer: BTreeMap<String, Vec<usize>>,
     tensors: BTreeMap<String, HostTensor>,
 }
 
 impl<'c> Collect<'c> {
     fn new(config: &'c ModelConfig) -> Collect<'c> {
-        let mut expected: BTreeMap<String, Vec<usize>> = config.param_shapes().into_iter().collect();
-        expected.insert("lm_head.weight".into(), vec![config.vocab_size, config.n_embd]);
-        Collect { config, expected, tensors: BTreeMap::new() }
+        let [before, after] = config.outer_shapes();
+        let mut outer: BTreeMap<String, Vec<usize>> = before.into_iter().chain(after).collect();
+        outer.insert("lm_head.weight".into(), vec![config.vocab_size, config.n_embd]);
+        let layer = config.layer_shapes().into_iter().collect();
+        Collect { config, outer, layer, tensors: BTreeMap::new() }
+    }
+
+    /// The shape the config gives tensor `canon`, if it is one of the model's.
+    fn expected(&self, canon: &str) -> Option<&Vec<usize>> {
+        if let Some(shape) = self.outer.get(canon) {
+            return Some(shape);
+        }
+        let (layer, suffix) = self.config.split_block_name(canon)?;
+        if layer < self.config.n_layer { self.layer.get(suffix) } else { None }
     }
 
     /// Adds every tensor of one safetensors file (`name` for messages).
@@ -120,7 +175,7 @@ impl<'c> Collect<'c> {
             if is_hf_buffer(canon) {
                 continue;
             }
-            let want = self.expected.get(canon).ok_or_else(|| ModelError::Config {
+            let want = self.expected(canon).cloned().ok_or_else(|| ModelError::Config {
                 path: name.into(),
                 msg: format!(
                     "unexpected tensor '{file_name}' (not a parameter of a {} model with {} layers)",
@@ -150,10 +205,9 @@ impl<'c> Collect<'c> {
     /// Checks that every parameter came, and settles the LM head; `name` names the weights in messages.
     fn finish(mut self, name: &str) -> Result<Weights, ModelError> {
         let cfg = self.config;
-        for (p, _) in cfg.param_shapes() {
-            if !self.tensors.contains_key(&p) {
-                return Err(ModelError::Missing { path: name.into(), name: format!("{}{p}", cfg.hf_prefix()) });
-            }
+        // the first missing tensor lies within the first (tensors read + 1) names, whatever n_layer is
+        if let Some((p, _)) = cfg.params().find(|(p, _)| !self.tensors.contains_key(p)) {
+            return Err(ModelError::Missing { path: name.into(), name: format!("{}{p}", cfg.hf_prefix()) });
         }
         let embedding = cfg.embedding_name();
         match cfg.family {
@@ -356,14 +410,25 @@ pub(crate) fn parse_safetensors<'a>(bytes: &'a [u8], path: &str) -> Result<SafeT
 }
 
 /// A tensor's elements as f32 (F32, F16 and BF16 accepted; little-endian as the format says).
+/// Every loader (model, adapter, checkpoint, optimizer state) comes through here, so a NaN or an
+/// infinity in any loaded tensor is refused here, naming the file and the tensor.
 pub(crate) fn view_to_f32(view: &TensorView<'_>, path: &str, name: &str) -> Result<Vec<f32>, ModelError> {
     let data = view.data();
+    let width = match view.dtype() {
+        Dtype::F32 => 4,
+        Dtype::F16 | Dtype::BF16 => 2,
+        other => return Err(ModelError::Dtype { path: path.into(), name: name.into(), dtype: format!("{other:?}") }),
+    };
+    let what = || format!("{path}: tensor '{name}' as f32");
+    let mut out: Vec<f32> = Vec::new();
+    crate::memory::reserve(&mut out, data.len() / width, &what)?;
     match view.dtype() {
-        Dtype::F32 => Ok(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
-        Dtype::F16 => Ok(data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
-        Dtype::BF16 => Ok(data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
-        other => Err(ModelError::Dtype { path: path.into(), name: name.into(), dtype: format!("{other:?}") }),
+        Dtype::F32 => out.extend(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        Dtype::F16 => out.extend(data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
+        _ => out.extend(data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())),
     }
+    check_finite(&out, path, name)?;
+    Ok(out)
 }
 
 /// Serializes named f32 tensors (HF's `{"format": "pt"}` metadata). `path` is for messages.
@@ -382,4 +447,56 @@ pub(crate) fn serialize_f32(named: Vec<(String, &HostTensor)>, path: &str) -> Re
     }
     let metadata = Some(std::collections::HashMap::from([("format".to_string(), "pt".to_string())]));
     safetensors::serialize(views, metadata).map_err(|e| st_error(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn llama_like(model_type: &str, tied: bool) -> ModelConfig {
+        let text = format!(
+            r#"{{"model_type": "{model_type}", "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "hidden_size": 32, "intermediate_size": 40, "vocab_size": 61, "max_position_embeddings": 64,
+                "tie_word_embeddings": {tied}, "attention_bias": true}}"#
+        );
+        ModelConfig::from_json(&text, "config.json").unwrap()
+    }
+
+    #[test]
+    fn param_count_is_the_sum_of_the_shapes_and_never_overflows() {
+        let configs = [
+            ModelConfig::gpt2(2, 3, 48, 97, 64),
+            ModelConfig::gpt2(5, 4, 20, 11, 7),
+            llama_like("llama", true),
+            llama_like("qwen2", false),
+            llama_like("qwen3", false),
+        ];
+        for cfg in configs {
+            let mut sum: usize = param_shapes(&cfg).iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+            if !cfg.tie_word_embeddings {
+                sum += cfg.vocab_size * cfg.n_embd;
+            }
+            assert_eq!(param_count(&cfg), Some(sum), "{}", cfg.model_type);
+            // every block tensor's name splits back into its layer and its name in the block
+            let blocks: Vec<String> = cfg.params().map(|(n, _)| n).filter(|n| cfg.split_block_name(n).is_some()).collect();
+            assert_eq!(blocks.len(), cfg.n_layer * cfg.layer_shapes().len(), "{}", cfg.model_type);
+            for name in blocks {
+                let (layer, suffix) = cfg.split_block_name(&name).unwrap();
+                assert_eq!(cfg.block_name(layer, suffix), name);
+            }
+        }
+        let mut huge = ModelConfig::gpt2(1, 1, 4, 5, 3);
+        huge.n_layer = 4_000_000_000;
+        huge.n_embd = 4_000_000_000;
+        assert_eq!(param_count(&huge), None);
+        // a config of billions of layers against a small file: the first missing tensor is named
+        let small = Weights::random(&ModelConfig::gpt2(1, 1, 4, 5, 3), 0).to_safetensors().unwrap();
+        let config = r#"{"n_layer": 4000000000, "n_head": 1, "n_embd": 4, "vocab_size": 5, "n_positions": 3}"#;
+        let e = Weights::from_bytes(config, "config.json", &small, "model.safetensors").unwrap_err();
+        assert_eq!(e.to_string(), "model.safetensors: missing tensor 'transformer.h.1.ln_1.weight'");
+        let small = Weights::random(&llama_like("qwen3", false), 0).to_safetensors().unwrap();
+        let config = llama_like("qwen3", false).to_json().replace("\"num_hidden_layers\": 3", "\"num_hidden_layers\": 4000000000");
+        let e = Weights::from_bytes(&config, "config.json", &small, "model.safetensors").unwrap_err();
+        assert_eq!(e.to_string(), "model.safetensors: missing tensor 'model.layers.3.input_layernorm.weight'");
+    }
 }

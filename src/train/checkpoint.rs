@@ -320,10 +320,10 @@ pub use crate::data::dataset::{fnv1a64, hex};
 
 /// FNV-1a 64 of a token stream: every token (u32 LE), then every label (i32 LE).
 pub fn stream_fnv1a64(s: &TokenStream) -> u64 {
-    let mut bytes = Vec::with_capacity(8 * s.tokens.len());
-    bytes.extend(s.tokens.iter().flat_map(|t| t.to_le_bytes()));
-    bytes.extend(s.labels.iter().flat_map(|t| t.to_le_bytes()));
-    fnv1a64(&bytes)
+    let mut h = crate::data::dataset::Fnv1a64::default();
+    s.tokens.iter().for_each(|t| h.update(&t.to_le_bytes()));
+    s.labels.iter().for_each(|t| h.update(&t.to_le_bytes()));
+    h.0
 }
 
 /// `optimizer.safetensors` bytes from (name, m, v) triples.
@@ -485,11 +485,20 @@ mod native {
         let pid = std::process::id();
         let tmp = out.join(format!(".{name}.tmp{pid}"));
         let fin = out.join(&name);
-        std::fs::create_dir(&tmp).map_err(|e| io(&tmp, e))?;
+        // errors name the checkpoint's own path, not the temporary one the user never typed
+        let named = |e: TrainError| match e {
+            TrainError::Io { path, msg } => {
+                let tmp_s = tmp.display().to_string();
+                let path = path.strip_prefix(&tmp_s).map_or(path.clone(), |rest| format!("{}{rest}", fin.display()));
+                TrainError::Io { path, msg }
+            }
+            e => e,
+        };
+        std::fs::create_dir(&tmp).map_err(|e| io(&fin, e))?;
         let written = fill(&tmp).map(|_| sync_dir(&tmp));
         if let Err(e) = written {
             let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
+            return Err(named(e));
         }
         let old = out.join(format!(".{name}.old{pid}"));
         let had_old = fin.exists();
@@ -576,6 +585,10 @@ mod tests {
         // a failing save leaves nothing behind, and the existing checkpoints are untouched
         let e = write_checkpoint(&dir, 8, 2, |_| Err(TrainError::Invalid("boom".into()))).unwrap_err();
         assert_eq!(e.to_string(), "boom");
+        // a failed write names the checkpoint's path, never the temporary folder it was built in
+        let e = write_checkpoint(&dir, 8, 2, |d| write_synced(&d.join("no-such-folder").join(STATE_FILE), b"x")).unwrap_err();
+        let want = dir.join("checkpoint-8").join("no-such-folder").join(STATE_FILE);
+        assert_eq!(e.to_string(), format!("{}: No such file or directory (os error 2)", want.display()));
         // replacing a checkpoint of the same step; later steps are kept when saving an earlier one
         write_checkpoint(&dir, 4, 1, fill("b")).unwrap();
         assert_eq!(

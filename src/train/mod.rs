@@ -17,4 +17,6 @@ pub enum TrainError {
     Invalid(String),
     #[error("{path}: {msg}")]
     Io { path: String, msg: String },
+    #[error(transparent)]
+    Memory(#[from] crate::memory::MemoryError),
 }

@@ -769,6 +769,12 @@ Object.assign(globalThis, {
       pauseAfter = step;
     },
     bundle: () => bundle.id,
+    /** For the tests: the engine's worker fails as a crashed one does (its "error" event). */
+    crashWorker: (message: string) => {
+      const worker = (trainer as unknown as { worker?: Worker } | undefined)?.worker;
+      worker?.dispatchEvent(new ErrorEvent("error", { message }));
+      return worker !== undefined;
+    },
   },
 });
 

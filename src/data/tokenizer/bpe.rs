@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::{bad, byte_level_string, BYTE_CHAR};
 use crate::data::DataError;
+use crate::memory::MemoryError;
 
 /// The largest token id accepted (2^24 - 1): real vocabularies stay under 300k; an id beyond this
 /// is a broken or hostile file, refused before anything is sized by it.
@@ -118,6 +119,8 @@ pub(super) struct BpeScratch {
     cache_chars: HashMap<Box<str>, Box<[u32]>>,
     /// Set when the text needed an unknown token the vocabulary lacks.
     pub missing_unk: Option<String>,
+    /// Set when a word needed more working memory than the machine has (encoding stops there).
+    pub memory: Option<MemoryError>,
 }
 
 const CACHE_MAX_ENTRIES: usize = 16384;
@@ -145,6 +148,9 @@ impl Bpe {
         options: BpeOptions,
         name: &str,
     ) -> Result<Bpe, DataError> {
+        if vocab.is_empty() {
+            return Err(bad(name, "the vocabulary is empty: this tokenizer has no tokens to encode text with"));
+        }
         let vocab_r: HashMap<u32, String> = vocab.iter().map(|(k, v)| (*v, k.clone())).collect();
         let mut merge_map = MergeMap::default();
         merge_map.reserve(merges.len());
@@ -229,9 +235,31 @@ impl Bpe {
                 return;
             }
         }
+        if scratch.memory.is_some() {
+            return;
+        }
         let start = ids.len();
         let mut symbols = std::mem::take(&mut scratch.symbols);
         symbols.clear();
+        // a symbol per byte (up to 4 per character under byte fallback), a merge per neighbouring
+        // pair: a "word" of gigabytes without whitespace is refused, not an abort
+        let what = || format!("encoding a word of {} bytes (text without whitespace)", piece.len());
+        let work = (piece.len() as u64).checked_mul((4 * std::mem::size_of::<Symbol>() + std::mem::size_of::<Merge>()) as u64);
+        let room = crate::memory::check(&what, work)
+            .and_then(|_| crate::memory::reserve(ids, piece.len(), &what))
+            .and_then(|_| crate::memory::reserve(&mut symbols, piece.len(), &what))
+            .and_then(|_| {
+                scratch.queue.try_reserve(piece.len()).map_err(|_| MemoryError {
+                    what: what(),
+                    bytes: crate::memory::bytes_of::<Merge>(piece.len()),
+                    available: crate::memory::available(),
+                })
+            });
+        if let Err(e) = room {
+            scratch.memory = Some(e);
+            scratch.symbols = symbols;
+            return;
+        }
         let mut unk: Option<(u32, usize)> = None;
         let mut missing = false;
         if byte_level {

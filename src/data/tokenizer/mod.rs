@@ -318,19 +318,31 @@ impl Tokenizer {
     /// the text are recognised, as HF does. If a regex of the file hits its backtrack limit, the
     /// text it was cutting is left uncut from there on, as `tokenizers`' own fancy-regex build
     /// does; `try_encode` reports that (and an unknown token missing from the vocabulary) instead.
+    ///
+    /// For text of a size a user controls (data, prompts), `try_encode` says when memory runs
+    /// out; `encode` panics then.
     pub fn encode(&self, text: &str) -> Vec<u32> {
+        let mut scratch = Scratch::default();
         let mut ids = Vec::with_capacity(text.len() / 3 + 1);
-        self.encode_into(text, &mut ids, &mut Scratch::default());
+        self.encode_into(text, &mut ids, &mut scratch);
+        if let Some(e) = scratch.bpe.memory {
+            panic!("{e}");
+        }
         ids
     }
 
     /// `encode`, or an error where `tokenizers` could not have matched it: a regex of the file
     /// hit its backtrack limit, or the text needs the model's unknown token and the vocabulary
-    /// lacks it.
+    /// lacks it; or the machine lacks the memory to encode it (a "word" of gigabytes without
+    /// whitespace needs ~48 bytes of working memory per byte).
     pub fn try_encode(&self, text: &str) -> Result<Vec<u32>, DataError> {
-        let mut ids = Vec::with_capacity(text.len() / 3 + 1);
+        let mut ids = Vec::new();
+        crate::memory::reserve(&mut ids, text.len() / 4 + 1, &|| format!("the token ids of {} bytes of text", text.len()))?;
         let mut scratch = Scratch::default();
         self.encode_into(text, &mut ids, &mut scratch);
+        if let Some(e) = scratch.bpe.memory {
+            return Err(e.into());
+        }
         if scratch.limit_hit || scratch.pre.limit_hit {
             return Err(DataError::Invalid(
                 "a regex of the tokenizer hit its backtrack limit on this text".to_string(),
@@ -348,9 +360,45 @@ impl Tokenizer {
     /// `add_special_tokens=True`, e.g. Llama's BOS first).
     pub fn encode_with_special_tokens(&self, text: &str) -> Vec<u32> {
         let mut ids = self.special.prefix.clone();
-        self.encode_into(text, &mut ids, &mut Scratch::default());
+        ids.extend(self.encode(text));
         ids.extend_from_slice(&self.special.suffix);
         ids
+    }
+
+    /// Where `text` may be cut so that encoding the two parts gives the ids of the whole (what
+    /// lets a large dataset be encoded in chunks): the last offset p > 0 that starts a " " after
+    /// a character that is not whitespace, with no added token written near it. GPT-2's
+    /// pre-tokenizer (ByteLevel with its regex, no normalizer) always splits there, and such a
+    /// piece starts the same whatever precedes it. None when there is no such place, or for
+    /// other pipelines (Metaspace, Split patterns, normalizers), whose text is encoded whole.
+    pub fn cut(&self, text: &str) -> Option<usize> {
+        if !self.normalizer.is_empty() || !self.pre_tokenizer.is_gpt2() {
+            return None;
+        }
+        let reach = self.added.tokens.iter().map(|t| t.content.len()).max().unwrap_or(0) + 4;
+        let b = text.as_bytes();
+        let mut p = b.len();
+        while p > 1 {
+            p -= 1;
+            if b[p] != b' ' {
+                continue;
+            }
+            let Some(before) = text[..p].chars().next_back() else { continue };
+            if pattern::is_space(before) {
+                continue;
+            }
+            let (lo, hi) = (p.saturating_sub(reach), (p + reach).min(b.len()));
+            let near = &b[lo..hi];
+            let added_near = self
+                .added
+                .tokens
+                .iter()
+                .any(|t| !t.content.is_empty() && near.windows(t.content.len()).any(|w| w == t.content.as_bytes()));
+            if !added_near {
+                return Some(p);
+            }
+        }
+        None
     }
 
     fn encode_into(&self, text: &str, ids: &mut Vec<u32>, scratch: &mut Scratch) {

@@ -67,6 +67,11 @@ impl PreTokenizers {
         }])
     }
 
+    /// Exactly GPT-2's pre-tokenizer: one ByteLevel stage with its regex.
+    pub(super) fn is_gpt2(&self) -> bool {
+        matches!(self.0.as_slice(), [PreTokenizer::ByteLevel { use_regex: true, .. }])
+    }
+
     pub(super) fn has_byte_level(&self) -> bool {
         self.0.iter().any(|p| matches!(p, PreTokenizer::ByteLevel { .. }))
     }

@@ -66,13 +66,16 @@ impl RunData {
                 )))
             }
             (Some(f), None) => {
+                let copy = || format!("{}: a copy of its records to hold some out", data.name);
+                crate::memory::check(&copy, crate::memory::bytes_of::<u64>(data.stream_len()))?;
                 let (t, e) = records::split_eval(data.records.clone(), f, spec.seed)
                     .map_err(|e| invalid(format!("{}: {} {f}: {e}", data.name, style.name("eval-split"))))?;
                 let name = format!("{} (held out {})", data.name, crate::json::f32(f));
-                (TokenStream::new(&t, eos), Some(TokenStream::new(&e, eos)), Some(name))
+                let held = format!("{} (held out)", data.name);
+                (TokenStream::try_new(&t, eos, &data.name)?, Some(TokenStream::try_new(&e, eos, &held)?), Some(name))
             }
-            (None, Some(e)) => (data.stream(eos), Some(e.stream(eos)), Some(e.name.clone())),
-            (None, None) => (data.stream(eos), None, None),
+            (None, Some(e)) => (data.stream(eos).map_err(data_err)?, Some(e.stream(eos).map_err(data_err)?), Some(e.name.clone())),
+            (None, None) => (data.stream(eos).map_err(data_err)?, None, None),
         };
         let info = DataInfo::of(data, &train, spec.seq);
         Ok(RunData { train, eval, eval_name, info, name: data.name.clone() })
@@ -241,6 +244,12 @@ impl Run {
                     let targets = spec.lora_targets.clone().unwrap_or_else(|| LoraConfig::default_targets(cfg.family));
                     let lc = LoraConfig::new(spec.lora_rank, spec.lora_alpha, targets, 0.0, cfg.family)
                         .map_err(|e| invalid(e.to_string()))?;
+                    let n = lc.param_count(cfg);
+                    let what = || {
+                        let values = n.map_or("too many".to_string(), |n| n.to_string());
+                        format!("{} {}: the adapter ({values} values)", style.name("lora-rank"), spec.lora_rank)
+                    };
+                    crate::memory::check(&what, n.and_then(crate::memory::bytes_of::<f32>))?;
                     LoraAdapter::init(lc, cfg, spec.seed)
                 }
             };
@@ -357,6 +366,13 @@ impl Run {
         let mut eval = None;
         if let (true, Some(ev)) = (due.eval, &self.evaluator) {
             eval = ev.run(gpu, &|| control() != Control::Run).await.map_err(gpu_err)?;
+            if let Some(bad) = eval.as_ref().filter(|e| !e.loss.is_finite()) {
+                return Err(invalid(format!(
+                    "step {s}: the eval loss is {} (diverged); try a smaller {}",
+                    bad.loss,
+                    self.style.name("lr")
+                )));
+            }
             // a pause asked for during the evaluation takes effect now
             let after = self.policy.after_step(s, control());
             due.stop |= after.stop;
@@ -385,8 +401,21 @@ impl Run {
             }
         }
         let model = &self.trainer.model;
+        // A weight that is no longer finite means the run diverged (a finite loss is computed
+        // before its step's update): such a result is never handed out to be saved.
+        let diverged = |name: &str, t: &HostTensor| {
+            t.check_finite("", name).map_err(|e| match e {
+                crate::model::ModelError::NotFinite { value, count, len, .. } => invalid(format!(
+                    "step {step}: the trained tensor '{name}' holds {value} ({count} of {len} values are NaN or infinite): \
+                     the run diverged; try a smaller {}",
+                    self.style.name("lr")
+                )),
+                e => invalid(e.to_string()),
+            })
+        };
         let files = if self.spec.full {
             let w = model.download_weights(gpu).await.map_err(gpu_err)?;
+            w.tensors.iter().try_for_each(|(name, t)| diverged(name, t))?;
             let bytes = w.to_safetensors().map_err(|e| invalid(e.to_string()))?;
             let config = w.config_json().map_err(|e| invalid(e.to_string()))?;
             vec![("config.json".to_string(), config.into_bytes()), ("model.safetensors".to_string(), bytes)]
@@ -396,6 +425,10 @@ impl Run {
                 .await
                 .map_err(gpu_err)?
                 .ok_or_else(|| invalid("internal error: a LoRA run without an adapter"))?;
+            for m in &a.modules {
+                diverged(&format!("{}.lora_A", m.name()), &m.a)?;
+                diverged(&format!("{}.lora_B", m.name()), &m.b)?;
+            }
             let (config, bytes) = a.to_peft_bytes(&self.model_info.name).map_err(|e| invalid(e.to_string()))?;
             vec![
                 ("adapter_config.json".to_string(), config.into_bytes()),
@@ -435,6 +468,13 @@ impl Run {
         );
         files.push((STATE_FILE.to_string(), (state.to_json()? + "\n").into_bytes()));
         Ok(files)
+    }
+}
+
+fn data_err(e: crate::data::DataError) -> TrainError {
+    match e {
+        crate::data::DataError::Memory(m) => TrainError::Memory(m),
+        e => invalid(e.to_string()),
     }
 }
 
