@@ -132,6 +132,9 @@ pub struct TrainArgs {
     /// Without a terminal, print a progress line every N steps [default: 10]
     #[arg(long)]
     log_every: Option<u32>,
+    /// Also write the adapter as a GGUF file for llama.cpp (f32), replacing an earlier GGUF there
+    #[arg(long, value_name = "FILE", conflicts_with = "full")]
+    gguf: Option<PathBuf>,
 }
 
 /// How a run ended (beyond an error).
@@ -392,6 +395,9 @@ fn train(adapter_filter: Option<&str>, a: TrainArgs, out: PathBuf, ckpt: Option<
     let (weights, model) = load_model(&a, spec.full, ckpt.as_ref().map(|c| &c.1))?;
     let cfg = weights.config.clone();
     let init = if ckpt.is_none() && !spec.full { init_adapter(&a, &cfg)? } else { None };
+    if let Some(g) = &a.gguf {
+        super::export_gguf::check_train_gguf(g, spec.full, &model.path)?;
+    }
 
     // The data (the tokenizer is loaded only for text).
     let data_path: PathBuf = match (&a.data, saved) {
@@ -440,7 +446,11 @@ fn train(adapter_filter: Option<&str>, a: TrainArgs, out: PathBuf, ckpt: Option<
         eprintln!("interrupted before training started; nothing written");
         return Ok(Outcome::Interrupted { wrote: false });
     }
-    run_steps(&gpu, &mut run, &out, &mut log)
+    let outcome = run_steps(&gpu, &mut run, &out, &mut log)?;
+    if let Some(g) = &a.gguf {
+        super::export_gguf::from_train_output(&out, &cfg, g)?;
+    }
+    Ok(outcome)
 }
 
 // ---------------------------------------------------------------------------------------
