@@ -3,14 +3,15 @@
 // the tiny fixture model from the PEFT init adapter for 3 steps and compare the downloaded
 // adapter with PyTorch + PEFT's (tests/fixtures/tiny/expected.safetensors), train the bundled
 // tiny model with pause / resume / stop, drive the package API directly (errors, transfers,
-// evaluate against the native CLI, a run saved in IndexedDB and resumed), and check that no
-// request leaves the page's origin.
+// evaluate against the native CLI, exportGguf against `webtune export-gguf`, a run saved in
+// IndexedDB and resumed), and check that no request leaves the page's origin.
 //
 // Needs the built package (tools/build-web.sh), Chromium (/usr/bin/chromium, or $CHROMIUM) and
 // the native CLI (cargo build; or $WEBTUNE_BIN).
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { TRAIN_TIMEOUT, file, foreignRequests, openDemo, runWebtune, tiny } from "./browser-helpers.mjs";
@@ -212,6 +213,9 @@ test("the package API: transfers, the engine's words, evaluate as the CLI, a run
     out.exportModelLora = await fail(t.exportModel());
     const files = (await t.exportAdapter()).files;
     out.files = [typeof files["adapter_config.json"], files["adapter_model.safetensors"].constructor.name];
+    out.peft = [files["adapter_config.json"], Array.from(files["adapter_model.safetensors"])];
+    out.gguf = [Array.from(await t.exportGguf()), Array.from(await t.exportGguf("f16"))];
+    out.ggufBad = await fail(t.exportGguf("bf16"));
     out.resumeDone = await fail(t.resume());
     out.savedAfterDone = await t.savedRun();
 
@@ -266,6 +270,18 @@ test("the package API: transfers, the engine's words, evaluate as the CLI, a run
   assert.match(r.evalNoData, /this run has no held-out data/);
   assert.equal(r.exportModelLora, "EngineError: this run trains a LoRA adapter: use exportAdapter");
   assert.deepEqual(r.files, ["string", "Uint8Array"]);
+  // exportGguf is `webtune export-gguf` of the same adapter (general.name: the model's name + "-lora")
+  const dir = join(mkdtempSync(join(tmpdir(), "webtune-gguf-")), "tiny-lora");
+  mkdirSync(dir);
+  writeFileSync(join(dir, "adapter_config.json"), r.peft[0]);
+  writeFileSync(join(dir, "adapter_model.safetensors"), Buffer.from(r.peft[1]));
+  for (const [i, outtype] of ["f32", "f16"].entries()) {
+    const out = join(dir, "..", `adapter_${outtype}.gguf`);
+    runWebtune(["export-gguf", "--adapter", dir, "--model", join(tiny, "model"), "--out", out, "--outtype", outtype]);
+    assert.deepEqual(Buffer.from(r.gguf[i]), readFileSync(out), `exportGguf("${outtype}") is webtune export-gguf's file`);
+  }
+  rmSync(join(dir, ".."), { recursive: true });
+  assert.equal(r.ggufBad, "EngineError: outtype: 'bf16' is not an output type: use f32 or f16");
   assert.equal(r.resumeDone, "EngineError: the run ended at step 3; start a new one");
   assert.equal(r.savedAfterDone, null, "a finished run leaves no checkpoint");
   assert.deepEqual(r.paused, ["paused", 1, 1]);
