@@ -321,10 +321,14 @@ fn refuses_an_adapter_that_does_not_fit_the_model() {
     bad.modules[2].a = HostTensor::new(&[1, 4], vec![0.0; 4]);
     let e = bad.to_gguf(&cfg, GgufDtype::F32, "x").unwrap_err().to_string();
     assert!(e.contains("layers.0.mlp.down_proj") && e.contains("[1, 5]"), "{e}");
-    let mut deep = adapter;
+    let mut deep = adapter.clone();
     deep.modules[5].layer = 2;
     let e = deep.to_gguf(&cfg, GgufDtype::F32, "x").unwrap_err().to_string();
     assert!(e.contains("layers.2") && e.contains("n_layer 2"), "{e}");
+    let mut twice = adapter;
+    twice.modules[3].layer = 0;
+    let e = twice.to_gguf(&cfg, GgufDtype::F32, "x").unwrap_err().to_string();
+    assert_eq!(e, "LoRA module layers.0.self_attn.q_proj appears twice");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -288,6 +288,9 @@ impl LoraAdapter {
         }
         // The converter's order: PEFT's tensor names, sorted (their common prefix aside).
         modules.sort_by_cached_key(|m| model.block_name(m.layer, m.linear.hf_name()));
+        if let Some(w) = modules.windows(2).find(|w| (w[0].layer, w[0].linear) == (w[1].layer, w[1].linear)) {
+            return Err(ModelError::Lora(format!("LoRA module {} appears twice", w[0].name())));
+        }
         let mut tensors = Vec::with_capacity(2 * modules.len());
         for m in modules {
             let (fin, fout) = m.linear.dims(model);
