@@ -462,6 +462,38 @@ pub struct TrainResult {
     pub final_loss: f32,
 }
 
+/// What a train bench reports from its timings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepTiming {
+    pub median_ms: f64,
+    pub mean_ms: f64,
+    /// Sum of the timed steps.
+    pub seconds: f64,
+    /// tokens_per_step · steps / seconds
+    pub tokens_per_s: f64,
+    /// tokens_per_step · steps / pipelined_seconds
+    pub pipelined_tokens_per_s: f64,
+    /// flops_per_step / median step time / 1e9
+    pub gflops: f64,
+}
+
+impl StepTiming {
+    /// `step_s`: each timed step's seconds; `pipelined_seconds`: as many steps again, queued back to back.
+    pub fn of(step_s: &[f64], pipelined_seconds: f64, tokens_per_step: usize, flops_per_step: u64) -> StepTiming {
+        let tokens = (tokens_per_step * step_s.len()) as f64;
+        let seconds: f64 = step_s.iter().sum();
+        let median_s = median(step_s);
+        StepTiming {
+            median_ms: 1e3 * median_s,
+            mean_ms: 1e3 * mean(step_s),
+            seconds,
+            tokens_per_s: tokens / seconds,
+            pipelined_tokens_per_s: tokens / pipelined_seconds,
+            gflops: flops_per_step as f64 / median_s / 1e9,
+        }
+    }
+}
+
 /// Builds the model and trainer, then times its steps (see the module doc).
 pub fn bench_train(gpu: &Gpu, tb: &TrainBench) -> Result<TrainResult, BenchError> {
     let cfg = &tb.config;
@@ -557,11 +589,9 @@ pub fn bench_train(gpu: &Gpu, tb: &TrainBench) -> Result<TrainResult, BenchError
         )));
     }
 
-    let tokens = (tb.batch * tb.seq * tb.steps) as f64;
-    let seconds: f64 = step_s.iter().sum();
-    let median_s = median(&step_s);
     let lora = (tb.mode == Mode::Lora).then_some(&tb.lora);
     let flops_per_step = train_flops(cfg, tb.batch, tb.seq, lora);
+    let timing = StepTiming::of(&step_s, pipelined_seconds, tb.batch * tb.seq, flops_per_step);
     Ok(TrainResult {
         name: tb.name.clone(),
         n_layer: cfg.n_layer,
@@ -577,14 +607,14 @@ pub fn bench_train(gpu: &Gpu, tb: &TrainBench) -> Result<TrainResult, BenchError
         steps: tb.steps,
         params_total,
         params_trained,
-        median_ms: 1e3 * median_s,
-        mean_ms: 1e3 * mean(&step_s),
-        seconds,
-        tokens_per_s: tokens / seconds,
+        median_ms: timing.median_ms,
+        mean_ms: timing.mean_ms,
+        seconds: timing.seconds,
+        tokens_per_s: timing.tokens_per_s,
         pipelined_seconds,
-        pipelined_tokens_per_s: tokens / pipelined_seconds,
+        pipelined_tokens_per_s: timing.pipelined_tokens_per_s,
         flops_per_step,
-        gflops: flops_per_step as f64 / median_s / 1e9,
+        gflops: timing.gflops,
         tensor_bytes,
         final_loss,
         step_s,

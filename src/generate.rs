@@ -82,11 +82,14 @@ pub struct Prompt {
 }
 
 impl Prompt {
-    /// Encodes `text` for generation with at most `max_new_tokens` new tokens: an empty prompt
-    /// starts from the model's `bos_token_id` (GPT-2's unconditional start); a prompt that leaves
+    /// Encodes `text` for generation with at most `max_new_tokens` new tokens (after the
+    /// tokenizer's prefix, e.g. Llama's BOS): an empty prompt without one starts from the model's
+    /// `bos_token_id` (GPT-2's unconditional start); a prompt that leaves
     /// no room for one new token within `n_positions` is refused.
     pub fn new(tok: &Tokenizer, text: &str, cfg: &ModelConfig, max_new_tokens: usize) -> Result<Prompt, String> {
-        let mut ids = tok.encode(text);
+        // as `tokenizer(text)` in transformers: the tokenizer's prefix (Llama's BOS), then the text
+        let mut ids = tok.special_tokens().prefix.clone();
+        ids.extend(tok.encode(text));
         if ids.is_empty() {
             ids.push(cfg.bos_token_id);
         }

@@ -86,18 +86,51 @@ impl JsTokenizer {
         Tokenizer::from_json(text, name).map(JsTokenizer).map_err(js_err)
     }
 
+    /// From tokenizer.json text and, when given, tokenizer_config.json text (its bos / eos /
+    /// pad / unk tokens); `name` is used in error messages.
+    #[wasm_bindgen(js_name = fromFiles)]
+    pub fn from_files(tokenizer_json: &str, tokenizer_config_json: Option<String>, name: &str) -> Result<JsTokenizer, JsError> {
+        let tok = Tokenizer::from_json(tokenizer_json, &format!("{name}/tokenizer.json")).map_err(js_err)?;
+        match tokenizer_config_json {
+            Some(cfg) => tok.with_config(&cfg, &format!("{name}/tokenizer_config.json")).map(JsTokenizer).map_err(js_err),
+            None => Ok(JsTokenizer(tok)),
+        }
+    }
+
     /// From the older vocab.json + merges.txt pair.
     #[wasm_bindgen(js_name = fromVocabMerges)]
     pub fn from_vocab_merges(vocab_json: &str, merges_txt: &str, name: &str) -> Result<JsTokenizer, JsError> {
         Tokenizer::from_vocab_merges(vocab_json, merges_txt, name).map(JsTokenizer).map_err(js_err)
     }
 
+    /// Ids without special tokens added (added tokens written in the text are recognised).
     pub fn encode(&self, text: &str) -> Vec<u32> {
         self.0.encode(text)
     }
 
+    /// Ids with the special tokens of `specialTokens()` around them (e.g. Llama's BOS).
+    #[wasm_bindgen(js_name = encodeWithSpecialTokens)]
+    pub fn encode_with_special_tokens(&self, text: &str) -> Vec<u32> {
+        self.0.encode_with_special_tokens(text)
+    }
+
     pub fn decode(&self, ids: Vec<u32>) -> String {
         self.0.decode(&ids)
+    }
+
+    #[wasm_bindgen(js_name = decodeSkipSpecial)]
+    pub fn decode_skip_special(&self, ids: Vec<u32>) -> String {
+        self.0.decode_skip_special(&ids)
+    }
+
+    /// `{bos, eos, pad, unk (id or null), addBos, addEos, prefix, suffix (ids)}`.
+    #[wasm_bindgen(js_name = specialTokens)]
+    pub fn special_tokens(&self) -> Result<JsValue, JsError> {
+        let s = self.0.special_tokens();
+        to_js(&serde_json::json!({
+            "bos": s.bos, "eos": s.eos, "pad": s.pad, "unk": s.unk,
+            "addBos": s.add_bos, "addEos": s.add_eos, "prefix": s.prefix, "suffix": s.suffix,
+        }))
     }
 
     #[wasm_bindgen(js_name = vocabSize)]

@@ -73,6 +73,18 @@ fn shapes_presets_and_statistics() {
 }
 
 #[test]
+fn step_timing_arithmetic_by_hand() {
+    // steps of 0.5, 0.25 and 1 s, 3 more queued in 1.5 s; 5 tokens and 28 000 FLOPs per step
+    let t = bench::StepTiming::of(&[0.5, 0.25, 1.0], 1.5, 5, 28_000);
+    close("seconds", t.seconds, 1.75);
+    close("median ms", t.median_ms, 500.0);
+    close("mean ms", t.mean_ms, 583.333_333_333_333_3);
+    close("tokens/s", t.tokens_per_s, 8.571_428_571_428_571); // 15 / 1.75
+    close("pipelined tokens/s", t.pipelined_tokens_per_s, 10.0); // 15 / 1.5
+    close("GFLOP/s", t.gflops, 5.6e-5); // 28 000 / 0.5 s
+}
+
+#[test]
 fn matmul_bench_reports_consistent_numbers() {
     let gpu = gpu();
     let cfg = MatmulBench {
@@ -96,7 +108,7 @@ fn matmul_bench_reports_consistent_numbers() {
             .iter()
             .fold((f64::MAX, 0.0f64), |(lo, hi), &s| (lo.min(s), hi.max(s)));
         assert!(lo > 0.0 && lo <= r.median_s && r.median_s <= hi, "{r:?}");
-        close("gflops", r.gflops, 10_098.0 / r.median_s / 1e9);
+        assert_eq!(r.median_s, bench::median(&r.samples_s));
     }
 }
 
@@ -120,17 +132,13 @@ fn train_bench_reports_consistent_numbers() {
         // LoRA r 2 adds r·(in + out) per linear: 64 + 32 + 80 + 80 = 256.
         assert_eq!((r.params_total, r.params_trained), (total, trained));
         assert_eq!(r.flops_per_step, flops);
-        let sum: f64 = r.step_s.iter().sum();
-        close("seconds", r.seconds, sum);
-        close("tokens/s", r.tokens_per_s, 15.0 / r.seconds); // B·T·steps = 1·5·3
-        close("mean ms", r.mean_ms, 1e3 * sum / 3.0);
-        close("median ms", r.median_ms, 1e3 * bench::median(&r.step_s));
-        close(
-            "pipelined tokens/s",
-            r.pipelined_tokens_per_s,
-            15.0 / r.pipelined_seconds,
+        assert!(r.step_s.iter().all(|&x| x > 0.0) && r.pipelined_seconds > 0.0, "{r:?}");
+        // the report's numbers are StepTiming's (checked by hand above) of its own timings, B·T = 5
+        let t = bench::StepTiming::of(&r.step_s, r.pipelined_seconds, 5, flops);
+        assert_eq!(
+            (r.median_ms, r.mean_ms, r.seconds, r.tokens_per_s, r.pipelined_tokens_per_s, r.gflops),
+            (t.median_ms, t.mean_ms, t.seconds, t.tokens_per_s, t.pipelined_tokens_per_s, t.gflops)
         );
-        close("GFLOP/s", r.gflops, flops as f64 / (r.median_ms / 1e3) / 1e9);
         // Every parameter's value, plus gradient and AdamW m, v of the trained ones, at least.
         assert!(r.tensor_bytes >= 4 * (total + 3 * trained), "{} bytes", r.tensor_bytes);
         // A random init predicts about uniformly: the loss stays near ln V after a few tiny steps.
@@ -190,9 +198,13 @@ fn cli_writes_a_json_report() {
         (train[0]["flops_per_step"].as_u64(), train[1]["flops_per_step"].as_u64()),
         (Some(51_040), Some(29_280))
     );
-    for t in train {
-        let secs = t["seconds"].as_f64().unwrap();
-        close("json tokens/s", t["tokens_per_s"].as_f64().unwrap(), 10.0 / secs);
+    for (t, flops) in train.iter().zip([51_040u64, 29_280]) {
+        let f = |k: &str| t[k].as_f64().unwrap();
+        let steps: Vec<f64> = t["step_s"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(steps.len(), 2);
+        let want = bench::StepTiming::of(&steps, f("pipelined_seconds"), 5, flops);
+        close("json tokens/s", f("tokens_per_s"), want.tokens_per_s);
+        close("json GFLOP/s", f("gflops"), want.gflops);
     }
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_webtune"))
         .args(["bench", "--what", "train", "--embd", "10", "--heads", "4"])

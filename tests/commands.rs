@@ -615,19 +615,44 @@ fn generate_bad_inputs() {
         let out = webtune(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
     }
-    // an empty prompt starts from the begin-of-text token
-    let out = webtune_stdout(&[
-        "generate",
-        "--model",
-        m,
-        "--tokenizer",
-        tk,
-        "--prompt",
-        "",
-        "--max-new-tokens",
-        "3",
-    ]);
-    assert!(out.ends_with('\n'));
+}
+
+/// The README's promises for `generate`: an empty prompt starts from the model's `bos_token_id`
+/// (here 40, not the eos 96), and `--max-new-tokens` beyond n_positions is cut, with a note.
+#[test]
+fn generate_from_bos_and_the_note_when_max_new_tokens_is_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    spread_model(&dir);
+    let path = dir.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["bos_token_id"] = 40.into();
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let w = Weights::load_dir(&dir).unwrap();
+    assert_eq!((w.config.bos_token_id, w.config.eos_token_id), (40, 96));
+    let tok = Tokenizer::load_dir(&tokenizer_dir()).unwrap();
+    let m = s(&dir);
+    let empty = ["generate", "--model", m, "--prompt", "", "--greedy", "--no-stop-at-eos", "--max-new-tokens", "6"];
+    let out = webtune_ok(&empty);
+    let want = tok.decode(&reference_greedy(&w, None, &[40], 6));
+    assert_eq!(text(&out.stdout), format!("{want}\n"), "greedy from bos_token_id 40");
+    assert!(!text(&out.stderr).contains("note:"), "{}", text(&out.stderr));
+
+    // 30 prompt tokens + 20 new > n_positions 40: 10 new tokens and a note
+    let prompt = "abcdefghijklmnopqrstuvwxyz0123";
+    let ids = tok.encode(prompt);
+    assert_eq!(ids.len(), 30);
+    let cut = ["generate", "--model", m, "--prompt", prompt, "--greedy", "--no-stop-at-eos", "--max-new-tokens", "20"];
+    let out = webtune_ok(&cut);
+    let want = tok.decode(&reference_greedy(&w, None, &ids, NPOS - 30));
+    assert_eq!(text(&out.stdout), format!("{want}\n"));
+    let notes: Vec<String> = text(&out.stderr).lines().filter(|l| l.starts_with("note: ")).map(String::from).collect();
+    assert_eq!(
+        notes,
+        ["note: the prompt is 30 tokens and the model's n_positions is 40: at most 10 new tokens per sample"],
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 // ---------------------------------------------------------------------------------------

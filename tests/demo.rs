@@ -47,7 +47,7 @@ fn assert_one_error(out: &Output, want: &[&str]) {
 #[test]
 fn demo_runs_from_another_folder_and_writes_a_trained_adapter() {
     let tmp = tempfile::tempdir().unwrap();
-    let args = ["demo", "--steps", "2", "--eval-windows", "2", "--sample-tokens", "4"];
+    let args = ["demo", "--steps", "2", "--eval-windows", "2", "--sample-tokens", "4", "--lr", "5e-3", "--seed", "9"];
     let out = webtune(&args, tmp.path(), &[]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "demo failed:\n{}\n{}", stdout, text(&out.stderr));
@@ -89,6 +89,140 @@ fn demo_runs_from_another_folder_and_writes_a_trained_adapter() {
         .iter()
         .flat_map(|m| m.a.data.iter().chain(&m.b.data))
         .all(|x| x.is_finite()));
+    // --lr and --seed: the same fine-tune through `webtune train` gives the same adapter, bit for bit
+    let same = train_like_demo(tmp.path(), 2, None, "5e-3", 9);
+    assert!(adapter.modules == same.modules, "the demo's adapter is not webtune train's with the same settings");
+}
+
+/// The demo's fine-tune as `webtune train` (the README's description: LoRA r 8, alpha 16 on c_attn,
+/// c_proj, c_fc; batch 4 x 128; AdamW lr LR, warmup min(10, steps / 2), cosine to LR / 10, grad clip 1;
+/// the addresses without the held-out tenth (split with seed 0), shuffled with --seed), on the same
+/// records written as token ids; returns the adapter.
+fn train_like_demo(dir: &Path, steps: u32, stop_after: Option<u32>, lr: &str, seed: u64) -> LoraAdapter {
+    use webtune::data::records::{read_dataset, split_eval};
+    let model = assets().join("model");
+    let tok = Tokenizer::load_dir(&model).unwrap();
+    let recs = read_dataset(&assets().join("sotu-1961-1980.jsonl"), tok.vocab_size(), &|t| tok.encode(t)).unwrap();
+    let (train, _) = split_eval(recs, 0.1, 0).unwrap();
+    let data = dir.join("demo-train.jsonl");
+    let lines: String = train.iter().map(|r| serde_json::json!({ "input_ids": r.input_ids }).to_string() + "\n").collect();
+    std::fs::write(&data, lines).unwrap();
+    let out = dir.join("like-demo");
+    let min_lr = (lr.parse::<f32>().unwrap() / 10.0).to_string();
+    let (steps_s, seed_s, warmup) = (steps.to_string(), seed.to_string(), 10u32.min(steps / 2).to_string());
+    let mut args = vec!["train", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend(["--steps", &steps_s, "--batch", "4", "--seq", "128", "--lr", lr, "--schedule", "cosine", "--warmup", &warmup]);
+    args.extend(["--min-lr", &min_lr, "--seed", &seed_s, "--lora-rank", "8", "--lora-alpha", "16", "--grad-clip", "1"]);
+    let stop = stop_after.map(|n| n.to_string());
+    if let Some(n) = &stop {
+        args.extend(["--stop-after", n]);
+    }
+    let r = webtune(&args, dir, &[]);
+    assert!(r.status.success(), "webtune train like the demo failed:\n{}", text(&r.stderr));
+    LoraAdapter::load_peft(&out, &Weights::load_dir(&model).unwrap().config).unwrap()
+}
+
+/// A valid --seconds ends the fine-tune early: 1 ms is over after the first step on any device. The
+/// adapter is then webtune train's after as many steps of the same schedule (and --seed's init: the
+/// first update runs at warmup lr 0).
+#[test]
+fn demo_seconds_stops_the_fine_tune_on_time() {
+    use webtune::model::LoraConfig;
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["demo", "--steps", "1000", "--seconds", "0.001", "--seed", "9", "--eval-windows", "1", "--sample-tokens", "2"];
+    let out = webtune(&args, tmp.path(), &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "demo failed:\n{}\n{}", stdout, text(&out.stderr));
+    let line = stdout.lines().find(|l| l.contains("stopped after")).unwrap_or_else(|| panic!("no 'stopped after' line:\n{stdout}"));
+    let done: u32 = line.trim().strip_prefix("stopped after ").unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(line.contains("steps: the 0.001 s limit was reached"), "{line}");
+    assert!((1..1000).contains(&done), "{line}");
+    let weights = Weights::load_dir(&assets().join("model")).unwrap();
+    let adapter = LoraAdapter::load_peft(&tmp.path().join("webtune-demo-adapter"), &weights.config).unwrap();
+    let same = train_like_demo(tmp.path(), 1000, Some(done), "2e-3", 9);
+    assert!(adapter.modules == same.modules, "the demo's adapter after {done} steps is not webtune train's");
+    if done == 1 {
+        let targets = ["c_attn", "c_proj", "c_fc"].map(String::from).to_vec();
+        let init = LoraAdapter::init(LoraConfig::new(8, 16.0, targets, 0.0, webtune::model::Family::Gpt2).unwrap(), &weights.config, 9);
+        assert!(adapter.modules == init.modules, "one step at lr 0 leaves --seed 9's init");
+    }
+}
+
+/// `webtune pretrain`'s optimizer flags reach the trainer as `webtune train --full`'s do: the same
+/// run from the same init (GPT-2's init from --seed, which the test builds and saves) gives the same
+/// per-step log (losses, lrs, grad norms), the same held-out losses and the same weights. The lrs
+/// are the linear schedule's by hand.
+#[test]
+fn pretrain_flags_train_like_webtune_train_full() {
+    use webtune::model::ModelConfig;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let data = t.join("data.jsonl");
+    let line = |s: &str| serde_json::json!({ "text": s }).to_string() + "\n";
+    let body: String = [
+        "Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my purse.",
+        "It is a way I have of driving off the spleen and regulating the circulation.",
+        "Whenever I find myself growing grim about the mouth, I account it high time to get to sea.",
+        "There now is your insular city of the Manhattoes, belted round by wharves.",
+        "Circumambulate the city of a dreamy Sabbath afternoon.",
+    ]
+    .iter()
+    .map(|s| line(s))
+    .collect();
+    std::fs::write(&data, body).unwrap();
+    let tok_dir = assets().join("model");
+    let flags = [
+        "--steps", "3", "--batch", "2", "--seq", "8", "--lr", "5e-3", "--min-lr", "1e-3", "--warmup", "1", "--schedule",
+        "linear", "--weight-decay", "0.5", "--beta1", "0.8", "--beta2", "0.9", "--grad-clip", "0.5", "--seed", "7",
+    ];
+    let (pre, pre_log) = (t.join("pre"), t.join("pre.jsonl"));
+    let mut a = vec!["pretrain", "--tokenizer", tok_dir.to_str().unwrap(), "--data", data.to_str().unwrap(), "--out", pre.to_str().unwrap()];
+    a.extend(["--layers", "1", "--heads", "2", "--embd", "16", "--positions", "16", "--eval-fraction", "0.25", "--eval-every", "1"]);
+    a.extend(["--log-json", pre_log.to_str().unwrap()]);
+    a.extend(flags);
+    let r = webtune(&a, t, &[]);
+    assert!(r.status.success(), "pretrain failed:\n{}", text(&r.stderr));
+
+    // the same init, as a model folder
+    let tok = Tokenizer::load_dir(&tok_dir).unwrap();
+    let eos = tok.token_to_id("<|endoftext|>").unwrap();
+    let mut cfg = ModelConfig::gpt2(1, 2, 16, tok.vocab_size(), 16);
+    (cfg.eos_token_id, cfg.bos_token_id) = (eos, eos);
+    if let Some(raw) = cfg.raw.as_object_mut() {
+        raw.insert("eos_token_id".into(), eos.into());
+        raw.insert("bos_token_id".into(), eos.into());
+    }
+    let init = t.join("init");
+    Weights::random(&cfg, 7).save_dir(&init).unwrap();
+    let (full, full_log) = (t.join("full"), t.join("full.jsonl"));
+    let mut a = vec!["train", "--full", "--model", init.to_str().unwrap(), "--tokenizer", tok_dir.to_str().unwrap()];
+    a.extend(["--data", data.to_str().unwrap(), "--out", full.to_str().unwrap(), "--eval-split", "0.25", "--eval-every", "1"]);
+    a.extend(["--log-json", full_log.to_str().unwrap()]);
+    a.extend(flags);
+    let r = webtune(&a, t, &[]);
+    assert!(r.status.success(), "train --full failed:\n{}", text(&r.stderr));
+
+    let read = |p: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (pl, fl) = (read(&pre_log), read(&full_log));
+    let steps = |v: &[serde_json::Value]| -> Vec<(u64, f64, f64, f64)> {
+        let f = |x: &serde_json::Value, k: &str| x[k].as_f64().unwrap();
+        v.iter().filter(|x| x.get("loss").is_some()).map(|x| (x["step"].as_u64().unwrap(), f(x, "loss"), f(x, "lr"), f(x, "grad_norm"))).collect()
+    };
+    let evals = |v: &[serde_json::Value]| -> Vec<(u64, f64)> {
+        v.iter().filter_map(|x| x.get("eval_loss").map(|e| (x["step"].as_u64().unwrap(), e.as_f64().unwrap()))).collect()
+    };
+    assert_eq!(steps(&pl), steps(&fl), "per-step loss, lr and grad norm");
+    assert_eq!(evals(&pl), evals(&fl), "held-out losses");
+    assert_eq!(evals(&pl).iter().map(|e| e.0).collect::<Vec<_>>(), [1, 2, 3]);
+    // linear decay after 1 warmup step to min_lr = 0.2 lr: update s runs at lr·λ(s−1): 0, 1, 0.5·0.8 + 0.2
+    let lrs: Vec<f64> = steps(&pl).iter().map(|s| s.2).collect();
+    for (got, want) in lrs.iter().zip([0.0, 5e-3, 3e-3]) {
+        assert!((got - want).abs() <= 1e-9, "lrs {lrs:?}");
+    }
+    let (a, b) = (Weights::load_dir(&pre).unwrap(), Weights::load_dir(&full).unwrap());
+    assert!(a.tensors == b.tensors, "pretrain's weights differ from train --full's");
 }
 
 #[test]

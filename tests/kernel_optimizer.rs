@@ -180,18 +180,9 @@ fn adamw_step_scalars_match_pytorch_formulas() {
     let bc2 = 1.0 - (0.999f32 as f64).powi(3);
     assert_close("step_size", &[s.step_size], &[(1e-2f32 as f64 / bc1) as f32], 1e-7, 0.0);
     assert_close("bc2_sqrt", &[s.bc2_sqrt], &[bc2.sqrt() as f32], 1e-7, 0.0);
-    let a = s.as_f32s();
-    assert_eq!(
-        a,
-        [
-            s.lr,
-            s.beta1,
-            s.beta2,
-            s.eps,
-            s.weight_decay,
-            s.step_size,
-            s.bc2_sqrt,
-            0.0
-        ]
-    );
+    // the uniform the shader reads, by hand: lr, beta1, beta2, eps, weight decay,
+    // lr / (1 - 0.9³) = 0.01 / 0.271, sqrt(1 - β2³) = 0.0547445 with β2 = 0.99900001287 (the f32
+    // nearest 0.999; 1 - β2³ cancels, so 0.999 itself would give 0.0547449), padding
+    let want = [0.01, 0.9, 0.999, 1e-8, 0.1, 0.036_900_36, 0.054_744_52, 0.0];
+    assert_close("uniform", &s.as_f32s(), &want, 1e-6, 0.0);
 }

@@ -572,18 +572,25 @@ fn fixture_expected_is_consistent() {
     for (n, (_, s, _)) in raw_tensors(&peft_fixture().1) {
         assert_eq!(shape(&format!("lora.grad.{n}")), s);
         assert_eq!(shape(&format!("lora.step3.{n}")), s);
+        assert_eq!(shape(&format!("lora_wd.step3.{n}")), s);
+    }
+    for (n, (_, s, _)) in raw_tensors(&read(&fixture("adapter_r5/adapter_model.safetensors"))) {
+        assert_eq!(shape(&format!("lora_r5.grad.{n}")), s);
+        assert_eq!(shape(&format!("lora_r5.step3.{n}")), s);
     }
     for (n, s) in param_shapes(&model) {
         assert_eq!(shape(&format!("full.grad.{n}")), s);
         assert_eq!(shape(&format!("full.step3.{n}")), s);
+        assert_eq!(shape(&format!("full_wd.step3.{n}")), s);
     }
     let meta: serde_json::Value = serde_json::from_str(&read_str(&fixture("expected.json"))).unwrap();
     let (b, t) = (meta["B"].as_u64().unwrap() as usize, meta["T"].as_u64().unwrap() as usize);
     assert_eq!((b, t), (2, 16));
-    for k in ["lora.losses", "lora.grad_norms", "full.losses", "full.grad_norms"] {
-        assert_eq!(meta[k].as_array().unwrap().len(), 3, "{k}");
+    for section in ["lora", "full", "lora_wd", "full_wd", "lora_r5"] {
+        for k in ["losses", "grad_norms"] {
+            assert_eq!(meta[format!("{section}.{k}")].as_array().unwrap().len(), 3, "{section}.{k}");
+        }
     }
-    assert_eq!(meta["lora.loss0"], meta["lora.losses"][0]);
 
     // The batches recorded by PyTorch follow the stated semantics from data.jsonl.
     let mut stream = vec![];

@@ -1,6 +1,11 @@
 //! The GPU engine against PyTorch + PEFT on the same checkpoint (fixtures made by
 //! tools/make_fixtures.py): logits, LoRA and full gradients, and the weights after
-//! three AdamW steps with clipping, plus each step's loss and gradient norm.
+//! three AdamW steps with clipping, plus each step's loss and gradient norm. The cases:
+//! - `lora` / `full`: adapter_init (r 4, alpha 8, every linear) and the whole model, lr 1e-2 / 1e-3,
+//!   weight decay 0.01;
+//! - `lora_wd` / `full_wd`: weight decay 1.0 at lr 1e-2 (betas 0.8/0.95, eps 1e-6), where the decay
+//!   alone moves the weights far beyond the 1e-4 tolerance (the fixture records by how much);
+//! - `lora_r5`: adapter_r5, alpha / r = 3 / 5 on attn.c_proj and c_fc only.
 mod common;
 use std::path::PathBuf;
 
@@ -27,10 +32,23 @@ fn peft_name(module: &str, ab: &str) -> String {
     format!("base_model.model.transformer.{module}.{ab}.weight")
 }
 
+/// The init adapter of a LoRA fixture section ("lora", "lora_wd": adapter_init; "lora_r5": adapter_r5).
+fn init_adapter_of(section: &str) -> &'static str {
+    if section == "lora_r5" {
+        "adapter_r5"
+    } else {
+        "adapter_init"
+    }
+}
+
 fn setup() -> (Gpu, Weights, LoraAdapter, Batcher) {
+    setup_with("adapter_init")
+}
+
+fn setup_with(adapter_dir: &str) -> (Gpu, Weights, LoraAdapter, Batcher) {
     let gpu = gpu();
     let w = Weights::load_dir(&dir().join("model")).unwrap();
-    let adapter = LoraAdapter::load_peft(&dir().join("adapter_init"), &w.config).unwrap();
+    let adapter = LoraAdapter::load_peft(&dir().join(adapter_dir), &w.config).unwrap();
     let recs = records::read_jsonl(&dir().join("data.jsonl"), w.config.vocab_size).unwrap();
     let batcher = Batcher::new(TokenStream::new(&recs, w.config.eos_token_id), 2, 16, false, 0).unwrap();
     (gpu, w, adapter, batcher)
@@ -51,7 +69,11 @@ fn logits_match_pytorch_base_and_peft() {
 
 /// One gradient program on batch 0; returns (loss, [(param name, gradient)]).
 fn gradients(mode: Trainable) -> (f32, Vec<(String, Vec<f32>)>) {
-    let (gpu, w, adapter, mut batcher) = setup();
+    gradients_with(mode, "adapter_init")
+}
+
+fn gradients_with(mode: Trainable, adapter_dir: &str) -> (f32, Vec<(String, Vec<f32>)>) {
+    let (gpu, w, adapter, mut batcher) = setup_with(adapter_dir);
     let lora = if mode == Trainable::Lora { Some(&adapter) } else { None };
     let m = Gpt2Gpu::new(&gpu, &w, lora, mode).unwrap();
     let a = Activations::new(&gpu, &m, 2, 16, true, 1 << 20).unwrap();
@@ -90,10 +112,12 @@ fn full_gradients_match_pytorch() {
     }
 }
 
-fn train_three_steps(mode: Trainable) -> (Gpu, Trainer, Vec<webtune::train::StepLog>) {
-    let (gpu, w, adapter, batcher) = setup();
+/// Three steps with the hyperparameters of the fixture's `section` ("lora", "full", "lora_wd",
+/// "full_wd", "lora_r5").
+fn train_three_steps(section: &str) -> (Gpu, Trainer, Vec<webtune::train::StepLog>) {
+    let mode = if section.starts_with("full") { Trainable::Full } else { Trainable::Lora };
+    let (gpu, w, adapter, batcher) = setup_with(init_adapter_of(section));
     let ex = expected();
-    let section = if mode == Trainable::Full { "full" } else { "lora" };
     let o = &ex.json[section]["optimizer"];
     let f = |v: &serde_json::Value| v.as_f64().unwrap() as f32;
     let adamw = AdamWConfig {
@@ -125,29 +149,87 @@ fn check_logs(logs: &[webtune::train::StepLog], ex: &Expected, section: &str) {
     assert_close("grad norms", &norm, &ex.floats(&format!("{section}.grad_norms")), 1e-4, 0.0);
 }
 
-#[test]
-fn three_lora_adamw_steps_match_peft() {
-    let (gpu, trainer, logs) = train_three_steps(Trainable::Lora);
+/// Three LoRA steps of `section` against PEFT's adapter after them; returns the adapter's module names.
+fn lora_steps_match(section: &str) -> Vec<String> {
+    let (gpu, trainer, logs) = train_three_steps(section);
     let ex = expected();
-    check_logs(&logs, &ex, "lora");
+    check_logs(&logs, &ex, section);
     let adapter = pollster::block_on(trainer.model.download_adapter(&gpu)).unwrap().unwrap();
+    let prefix = format!("{section}.step3.");
+    assert_eq!(2 * adapter.modules.len(), ex.tensors.keys().filter(|k| k.starts_with(&prefix)).count());
     for m in &adapter.modules {
         for (ab, t) in [("lora_A", &m.a), ("lora_B", &m.b)] {
-            let key = format!("lora.step3.{}", peft_name(&m.name(), ab));
+            let key = format!("{prefix}{}", peft_name(&m.name(), ab));
             assert_close(&key, &t.data, ex.get(&key), 0.0, 1e-4);
         }
     }
+    adapter.modules.iter().map(|m| m.name()).collect()
+}
+
+fn full_steps_match(section: &str) {
+    let (gpu, trainer, logs) = train_three_steps(section);
+    let ex = expected();
+    check_logs(&logs, &ex, section);
+    let w = pollster::block_on(trainer.model.download_weights(&gpu)).unwrap();
+    let prefix = format!("{section}.step3.");
+    assert_eq!(w.tensors.len(), ex.tensors.keys().filter(|k| k.starts_with(&prefix)).count());
+    for (name, t) in &w.tensors {
+        let key = format!("{prefix}{name}");
+        assert_close(&key, &t.data, ex.get(&key), 0.0, 1e-4);
+    }
+}
+
+/// The fixture's own measure of how far the decay alone moves the weights in `section` (PyTorch with
+/// and without it): the case can only catch a missing decay if this is far above the 1e-4 tolerance.
+fn assert_decay_is_visible(section: &str) {
+    let effect = expected().json[section]["decay_effect"].as_f64().unwrap();
+    assert!(effect > 1e-2, "{section}: weight decay moves the weights by only {effect}: the case cannot see it");
+}
+
+#[test]
+fn three_lora_adamw_steps_match_peft() {
+    lora_steps_match("lora");
 }
 
 #[test]
 fn three_full_adamw_steps_match_pytorch() {
-    let (gpu, trainer, logs) = train_three_steps(Trainable::Full);
+    full_steps_match("full");
+}
+
+#[test]
+fn lora_weight_decay_matches_peft() {
+    assert_decay_is_visible("lora_wd");
+    lora_steps_match("lora_wd");
+}
+
+#[test]
+fn full_weight_decay_matches_pytorch() {
+    assert_decay_is_visible("full_wd");
+    full_steps_match("full_wd");
+}
+
+#[test]
+fn lora_alpha_3_rank_5_on_two_targets_matches_peft() {
+    // logits, gradients and three steps with alpha / r = 0.6 (every other case has 2), and LoRA on
+    // attn.c_proj and mlp.c_fc only
+    let (gpu, w, adapter, mut batcher) = setup_with("adapter_r5");
     let ex = expected();
-    check_logs(&logs, &ex, "full");
-    let w = pollster::block_on(trainer.model.download_weights(&gpu)).unwrap();
-    assert_eq!(w.tensors.len(), ex.tensors.keys().filter(|k| k.starts_with("full.step3.")).count());
-    for (name, t) in &w.tensors {
-        let key = format!("full.step3.{name}");
-        assert_close(&key, &t.data, ex.get(&key), 0.0, 1e-4);
+    assert_eq!((adapter.config.r, adapter.config.alpha), (5, 3.0));
+    let batch = batcher.next_batch();
+    let m = Gpt2Gpu::new(&gpu, &w, Some(&adapter), Trainable::None).unwrap();
+    let got = pollster::block_on(m.logits(&gpu, &batch.tokens, 2, 16)).unwrap();
+    let want = ex.get("lora_r5.logits");
+    assert_close("lora_r5.logits", &got, want, RTOL, atol_for(want));
+
+    let (loss, grads) = gradients_with(Trainable::Lora, "adapter_r5");
+    assert_close("loss", &[loss], &[ex.json["lora_r5.loss0"].as_f64().unwrap() as f32], 1e-5, 0.0);
+    assert_eq!(grads.len(), 8, "A and B for attn.c_proj and mlp.c_fc x 2 layers");
+    for (name, got) in grads {
+        let (module, ab) = name.rsplit_once('.').unwrap();
+        let key = format!("lora_r5.grad.{}", peft_name(module, ab));
+        let want = ex.get(&key);
+        assert_close(&key, &got, want, RTOL, atol_for(want));
     }
+    let names = lora_steps_match("lora_r5");
+    assert_eq!(names, ["h.0.attn.c_proj", "h.0.mlp.c_fc", "h.1.attn.c_proj", "h.1.mlp.c_fc"]);
 }

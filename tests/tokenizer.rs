@@ -1,10 +1,14 @@
-//! The byte-level BPE tokenizer against Python `tokenizers` / `transformers`: fixtures written by
+//! The BPE tokenizer against Python `tokenizers` / `transformers`: fixtures written by
 //! tools/make_tokenizer_fixtures.py (tests/fixtures/tokenizer). Encode ids and decoded strings
-//! must be identical, for the tokenizer.json and the vocab.json + merges.txt loaders.
+//! must be identical, for the tokenizer.json and the vocab.json + merges.txt loaders, for the
+//! local GPT-2-like files and for the real Llama-2-format, Llama 3 and Qwen3 tokenizer.json files
+//! (and variants of them as other models of those families write them).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use webtune::data::tokenizer::SpecialTokens;
 use webtune::data::{DataError, Tokenizer};
 
 fn dir() -> PathBuf {
@@ -239,16 +243,313 @@ fn encode_speed() {
         text.push_str(c["text"].as_str().unwrap());
         text.push('\n');
     }
-    let code = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/data/tokenizer.rs")).unwrap();
-    for (label, t) in [("fixture texts", text), ("rust source", code)] {
-        let big = t.repeat((4_000_000 / t.len()).max(1));
-        let start = std::time::Instant::now();
-        let n = tok.encode(&big).len();
-        let s = start.elapsed().as_secs_f64();
-        println!(
-            "{label}: {:.1} MB in {s:.2}s = {:.2} MB/s, {n} tokens",
-            big.len() as f64 / 1e6,
-            big.len() as f64 / 1e6 / s
+    let code = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/data/tokenizer/bpe.rs")).unwrap();
+    let toks = [
+        ("gpt2like", tok),
+        ("llama2", Tokenizer::from_json(&family_json("llama2"), "llama2").unwrap()),
+        ("llama3", Tokenizer::from_json(&family_json("llama3"), "llama3").unwrap()),
+        ("qwen3", Tokenizer::from_json(&family_json("qwen3"), "qwen3").unwrap()),
+    ];
+    for (name, tok) in &toks {
+        for (label, t) in [("fixture texts", &text), ("rust source", &code)] {
+            let big = t.repeat((4_000_000 / t.len()).max(1));
+            let start = std::time::Instant::now();
+            let n = tok.encode(&big).len();
+            let s = start.elapsed().as_secs_f64();
+            println!(
+                "{name} {label}: {:.1} MB in {s:.2}s = {:.2} MB/s, {n} tokens",
+                big.len() as f64 / 1e6,
+                big.len() as f64 / 1e6 / s
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real tokenizers (tests/fixtures/tokenizer/{llama2,llama3,qwen3}, see REAL.md) and variants.
+
+fn families() -> &'static Value {
+    static F: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    F.get_or_init(|| serde_json::from_str(&read("families.json")).unwrap())
+}
+
+/// A real family's tokenizer.json text (stored gzipped).
+fn family_json(family: &str) -> String {
+    let gz = std::fs::read(dir().join(family).join("tokenizer.json.gz")).unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut text).unwrap();
+    text
+}
+
+/// The base file of a variant with its components replaced, as the fixture script builds it.
+fn variant_json(base_cache: &mut std::collections::HashMap<String, Value>, name: &str) -> String {
+    let v = &families()["variants"][name];
+    let base = v["base"].as_str().unwrap();
+    let root = base_cache.entry(base.to_string()).or_insert_with(|| {
+        let text = if dir().join(base).join("tokenizer.json.gz").exists() {
+            family_json(base)
+        } else {
+            read(&format!("{base}/tokenizer.json"))
+        };
+        serde_json::from_str(&text).unwrap()
+    });
+    let mut j = root.clone();
+    for (k, val) in v["set"].as_object().unwrap() {
+        j[k] = val.clone();
+    }
+    j.to_string()
+}
+
+/// Every text of the corpus: ids with and without special tokens, decode with and without
+/// special tokens; decode-only id lists; vocab size and token lookups, against Python.
+fn check_variants(names: &[&str]) {
+    let f = families();
+    let texts: Vec<&str> = f["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert!(texts.len() > 200);
+    let mut cache = std::collections::HashMap::new();
+    for &name in names {
+        let v = &f["variants"][name];
+        let tok = Tokenizer::from_json(&variant_json(&mut cache, name), name).unwrap();
+        let (prefix, suffix) = (ids_of(&v["prefix"]), ids_of(&v["suffix"]));
+        assert_eq!(tok.special_tokens().prefix, prefix, "{name} prefix");
+        assert_eq!(tok.special_tokens().suffix, suffix, "{name} suffix");
+        assert_eq!(tok.vocab_size() as u64, v["vocab_size"].as_u64().unwrap(), "{name} vocab size");
+        let mut failures = Vec::new();
+        for (text, r) in texts.iter().zip(v["results"].as_array().unwrap()) {
+            let r = r.as_array().unwrap();
+            let want = ids_of(&r[0]);
+            let got = tok.encode(text);
+            if got != want {
+                failures.push(format!("encode {text:?}: got {got:?}, python {want:?}"));
+            }
+            let got = tok.encode_with_special_tokens(text);
+            let want_sp: Vec<u32> = prefix.iter().chain(&want).chain(&suffix).copied().collect();
+            if got != want_sp {
+                failures.push(format!("encode with special tokens {text:?}: got {got:?}, python {want_sp:?}"));
+            }
+            let want_dec = r[1].as_str().unwrap();
+            let dec = tok.decode(&want);
+            if dec != want_dec {
+                failures.push(format!("decode {want:?}: got {dec:?}, python {want_dec:?}"));
+            }
+            let want_skip = r.get(2).map_or(want_dec, |s| s.as_str().unwrap());
+            let skip = tok.decode_skip_special(&want);
+            if skip != want_skip {
+                failures.push(format!("decode skipping specials {want:?}: got {skip:?}, python {want_skip:?}"));
+            }
+        }
+        for d in v["decode_cases"].as_array().unwrap() {
+            let ids = ids_of(&d[0]);
+            assert_eq!(tok.decode(&ids), d[1].as_str().unwrap(), "{name} decode {ids:?}");
+            assert_eq!(tok.decode_skip_special(&ids), d[2].as_str().unwrap(), "{name} decode skip {ids:?}");
+        }
+        for (token, id) in v["token_to_id"].as_object().unwrap() {
+            assert_eq!(tok.token_to_id(token), id.as_u64().map(|i| i as u32), "{name} token_to_id({token:?})");
+        }
+        for pair in v["id_to_token"].as_array().unwrap() {
+            let id = pair[0].as_u64().unwrap() as u32;
+            assert_eq!(tok.id_to_token(id), pair[1].as_str(), "{name} id_to_token({id})");
+        }
+        assert!(
+            failures.is_empty(),
+            "{name}: {} mismatches:\n{}",
+            failures.len(),
+            failures[..failures.len().min(8)].join("\n")
         );
+    }
+}
+
+#[test]
+fn llama2_format_real_file_and_variants_match_python() {
+    // Prepend/Replace normalizer, byte_fallback, fuse_unk, "<s>" template; Metaspace "first" (the
+    // legacy=false / Mistral layout); NFKD + Metaspace "always" with split
+    check_variants(&["llama2", "llama2_metaspace", "llama2_nfkd_split"]);
+}
+
+#[test]
+fn llama3_real_file_and_variants_match_python() {
+    // Split with the lookahead pattern, ignore_merges, 256 special tokens; Llama 3.2's BOS template
+    check_variants(&["llama3", "llama3_bos"]);
+}
+
+#[test]
+fn qwen3_real_file_matches_python() {
+    // NFC normalizer, Split with Qwen's pattern (digits one by one), merges as pairs
+    check_variants(&["qwen3"]);
+}
+
+#[test]
+fn other_pipelines_match_python() {
+    // SmolLM2's Digits + ByteLevel; NFKC/Lowercase/Strip, Split behaviours, invert, Replace regex,
+    // Prepend, NFD, Contiguous digits, Roberta and template post-processors, decoder Sequence
+    check_variants(&["smollm2like", "mixed_a", "mixed_b", "mixed_c"]);
+}
+
+fn special_of(v: &Value) -> SpecialTokens {
+    let id = |k: &str| v[k].as_u64().map(|i| i as u32);
+    let mut s = SpecialTokens {
+        bos: id("bos"),
+        eos: id("eos"),
+        pad: id("pad"),
+        unk: id("unk"),
+        prefix: ids_of(&v["prefix"]),
+        suffix: ids_of(&v["suffix"]),
+        ..SpecialTokens::default()
+    };
+    s.add_bos = s.bos.is_some_and(|b| s.prefix.contains(&b));
+    s.add_eos = s.eos.is_some_and(|e| s.suffix.contains(&e));
+    s
+}
+
+/// tokenizer_config.json on top of tokenizer.json: the special tokens and added ids equal what
+/// transformers' AutoTokenizer reports for a folder holding the two files.
+#[test]
+fn tokenizer_config_special_tokens_match_transformers() {
+    let f = families();
+    let mut cache = std::collections::HashMap::new();
+    for (name, c) in f["configs"].as_object().unwrap() {
+        let variant = c["variant"].as_str().unwrap();
+        let family = f["variants"][variant]["base"].as_str().unwrap();
+        let mut config: Value = serde_json::from_str(&read(&format!("{family}/tokenizer_config.json"))).unwrap();
+        for (k, v) in c["config"].as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        let tok = Tokenizer::from_json(&variant_json(&mut cache, variant), variant)
+            .unwrap()
+            .with_config(&config.to_string(), name)
+            .unwrap();
+        assert_eq!(tok.special_tokens(), &special_of(&c["special"]), "{name}");
+    }
+    // load_dir reads tokenizer_config.json beside tokenizer.json
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("tokenizer.json"), family_json("qwen3")).unwrap();
+    std::fs::copy(dir().join("qwen3/tokenizer_config.json"), tmp.path().join("tokenizer_config.json")).unwrap();
+    let tok = Tokenizer::load_dir(tmp.path()).unwrap();
+    assert_eq!(tok.special_tokens(), &special_of(&f["configs"]["qwen3"]["special"]));
+    // a config naming a token the tokenizer lacks is refused, naming the file and the field
+    let msg = err_text(Tokenizer::from_json(&variant_json(&mut cache, "qwen3"), "q").and_then(|t| {
+        t.with_config(r#"{"eos_token": {"content": "<|nope|>"}}"#, "cfg.json")
+    }));
+    assert!(msg.contains("cfg.json") && msg.contains("eos_token") && msg.contains("<|nope|>"), "{msg}");
+    let msg = err_text(Tokenizer::from_json(&variant_json(&mut cache, "qwen3"), "q").and_then(|t| {
+        t.with_config(r#"{"bos_token": 5}"#, "cfg.json")
+    }));
+    assert!(msg.contains("cfg.json") && msg.contains("bos_token"), "{msg}");
+}
+
+/// A small tokenizer.json with the given components (the gpt2like model underneath).
+fn with_components(set: &[(&str, Value)]) -> String {
+    let mut j: Value = serde_json::from_str(&read("gpt2like/tokenizer.json")).unwrap();
+    for (k, v) in set {
+        j[*k] = v.clone();
+    }
+    j.to_string()
+}
+
+#[test]
+fn hostile_tokenizer_files_are_refused_with_the_file_and_field_named() {
+    use serde_json::json;
+    let split = |pattern: &str| {
+        json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]})
+    };
+    let cases: Vec<(String, &str)> = vec![
+        // a regex that does not compile, and Oniguruma syntax fancy-regex does not know
+        (with_components(&[("pre_tokenizer", split("(unclosed"))]), "pre_tokenizer.pretokenizers[0].pattern.Regex"),
+        (with_components(&[("pre_tokenizer", split(r"\p{NoSuchClass}+"))]), "does not compile"),
+        (with_components(&[("pre_tokenizer", json!({"type": "Split", "pattern": {"Regex": ""}, "behavior": "Isolated", "invert": false}))]), "empty"),
+        (with_components(&[("pre_tokenizer", json!({"type": "Split", "pattern": {"Glob": "*"}, "behavior": "Isolated", "invert": false}))]), "pre_tokenizer.pattern"),
+        (with_components(&[("pre_tokenizer", json!({"type": "Split", "pattern": {"String": "x"}, "behavior": "Sideways", "invert": false}))]), "pre_tokenizer.behavior"),
+        (with_components(&[("pre_tokenizer", json!({"type": "Whitespace"}))]), "pre_tokenizer.type is \"Whitespace\""),
+        (with_components(&[("normalizer", json!({"type": "BertNormalizer"}))]), "normalizer.type \"BertNormalizer\""),
+        (with_components(&[("normalizer", json!({"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Precompiled"}]}))]), "normalizer.normalizers[1].type \"Precompiled\""),
+        (with_components(&[("decoder", json!({"type": "WordPiece"}))]), "decoder.type is \"WordPiece\""),
+        (with_components(&[("decoder", json!({"type": "Strip", "content": "ab", "start": 1, "stop": 0}))]), "decoder.content"),
+        (with_components(&[("post_processor", json!({"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<x>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], "special_tokens": {}}))]), "\"<x>\""),
+        (with_components(&[("post_processor", json!({"type": "TemplateProcessing", "single": [{"Sequence": {"id": "B", "type_id": 0}}], "special_tokens": {}}))]), "post_processor.single[0]"),
+        (with_components(&[("post_processor", json!({"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<x>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], "special_tokens": {"<x>": {"id": "<x>", "ids": [4294967295u64], "tokens": ["<x>"]}}}))]), "ids[0]"),
+        (with_components(&[("post_processor", json!({"type": "BertProcessing", "cls": ["[CLS]", 0], "sep": "[SEP]"}))]), "post_processor.sep"),
+        (with_components(&[("version", json!("2.0"))]), "version"),
+        (with_components(&[("pre_tokenizer", json!({"type": "Sequence", "pretokenizers": vec![json!({"type": "Digits", "individual_digits": true}); 100_000]}))]), "100000 stages"),
+    ];
+    for (text, what) in &cases {
+        let msg = err_text(Tokenizer::from_json(text, "hostile.json"));
+        assert!(msg.starts_with("hostile.json: ") && msg.contains(what), "want {what:?}: {msg}");
+    }
+
+    // byte_fallback without the <0xNN> tokens (and no byte-level alphabet to make it moot)
+    let mut j: Value = serde_json::from_str(&family_json("llama2")).unwrap();
+    let vocab = j["model"]["vocab"].as_object_mut().unwrap();
+    vocab.remove("<0x41>");
+    vocab.remove("<0xFF>");
+    let msg = err_text(Tokenizer::from_json(&j.to_string(), "nofallback.json"));
+    assert!(msg.contains("nofallback.json") && msg.contains("byte_fallback") && msg.contains("<0x41>"), "{msg}");
+    // an absurd id, and a merge naming a token the vocabulary lacks
+    let mut j: Value = serde_json::from_str(&read("gpt2like/tokenizer.json")).unwrap();
+    j["model"]["vocab"]["Ġzz"] = Value::from(4_000_000_000u64);
+    let msg = err_text(Tokenizer::from_json(&j.to_string(), "absurd.json"));
+    assert!(msg.contains("absurd.json") && msg.contains("\"Ġzz\"") && msg.contains("4000000000"), "{msg}");
+    let mut j: Value = serde_json::from_str(&read("gpt2like/tokenizer.json")).unwrap();
+    j["model"]["merges"].as_array_mut().unwrap().push(serde_json::json!(["Ġth", "<missing>"]));
+    let msg = err_text(Tokenizer::from_json(&j.to_string(), "merge.json"));
+    assert!(msg.contains("merge.json") && msg.contains("<missing>"), "{msg}");
+}
+
+/// A Split regex that backtracks without end returns (the piece is left uncut from there, as
+/// `tokenizers`' fancy-regex build does); `try_encode` reports it. A text needing an unknown
+/// token the vocabulary lacks is an error of `try_encode` too.
+#[test]
+fn backtracking_regex_and_missing_unknown_token_do_not_hang_or_panic() {
+    use serde_json::json;
+    let text = with_components(&[(
+        "pre_tokenizer",
+        json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": "(?:a|aa)+(?=b)|\\s"}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}),
+    )]);
+    let tok = Tokenizer::from_json(&text, "backtrack.json").unwrap();
+    let hostile = format!("x y {}c", "a".repeat(80));
+    let start = std::time::Instant::now();
+    let ids = tok.encode(&hostile);
+    assert!(start.elapsed().as_secs() < 60);
+    assert_eq!(tok.decode(&ids), hostile);
+    let msg = tok.try_encode(&hostile).unwrap_err().to_string();
+    assert!(msg.contains("backtrack"), "{msg}");
+    assert_eq!(tok.try_encode("x y").unwrap(), tok.encode("x y"));
+
+    let mut j: Value = serde_json::from_str(&family_json("llama2")).unwrap();
+    j["model"]["byte_fallback"] = Value::Bool(false);
+    j["model"]["unk_token"] = Value::from("<not-in-vocab>");
+    let tok = Tokenizer::from_json(&j.to_string(), "unk.json").unwrap();
+    assert!(tok.try_encode("Hello").is_ok());
+    let msg = tok.try_encode("Hello \u{10fffd}").unwrap_err().to_string();
+    assert!(msg.contains("<not-in-vocab>"), "{msg}");
+    assert_eq!(tok.encode("Hello \u{10fffd}"), tok.encode("Hello "));
+}
+
+/// Text data starts each record as the tokenizer starts a sequence (transformers' `tokenizer(text)`):
+/// the Llama-2-format file's <s> (its post-processor's template), nothing for Qwen3 (ByteLevel);
+/// a prompt's prefix is not trained on.
+#[test]
+fn text_records_start_with_the_tokenizers_prefix() {
+    let text_data = b"{\"text\": \"Hello world\"}\n";
+    let chat_data = b"{\"prompt\": \"Q: 2+2?\", \"completion\": \" 4\"}\n";
+    for (family, bos) in [("llama2", Some(1u32)), ("qwen3", None)] {
+        let config = read(&format!("{family}/tokenizer_config.json"));
+        let tok = Tokenizer::from_json(&family_json(family), family).unwrap().with_config(&config, family).unwrap();
+        let parse = |data: &[u8]| {
+            webtune::data::Dataset::parse("d.jsonl", "d.jsonl", data, 200_000, &|| Ok((family.to_string(), &tok))).unwrap().records
+        };
+        let (t, pc) = (parse(text_data), parse(chat_data));
+        let prefix: Vec<u32> = bos.into_iter().collect();
+        let text: Vec<u32> = prefix.iter().copied().chain(tok.encode("Hello world")).collect();
+        assert_eq!(t[0].input_ids, text, "{family}");
+        assert_eq!(t[0].input_ids, tok.encode_with_special_tokens("Hello world"), "{family}: as tokenizer(text)");
+        assert_eq!(t[0].labels, None);
+        let (p, c) = (tok.encode("Q: 2+2?"), tok.encode(" 4"));
+        let ids: Vec<u32> = prefix.iter().chain(&p).chain(&c).copied().collect();
+        let labels: Vec<i32> = prefix.iter().chain(&p).map(|_| -100).chain(c.iter().map(|&t| t as i32)).collect();
+        assert_eq!((&pc[0].input_ids, pc[0].labels.as_ref()), (&ids, Some(&labels)), "{family}");
     }
 }

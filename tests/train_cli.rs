@@ -447,41 +447,114 @@ fn ctrl_c_saves_a_checkpoint_that_resumes_to_the_same_result() {
     );
 }
 
+/// The second Ctrl-C quits at once, saving nothing. To make "at once" observable, `--log-json` is a
+/// FIFO that the test stops reading: once its (4 KiB) pipe is full, webtune blocks writing a step's
+/// log line, which it always does before saving anything. The first Ctrl-C is seen (its message is
+/// printed) but cannot finish the step; only the second one can end the process there, with exit
+/// code 130, before any checkpoint or output exists. A build that ignored the second Ctrl-C stays
+/// blocked: the test then drains the FIFO (so the run can save and end) and fails.
+#[cfg(target_os = "linux")]
 #[test]
-fn second_ctrl_c_quits_at_once_leaving_nothing_half_written() {
+fn second_ctrl_c_quits_at_once_without_saving() {
+    use std::io::{BufRead, Read};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::{Arc, Mutex};
+
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let (out, log) = (t.join("out"), t.join("log.jsonl"));
-    let a = train_args(
-        &out,
-        &log,
-        &data_file(),
-        &["--steps", "1000000", "--batch", "2", "--seq", "16", "--full"],
-    );
-    let mut child = spawn(&a);
-    wait_for_log(&log, &mut child, 120);
+    let (out, fifo) = (t.join("out"), t.join("log.fifo"));
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let a = train_args(&out, &fifo, &data_file(), &["--steps", "1000000", "--batch", "2", "--seq", "16"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_webtune"))
+        .args(&a)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let (pipe, sink) = (child.stderr.take().unwrap(), stderr.clone());
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        })
+    };
+    let err_text = || stderr.lock().unwrap().clone();
+    // (non-blocking, so a webtune that fails before opening its log does not hang the test)
+    let mut log = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+    let fd = log.as_raw_fd();
+    let capacity = unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, 4096) };
+    assert!(capacity >= 4096, "F_SETPIPE_SZ: {capacity}");
+    let queued = || {
+        let mut n: libc::c_int = 0;
+        assert_eq!(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) }, 0);
+        n
+    };
+    let wait = |what: &str, secs: u64, child: &mut std::process::Child, done: &mut dyn FnMut() -> bool| {
+        let t0 = Instant::now();
+        while !done() {
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!("webtune exited ({st:?}) while waiting for {what}:\n{}", err_text());
+            }
+            assert!(t0.elapsed() < Duration::from_secs(secs), "no {what} after {secs} s:\n{}", err_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // the run is training: its first log line arrives; then stop reading until the pipe is full
+    let mut first = Vec::new();
+    wait("log line", 120, &mut child, &mut || {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = log.read(&mut buf) {
+            first.extend_from_slice(&buf[..n]);
+        }
+        first.contains(&b'\n')
+    });
+    // blocked: a thread of webtune sleeps in the kernel's (anon_)pipe_write (Linux shows it in wchan)
+    let pid = child.id();
+    let blocked = || {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
+        tasks.iter().any(|t| std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w.trim().ends_with("pipe_write")))
+    };
+    wait("write blocked on the full log pipe", 300, &mut child, &mut || queued() > capacity / 2 && blocked());
+
     sigint(child.id());
-    std::thread::sleep(Duration::from_millis(30));
+    wait("first Ctrl-C's message", 30, &mut child, &mut || err_text().contains("interrupted: finishing this step"));
     sigint(child.id());
-    let res = child.wait_with_output().unwrap();
-    assert_eq!(res.status.code(), Some(130), "{}", text(&res.stderr));
-    // whatever got written is whole: a checkpoint has all its files, the output loads
-    for c in list(&out) {
-        let st = checkpoint::read_state(&out.join(&c)).unwrap();
-        check_checkpoint(&out.join(&c), true, st.step);
-    }
-    for name in file_names(&out) {
-        assert!(
-            name.starts_with("checkpoint-")
-                || name.starts_with('.')
-                || name == "config.json"
-                || name == "model.safetensors",
-            "unexpected {name}"
-        );
-    }
-    if out.join("model.safetensors").exists() {
-        Weights::load_dir(&out).unwrap();
-    }
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            // let the run go on, so that it can end, then report what it did
+            let mut sink = Vec::new();
+            let st = loop {
+                let _ = log.read_to_end(&mut sink);
+                if let Some(st) = child.try_wait().unwrap() {
+                    break st;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            panic!(
+                "the second Ctrl-C did not quit: webtune went on after it (exit code {:?}) and left {:?} in --out:\n{}",
+                st.code(),
+                file_names(&out),
+                err_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    reader.join().unwrap();
+    let stderr = err_text();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted again: quitting without saving"), "{stderr}");
+    assert!(!stderr.contains("saved"), "nothing is saved after the second Ctrl-C:\n{stderr}");
+    let left: Vec<String> = if out.exists() { file_names(&out) } else { Vec::new() };
+    assert!(left.is_empty(), "--out holds {left:?} after the second Ctrl-C");
 }
 
 /// A tokenizer for the tiny model (vocab 97): byte-level BPE over lower-case letters, '.', ',',
@@ -703,5 +776,62 @@ fn eval_loss_is_the_mean_over_counted_positions() {
         assert_eq!(r.status.code(), Some(code), "{extra:?}: {stderr}");
         assert!(stderr.contains(want), "{extra:?}: want '{want}': {stderr}");
         assert!(!never.exists(), "{extra:?}: --out was created");
+    }
+}
+
+/// Without a terminal, progress goes to stderr as a plain line every `--log-every` steps (10 by
+/// default) and after the last step, with that step's loss, lr and grad norm (as --log-json has
+/// them); a summary line ends the run. `--keep-checkpoints 0` keeps every checkpoint.
+#[test]
+fn progress_lines_follow_log_every_and_a_summary_ends_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // "step     2/5  loss 4.5723  lr 1.000e-2  grad_norm 0.289  238 tok/s  ETA 0s" -> (step, loss, lr, norm)
+    let progress = |stderr: &str, total: u32| -> Vec<(u32, f32, f32, f32)> {
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("step ") && l.contains("  loss "))
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                assert_eq!((w[2], w[4], w[6]), ("loss", "lr", "grad_norm"), "{l}");
+                let (step, of) = w[1].split_once('/').unwrap();
+                assert_eq!(of, total.to_string(), "{l}");
+                (step.parse().unwrap(), w[3].parse().unwrap(), w[5].parse().unwrap(), w[7].parse().unwrap())
+            })
+            .collect()
+    };
+    for (steps, every, want) in [(5u32, Some("2"), vec![2u32, 4, 5]), (12, None, vec![10, 12])] {
+        let (out, log) = (t.join(format!("out{steps}")), t.join(format!("log{steps}.jsonl")));
+        let mut extra = vec!["--steps".to_string(), steps.to_string()];
+        extra.extend(args(&["--batch", "2", "--seq", "16", "--lr", "1e-2", "--save-every", "1", "--keep-checkpoints", "0"]));
+        if let Some(n) = every {
+            extra.extend(args(&["--log-every", n]));
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let r = webtune_ok(&train_args(&out, &log, &data_file(), &extra));
+        let stderr = text(&r.stderr);
+        let lines = progress(&stderr, steps);
+        assert_eq!(lines.iter().map(|l| l.0).collect::<Vec<_>>(), want, "progress lines with --log-every {every:?}:\n{stderr}");
+        let logged: Vec<serde_json::Value> = log_lines(&log).into_iter().filter(|v| v.get("loss").is_some()).collect();
+        for (step, loss, lr, norm) in &lines {
+            let v = &logged[*step as usize - 1];
+            let f = |k: &str| v[k].as_f64().unwrap() as f32;
+            assert!((loss - f("loss")).abs() <= 5e-5, "step {step}: loss {loss} vs the log's {}", f("loss"));
+            assert!((lr - f("lr")).abs() <= 5e-4 * f("lr"), "step {step}: lr {lr} vs the log's {}", f("lr"));
+            assert!((norm - f("grad_norm")).abs() <= 5e-4, "step {step}: grad_norm {norm} vs the log's {}", f("grad_norm"));
+        }
+        let summary = stderr.lines().rfind(|l| !l.contains("XDG_RUNTIME_DIR")).unwrap();
+        let last = logged.last().unwrap()["loss"].as_f64().unwrap() as f32;
+        let want_start = format!("done: {steps} steps in ");
+        let want_end = format!(
+            "last loss {last:.4}; saved the LoRA adapter (adapter_config.json, adapter_model.safetensors) to {}",
+            out.display()
+        );
+        assert!(summary.starts_with(&want_start) && summary.ends_with(&want_end), "summary line: {summary}");
+        // --keep-checkpoints 0: all of them
+        let want: Vec<String> = (1..=steps).map(|s| format!("checkpoint-{s}")).collect();
+        let mut got = list(&out);
+        got.sort_by_key(|n| n["checkpoint-".len()..].parse::<u32>().unwrap());
+        assert_eq!(got, want);
     }
 }

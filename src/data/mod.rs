@@ -9,7 +9,7 @@ pub mod tokenizer;
 pub use batch::{Batch, Batcher};
 pub use dataset::Dataset;
 pub use records::{Record, TokenStream};
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{SpecialTokens, Tokenizer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {

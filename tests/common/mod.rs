@@ -34,6 +34,18 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32)
     }
 }
 
+/// `assert_close` for weights after a few AdamW steps. An Adam update moves an entry by about lr
+/// whatever its gradient's size, so an entry whose first gradient `g0` is at f32 noise level
+/// (non-zero, below 1e-6 of the tensor's largest) moves by noise: such entries are left out of the
+/// comparison and returned as a count (the caller bounds it); every other entry must agree to `atol`.
+pub fn assert_adam_close(what: &str, got: &[f32], want: &[f32], g0: &[f32], atol: f32) -> usize {
+    let floor = 1e-6 * g0.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let keep: Vec<usize> = (0..got.len()).filter(|&i| g0[i] == 0.0 || g0[i].abs() >= floor).collect();
+    let pick = |v: &[f32]| keep.iter().map(|&i| v[i]).collect::<Vec<f32>>();
+    assert_close(what, &pick(got), &pick(want), 0.0, atol);
+    got.len() - keep.len()
+}
+
 /// tests/fixtures/tiny: the tiny GPT-2, its PEFT adapter and data, and what PyTorch + PEFT
 /// computed from them (tools/make_fixtures.py).
 pub fn tiny_fixtures() -> std::path::PathBuf {

@@ -377,7 +377,7 @@ function readOptions(): TrainOptions | undefined {
         checkpointEvery: num("checkpointEvery"),
         readbackEvery: 1,
       },
-      { nPositions: model?.nPositions },
+      { nPositions: model?.nPositions, loraTargets: model?.loraTargets, modelType: model?.modelType },
     );
     status("options-status", "");
     return o;

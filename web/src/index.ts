@@ -417,7 +417,11 @@ export class Trainer {
    * (`pause()`, "paused": `resume()` continues) or stopped (`signal` aborted, "stopped").
    */
   async train(options: Partial<TrainOptions> = {}, handlers: TrainHandlers = {}): Promise<TrainResult> {
-    const resolved = resolveOptions(options, { nPositions: this.model?.nPositions });
+    const resolved = resolveOptions(options, {
+      nPositions: this.model?.nPositions,
+      loraTargets: this.model?.loraTargets,
+      modelType: this.model?.modelType,
+    });
     return this.runWith({ type: "train", options: resolved, control: runControl(handlers) }, handlers);
   }
 

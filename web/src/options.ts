@@ -9,7 +9,7 @@ export interface TrainOptions {
   rank: number;
   /** LoRA alpha; the update is scaled by alpha / rank. */
   alpha: number;
-  /** PEFT target modules, suffix-matched: c_attn, c_proj (attention and MLP), c_fc, attn.c_proj, mlp.c_proj. */
+  /** PEFT target modules, suffix-matched: "all-linear" (every linear layer); GPT-2: c_attn, c_proj (attention and MLP), c_fc, attn.c_proj, mlp.c_proj; Llama family: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj. */
   targets: string[];
   /** Start from the adapter given to `loadAdapter` (its rank, alpha and targets win) when there is one. */
   useInitAdapter: boolean;
@@ -49,7 +49,14 @@ export interface TrainOptions {
   readbackEvery: number;
 }
 
-/** PEFT target names that match GPT-2's linear layers. */
+/** PEFT's shorthand for every linear layer of the model (the default). */
+export const ALL_LINEAR = "all-linear";
+
+/**
+ * PEFT target names of the families webtune trains (GPT-2's and the Llama family's linear layers,
+ * by their last part or their path in a block), for checks before a model is loaded; a loaded
+ * model's own list (`ModelInfo.loraTargets`) is what counts.
+ */
 export const LORA_TARGETS: readonly string[] = [
   "c_attn",
   "c_proj",
@@ -58,6 +65,21 @@ export const LORA_TARGETS: readonly string[] = [
   "attn.c_proj",
   "mlp.c_fc",
   "mlp.c_proj",
+  "q_proj",
+  "k_proj",
+  "v_proj",
+  "o_proj",
+  "gate_proj",
+  "up_proj",
+  "down_proj",
+  "self_attn.q_proj",
+  "self_attn.k_proj",
+  "self_attn.v_proj",
+  "self_attn.o_proj",
+  "mlp.gate_proj",
+  "mlp.up_proj",
+  "mlp.down_proj",
+  ALL_LINEAR,
 ];
 
 export const SCHEDULES: readonly TrainOptions["schedule"][] = ["constant", "linear", "cosine"];
@@ -69,7 +91,7 @@ export const DEFAULT_OPTIONS: Readonly<TrainOptions> = Object.freeze({
   mode: "lora",
   rank: 8,
   alpha: 16,
-  targets: ["c_attn", "c_proj", "c_fc"],
+  targets: [ALL_LINEAR],
   useInitAdapter: true,
   lr: 2e-4,
   schedule: "constant",
@@ -118,9 +140,13 @@ const INTEGER_FIELDS: [keyof TrainOptions, number][] = [
 const NUMBER_FIELDS = ["alpha", "lr", "minLr", "weightDecay", "beta1", "beta2", "eps", "gradClip", "evalSplit"] as const;
 const BOOLEAN_FIELDS = ["useInitAdapter", "shuffle"] as const;
 
-/** What the model allows, when known (a sequence may not exceed n_positions). */
+/** What the model allows, when known: a sequence may not exceed n_positions; LoRA targets are its own. */
 export interface ModelLimits {
   nPositions?: number;
+  /** The loaded model's valid PEFT target names (`ModelInfo.loraTargets`). */
+  loraTargets?: readonly string[];
+  /** Its model_type, for messages. */
+  modelType?: string;
 }
 
 /** Refuses keys that are not options (a typo would otherwise be ignored). */
@@ -175,15 +201,14 @@ export function resolveOptions(given: Partial<TrainOptions> = {}, limits: ModelL
     throw new OptionError("seq", `seq ${o.seq} is longer than the model's n_positions ${limits.nPositions}`);
   }
   if (o.mode === "lora") {
+    const valid = limits.loraTargets ?? LORA_TARGETS;
     if (!Array.isArray(o.targets) || o.targets.length === 0) {
-      throw new OptionError("targets", `give at least one LoRA target; valid targets are ${LORA_TARGETS.join(", ")}`);
+      throw new OptionError("targets", `give at least one LoRA target; valid targets are ${valid.join(", ")}`);
     }
     for (const t of o.targets) {
-      if (typeof t !== "string" || !LORA_TARGETS.includes(t)) {
-        throw new OptionError(
-          "targets",
-          `LoRA target '${String(t)}' matches no GPT-2 linear layer; valid targets are ${LORA_TARGETS.join(", ")}`,
-        );
+      if (typeof t !== "string" || !valid.includes(t)) {
+        const model = limits.modelType ? `${limits.modelType} ` : "";
+        throw new OptionError("targets", `LoRA target '${String(t)}' matches no ${model}linear layer; valid targets are ${valid.join(", ")}`);
       }
     }
   }

@@ -37,6 +37,10 @@ export interface TokenizerInfo {
 
 export interface ModelInfo {
   name: string;
+  /** config.json's model_type: "gpt2", "llama", "qwen2" or "qwen3". */
+  modelType: string;
+  /** The PEFT target names its linear layers answer to ("all-linear" included). */
+  loraTargets: string[];
   nLayer: number;
   nHead: number;
   nEmbd: number;

@@ -52,7 +52,7 @@ const bad = [
   [{ readbackEvery: 0 }, "readbackEvery", "integer >= 1"],
   [{ shuffle: "yes" }, "shuffle", "true or false"],
   [{ targets: [] }, "targets", "at least one LoRA target"],
-  [{ targets: ["c_attn", "q_proj"] }, "targets", "'q_proj' matches no GPT-2 linear layer"],
+  [{ targets: ["c_attn", "qkv_proj"] }, "targets", "'qkv_proj' matches no linear layer"],
   [{ lrr: 1 }, "unknown", "unknown option 'lrr'"],
   [{ mode: "qlora" }, "mode", '"lora" or "full"'],
   [{ schedule: "step" }, "schedule", "constant, linear or cosine"],
@@ -79,8 +79,11 @@ test("seq is checked against the model's n_positions", () => {
   assert.throws(() => resolveOptions({ seq: 65 }, { nPositions: 64 }), /seq 65 is longer than the model's n_positions 64/);
 });
 
-test("every PEFT target for GPT-2 is accepted; form text is split on commas", () => {
+test("every PEFT target is accepted, a loaded model's own list decides; form text is split on commas", () => {
   assert.deepEqual(resolveOptions({ targets: [...LORA_TARGETS] }).targets, LORA_TARGETS);
+  const gpt2 = { loraTargets: ["c_attn", "c_proj", "c_fc", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "all-linear"], modelType: "gpt2" };
+  assert.deepEqual(resolveOptions({ targets: ["c_fc", "all-linear"] }, gpt2).targets, ["c_fc", "all-linear"]);
+  assert.throws(() => resolveOptions({ targets: ["q_proj"] }, gpt2), /LoRA target 'q_proj' matches no gpt2 linear layer; valid targets are c_attn, /);
   assert.deepEqual(parseTargets(" c_attn, ,c_fc ,"), ["c_attn", "c_fc"]);
 });
 

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
+import { gunzipSync } from "node:zlib";
 import init, { Tokenizer } from "../dist/wasm/webtune.js";
 
 const fixtures = new URL("../../tests/fixtures/tokenizer/", import.meta.url);
@@ -40,4 +41,64 @@ test("wasm32 vocab.json + merges.txt equals Python, decode of split characters t
 
 test("wasm32 refuses a malformed tokenizer.json with its name", () => {
   assert.throws(() => Tokenizer.fromJson("{", "broken.json"), /broken\.json/);
+});
+
+// The real Llama-2-format, Llama 3 and Qwen3 tokenizer.json files (gzipped fixtures, see
+// tests/fixtures/tokenizer/REAL.md) and the variants of families.json, as tests/tokenizer.rs
+// checks them natively.
+const families = JSON.parse(read("families.json"));
+const baseCache = new Map();
+const baseJson = (base) => {
+  if (!baseCache.has(base)) {
+    let text;
+    try {
+      text = gunzipSync(readFileSync(new URL(`${base}/tokenizer.json.gz`, fixtures))).toString("utf8");
+    } catch {
+      text = read(`${base}/tokenizer.json`);
+    }
+    baseCache.set(base, JSON.parse(text));
+  }
+  return baseCache.get(base);
+};
+const variantJson = (name) => {
+  const v = families.variants[name];
+  return JSON.stringify({ ...baseJson(v.base), ...v.set });
+};
+
+for (const [name, v] of Object.entries(families.variants)) {
+  test(`wasm32 ${name}: encode (with and without special tokens) and decode equal Python on every text`, () => {
+    const tok = Tokenizer.fromJson(variantJson(name), name);
+    assert.equal(tok.vocabSize(), v.vocab_size);
+    families.texts.forEach((text, i) => {
+      const [ids, dec, skip] = v.results[i];
+      const label = JSON.stringify(text).slice(0, 80);
+      assert.deepEqual(Array.from(tok.encode(text)), ids, `encode ${label}`);
+      assert.deepEqual(Array.from(tok.encodeWithSpecialTokens(text)), [...v.prefix, ...ids, ...v.suffix], `special ${label}`);
+      assert.equal(tok.decode(Uint32Array.from(ids)), dec, `decode of ${label}`);
+      assert.equal(tok.decodeSkipSpecial(Uint32Array.from(ids)), skip ?? dec, `decode skipping specials of ${label}`);
+    });
+    for (const [ids, dec, skip] of v.decode_cases) {
+      assert.equal(tok.decode(Uint32Array.from(ids)), dec, `decode ${ids}`);
+      assert.equal(tok.decodeSkipSpecial(Uint32Array.from(ids)), skip, `decode skip ${ids}`);
+    }
+    tok.free();
+  });
+}
+
+test("wasm32 fromFiles: tokenizer_config.json's special tokens equal transformers'", () => {
+  for (const [name, c] of Object.entries(families.configs)) {
+    const family = families.variants[c.variant].base;
+    const config = { ...JSON.parse(read(`${family}/tokenizer_config.json`)), ...c.config };
+    const tok = Tokenizer.fromFiles(variantJson(c.variant), JSON.stringify(config), name);
+    const s = tok.specialTokens();
+    const want = c.special;
+    assert.deepEqual(
+      { bos: s.bos ?? null, eos: s.eos ?? null, pad: s.pad ?? null, unk: s.unk ?? null, prefix: s.prefix, suffix: s.suffix },
+      { bos: want.bos, eos: want.eos, pad: want.pad, unk: want.unk, prefix: want.prefix, suffix: want.suffix },
+      name,
+    );
+    assert.equal(s.addBos, want.bos !== null && want.prefix.includes(want.bos), `${name} addBos`);
+    tok.free();
+  }
+  assert.throws(() => Tokenizer.fromFiles(variantJson("qwen3"), '{"bos_token": "<|nope|>"}', "q"), /q\/tokenizer_config\.json.*bos_token/);
 });
