@@ -28,6 +28,9 @@ struct Params {
 @group(0) @binding(4) var<storage, read> dh: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dgate: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dup: array<f32>;
+// dgate and dup when they are views of one buffer: WebGPU forbids binding a buffer to two
+// writable bindings of one dispatch.
+@group(0) @binding(7) var<storage, read_write> dgu: array<f32>;
 
 // (sigmoid(v), sigmoid(-v))
 fn sigmoids(v: f32) -> vec2<f32> {
@@ -50,6 +53,17 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     h[p.h_off + r * p.h_ld + j] = g * sigmoids(g).x * up[p.u_off + r * p.u_ld + j];
 }
 
+// (dgate, dup) of element id of the [n, i] matrices.
+fn grads(id: u32) -> vec2<f32> {
+    let r = id / p.i;
+    let j = id % p.i;
+    let g = gate[p.g_off + r * p.g_ld + j];
+    let u = up[p.u_off + r * p.u_ld + j];
+    let d = dh[p.h_off + r * p.h_ld + j];
+    let s = sigmoids(g);
+    return vec2<f32>(d * u * s.x * (1.0 + g * s.y), d * g * s.x);
+}
+
 @compute @workgroup_size(256)
 fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
@@ -57,12 +71,24 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     if (id >= p.n * p.i) {
         return;
     }
+    let gr = grads(id);
     let r = id / p.i;
     let j = id % p.i;
-    let g = gate[p.g_off + r * p.g_ld + j];
-    let u = up[p.u_off + r * p.u_ld + j];
-    let d = dh[p.h_off + r * p.h_ld + j];
-    let s = sigmoids(g);
-    dgate[p.dg_off + r * p.dg_ld + j] = d * u * s.x * (1.0 + g * s.y);
-    dup[p.du_off + r * p.du_ld + j] = d * g * s.x;
+    dgate[p.dg_off + r * p.dg_ld + j] = gr.x;
+    dup[p.du_off + r * p.du_ld + j] = gr.y;
+}
+
+// backward, with dgate and dup in one buffer (binding dgu).
+@compute @workgroup_size(256)
+fn backward_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let id = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if (id >= p.n * p.i) {
+        return;
+    }
+    let gr = grads(id);
+    let r = id / p.i;
+    let j = id % p.i;
+    dgu[p.dg_off + r * p.dg_ld + j] = gr.x;
+    dgu[p.du_off + r * p.du_ld + j] = gr.y;
 }

@@ -105,9 +105,9 @@ fn run(gpu: &Gpu, d: &Attention, layout: Layout, x: &Inputs, runs: usize) -> Res
                 strided(gpu, "dv", &nan(n * wk), n, wk, OUTSIDE),
             );
             let views = |q, k, v, wq, wk| Qkv {
-                q: View::new(q, PAD_OFF, wq + PAD_COLS),
-                k: View::new(k, PAD_OFF, wk + PAD_COLS),
-                v: View::new(v, PAD_OFF, wk + PAD_COLS),
+                q: View::cols(q, PAD_OFF, wq + PAD_COLS),
+                k: View::cols(k, PAD_OFF, wk + PAD_COLS),
+                v: View::cols(v, PAD_OFF, wk + PAD_COLS),
             };
             let x = views(&gq, &gk, &gv, wq, wk);
             let mut prog = Program::new();
@@ -222,4 +222,24 @@ fn attention_is_repeatable() {
             assert_eq!(bits(a), bits(b), "{d:?} {name}");
         }
     }
+}
+
+/// Heads the kernels cannot run are refused with a message, before anything is dispatched:
+/// by the shape check, and by a model whose head dim is too large.
+#[test]
+fn unsupported_heads_are_refused() {
+    let msg = |nh, nkv, hd| Attention::check_heads(nh, nkv, hd).unwrap_err();
+    assert!(msg(3, 2, 16).contains("nkv must divide nh"), "{}", msg(3, 2, 16));
+    assert!(msg(4, 0, 16).contains("nkv must divide nh"));
+    assert!(msg(2, 1, 257).contains("1..=256, not 257"), "{}", msg(2, 1, 257));
+    assert!(msg(2, 1, 0).contains("not 0"));
+    assert!(Attention::check_heads(6, 2, 256).is_ok() && Attention::check_heads(1, 1, 1).is_ok());
+
+    let gpu = gpu();
+    let cfg = webtune::model::ModelConfig::gpt2(1, 1, 260, 8, 4); // one head of 260
+    let w = webtune::model::Weights::random(&cfg, 0);
+    let m = webtune::model::gpt2::Gpt2Gpu::new(&gpu, &w, None, webtune::model::Trainable::None).unwrap();
+    let err = webtune::model::gpt2::Activations::new(&gpu, &m, 1, 4, false, 1 << 20).err().expect("hd 260 must be refused");
+    let text = err.to_string();
+    assert!(text.contains("n_embd 260") && text.contains("n_head 1") && text.contains("not 260"), "{text}");
 }

@@ -60,7 +60,7 @@ fn attention_decode_matches_reference_last_row() {
         let g_pos = gpu.upload_u32("pos", &[1], &[0]).unwrap();
         fn views(x: &Tensor, wq: usize, wk: usize) -> (View<'_>, View<'_>, View<'_>) {
             let w = wq + 2 * wk;
-            (View::new(x, 0, w), View::new(x, wq, w), View::new(x, wq + wk, w))
+            (View::cols(x, 0, w), View::cols(x, wq, w), View::cols(x, wq + wk, w))
         }
         // the earlier rows as a prefill would store them (rows 0..t-1 at pos 0)
         if t > 1 {
@@ -108,7 +108,7 @@ fn kv_store_drops_rows_past_the_cache() {
     let g_v = gpu.upload("v", &[max_len, c], &vec![7.0; max_len * c]).unwrap();
     let g_pos = gpu.upload_u32("pos", &[1], &[3]).unwrap();
     let mut prog = Program::new();
-    let (k, v) = (View::new(&g_qkv, c, 3 * c), View::new(&g_qkv, 2 * c, 3 * c));
+    let (k, v) = (View::cols(&g_qkv, c, 3 * c), View::cols(&g_qkv, 2 * c, 3 * c));
     kv_store(&gpu, &mut prog, &d, k, v, rows, &g_pos, &g_k, &g_v);
     prog.run(&gpu);
     let k = gpu.read_blocking(&g_k).unwrap();

@@ -52,7 +52,7 @@ impl Place {
         }
     }
     fn view<'a>(&self, t: &'a Tensor) -> View<'a> {
-        View::new(t, self.offset, self.ld)
+        View::cols(t, self.offset, self.ld)
     }
 }
 
@@ -175,7 +175,7 @@ fn forward_uses_eps_argument() {
     let tw = up(&gpu, "w", &weight(c));
     let (ty, tr) = (gpu.zeros("y", &[n, c]).unwrap(), gpu.zeros("rstd", &[n]).unwrap());
     let mut prog = Program::new();
-    rmsnorm::rmsnorm_forward(&gpu, &mut prog, &d, View::packed(&tx, c), &tw, View::packed(&ty, c), &tr);
+    rmsnorm::rmsnorm_forward(&gpu, &mut prog, &d, View::rows(&tx, c), &tw, View::rows(&ty, c), &tr);
     prog.run(&gpu);
     assert_eq!(gpu.read_blocking(&tr).unwrap(), vec![2.0; n]);
     assert_eq!(gpu.read_blocking(&ty).unwrap(), vec![0.0; n * c]);

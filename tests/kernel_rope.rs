@@ -52,22 +52,22 @@ fn forward_and_backward_out_of_place_and_in_place() {
                     let tx = up(&gpu, "x", &x);
                     let out = up(&gpu, "out", &vec![9.0; n * w]);
                     let mut prog = Program::new();
-                    rope::rope_forward(&gpu, &mut prog, &d, Some(View::packed(&tx, w)), View::packed(&out, w), &tt, pos);
+                    rope::rope_forward(&gpu, &mut prog, &d, Some(View::rows(&tx, w)), View::rows(&out, w), &tt, pos);
                     prog.run(&gpu);
                     assert_close(&format!("forward {what}"), &gpu.read_blocking(&out).unwrap(), &want, 1e-6, 1e-6);
                     assert_eq!(gpu.read_blocking(&tx).unwrap(), x, "{what}: the input changed");
 
                     let mut prog = Program::new();
-                    rope::rope_backward(&gpu, &mut prog, &d, Some(View::packed(&tx, w)), View::packed(&out, w), &tt, pos);
+                    rope::rope_backward(&gpu, &mut prog, &d, Some(View::rows(&tx, w)), View::rows(&out, w), &tt, pos);
                     prog.run(&gpu);
                     assert_close(&format!("backward {what}"), &gpu.read_blocking(&out).unwrap(), &want_back, 1e-6, 1e-6);
 
                     let mut prog = Program::new();
-                    rope::rope_forward(&gpu, &mut prog, &d, None, View::packed(&tx, w), &tt, pos);
+                    rope::rope_forward(&gpu, &mut prog, &d, None, View::rows(&tx, w), &tt, pos);
                     prog.run(&gpu);
                     assert_close(&format!("forward in place {what}"), &gpu.read_blocking(&tx).unwrap(), &want, 1e-6, 1e-6);
                     let mut prog = Program::new();
-                    rope::rope_backward(&gpu, &mut prog, &d, None, View::packed(&tx, w), &tt, pos);
+                    rope::rope_backward(&gpu, &mut prog, &d, None, View::rows(&tx, w), &tt, pos);
                     prog.run(&gpu);
                     assert_close(&format!("round trip {what}"), &gpu.read_blocking(&tx).unwrap(), &x, 1e-5, 1e-6);
                 }
@@ -113,7 +113,7 @@ fn q_and_k_inside_packed_qkv() {
             let kld = nkv * hd + 2;
             let kout = up(&gpu, "k", &vec![9.0; n * kld]);
             let mut prog = Program::new();
-            rope::rope_forward(&gpu, &mut prog, &dq, Some(View::cols(&tq, 0, ld)), View::packed(&out, nh * hd), &tt, pos);
+            rope::rope_forward(&gpu, &mut prog, &dq, Some(View::cols(&tq, 0, ld)), View::rows(&out, nh * hd), &tt, pos);
             let (ksrc, kdst) = (View::cols(&tq, nh * hd, ld), View::cols(&kout, 1, kld));
             rope::rope_forward(&gpu, &mut prog, &dk, Some(ksrc), kdst, &tt, pos);
             prog.run(&gpu);
@@ -141,7 +141,7 @@ fn decoding_reads_the_position_from_the_gpu() {
         let pos = gpu.upload_u32("pos", &[1], &[4]).unwrap();
         let d = Rope { n, heads, head_dim: hd, t: n };
         let mut prog = Program::new();
-        rope::rope_forward(&gpu, &mut prog, &d, Some(View::packed(&tx, w)), View::packed(&out, w), &tt, Positions::At(&pos));
+        rope::rope_forward(&gpu, &mut prog, &d, Some(View::rows(&tx, w)), View::rows(&out, w), &tt, Positions::At(&pos));
         for p in [4, 0, 36] {
             gpu.write_u32(&pos, &[p as u32]);
             prog.run(&gpu);
@@ -150,7 +150,7 @@ fn decoding_reads_the_position_from_the_gpu() {
         }
         // in place, backward
         let mut prog = Program::new();
-        rope::rope_backward(&gpu, &mut prog, &d, None, View::packed(&tx, w), &tt, Positions::At(&pos));
+        rope::rope_backward(&gpu, &mut prog, &d, None, View::rows(&tx, w), &tt, Positions::At(&pos));
         prog.run(&gpu);
         let want = llama::rope_backward(&x, &tab, heads, hd, n, 36);
         assert_close(&format!("n={n} backward at 36"), &gpu.read_blocking(&tx).unwrap(), &want, 1e-6, 1e-6);
@@ -168,7 +168,7 @@ fn positions_past_the_table_give_zeros() {
     let out = up(&gpu, "out", &vec![9.0; t * hd]);
     let mut prog = Program::new();
     let d = Rope { n: t, heads: 1, head_dim: hd, t };
-    rope::rope_forward(&gpu, &mut prog, &d, Some(View::packed(&tx, hd)), View::packed(&out, hd), &tt, Positions::Start(0));
+    rope::rope_forward(&gpu, &mut prog, &d, Some(View::rows(&tx, hd)), View::rows(&out, hd), &tt, Positions::Start(0));
     prog.run(&gpu);
     let got = gpu.read_blocking(&out).unwrap();
     let want = llama::rope_forward(&x[..5 * hd], &tab, 1, hd, 5, 0);

@@ -51,7 +51,7 @@ fn separate_gate_and_up() {
             let th = up(&gpu, "h", &vec![9.0; n * i]);
             let (tdg, tdu) = (up(&gpu, "dgate", &vec![9.0; n * i]), up(&gpu, "dup", &vec![9.0; n * i]));
             let mut prog = Program::new();
-            let v = |t| View::packed(t, i);
+            let v = |t| View::rows(t, i);
             swiglu::swiglu_forward(&gpu, &mut prog, v(&tg), v(&tu), v(&th), n, i);
             swiglu::swiglu_backward(&gpu, &mut prog, v(&tdh), v(&tg), v(&tu), v(&tdg), v(&tdu), n, i);
             prog.run(&gpu);

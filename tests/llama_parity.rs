@@ -178,10 +178,11 @@ fn three_adamw_steps_match_pytorch_with_and_without_visible_weight_decay() {
             assert_close(&format!("{what} losses"), &loss, &c.ex.floats(&format!("{section}.losses")), 1e-5, 0.0);
             assert_close(&format!("{what} grad norms"), &norm, &c.ex.floats(&format!("{section}.grad_norms")), 1e-4, 0.0);
             // entries with gradients at noise level are left out and counted (assert_adam_close): 2 of
-            // 76,000 in llama3 full_wd, none elsewhere; the rest agree to 1e-4, or 1% of lr for the
-            // large learning rates of the decay runs (lora_wd: 5e-4; its decay moves ≥ 95% of the
-            // entries by more than 1e-3)
-            let atol = (0.01 * c.ex.json[section]["optimizer"]["lr"].as_f64().unwrap() as f32).max(1e-4);
+            // 76,000 in llama3 full_wd, none elsewhere); the rest agree to 1e-4, or 2% of lr for the
+            // large learning rates of the decay runs (full_wd 2e-4, lora_wd 1e-3), where an entry
+            // with a small gradient carries its f32 noise into an Adam step of size ~lr; the decay
+            // moves 78% (full_wd) and ≥ 95% (lora_wd) of the entries by more than 1e-3
+            let atol = (0.02 * c.ex.json[section]["optimizer"]["lr"].as_f64().unwrap() as f32).max(1e-4);
             let grad_section = if mode == Trainable::Lora { "lora" } else { "full" };
             let prefix = format!("{section}.step3.");
             let (mut n, mut noisy, mut entries) = (0, 0, 0);

@@ -240,6 +240,7 @@ impl Gpu {
             return k.clone();
         }
         let (module, used) = self.module(key, source, entry);
+        let writable = module.1.as_ref().map(shaders::writable_bindings).unwrap_or_default();
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&kkey),
             layout: None,
@@ -248,7 +249,7 @@ impl Gpu {
             compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: true },
             cache: None,
         });
-        let kernel = Kernel { pipeline: Rc::new(pipeline), used_bindings: Rc::new(used) };
+        let kernel = Kernel { pipeline: Rc::new(pipeline), used_bindings: Rc::new(used), writable_bindings: Rc::new(writable) };
         self.kernels.borrow_mut().insert(kkey, kernel.clone());
         kernel
     }

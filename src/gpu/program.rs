@@ -11,6 +11,8 @@ use super::Gpu;
 pub struct Kernel {
     pub pipeline: Rc<wgpu::ComputePipeline>,
     pub used_bindings: Rc<Vec<u32>>,
+    /// Those of its storage bindings that are declared read_write.
+    pub writable_bindings: Rc<Vec<u32>>,
 }
 
 /// One ready-to-record dispatch: nothing is created when it is recorded.
@@ -101,6 +103,16 @@ impl Gpu {
         } else {
             None
         };
+        // WebGPU (Chrome) rejects a dispatch that binds a buffer it writes to a second binding;
+        // wgpu on Vulkan lets some such cases through, so catch them here in debug builds.
+        #[cfg(debug_assertions)]
+        for (i, (b, buf)) in buffers.iter().enumerate() {
+            let used = |b: &u32| *b != 0 && kernel.used_bindings.contains(b);
+            if used(b) && kernel.writable_bindings.contains(b) {
+                let other = buffers.iter().enumerate().find(|&(j, (c, other))| j != i && used(c) && *other == *buf);
+                debug_assert!(other.is_none(), "{label}: the buffer written through binding {b} is bound again at {:?}", other.map(|o| o.1 .0));
+            }
+        }
         let mut entries = Vec::new();
         if let Some(u) = &uniforms {
             entries.push(wgpu::BindGroupEntry { binding: 0, resource: u.as_entire_binding() });

@@ -35,6 +35,22 @@ pub fn used_bindings((module, info): &(naga::Module, naga::valid::ModuleInfo), e
     used
 }
 
+/// The group-0 storage bindings of a parsed module that are declared writable (read_write).
+pub fn writable_bindings((module, _): &(naga::Module, naga::valid::ModuleInfo)) -> Vec<u32> {
+    let mut w: Vec<u32> = module
+        .global_variables
+        .iter()
+        .filter_map(|(_, var)| match (var.binding.as_ref(), var.space) {
+            (Some(b), naga::AddressSpace::Storage { access }) if b.group == 0 && access.contains(naga::StorageAccess::STORE) => {
+                Some(b.binding)
+            }
+            _ => None,
+        })
+        .collect();
+    w.sort_unstable();
+    w
+}
+
 /// Columns per workgroup of the column-lane sums (`COLS` in shaders/lib/reduce.wgsl).
 pub const COLS: usize = 64;
 

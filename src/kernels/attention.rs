@@ -14,8 +14,8 @@
 //! [max_len, nkv·hd].
 //!
 //! Tiles: the shader is a template over the padded head dim HDP (16, 32, 64, 128 or 256; the
-//! smallest that holds hd): a workgroup of TR x HDP/16 threads, each holding 4 rows x 16
-//! head-dim columns of output in registers (see the shader's header).
+//! smallest that holds hd): a workgroup of TR x HDP/8 threads, each holding 8 rows x 8
+//! head-dim columns of output and 8 x 4 scores in registers (see the shader's header).
 
 use super::View;
 use crate::gpu::shaders::{reduce_lib, Template};
@@ -29,16 +29,19 @@ const SRC: &str = include_str!("../../shaders/attention.wgsl");
 /// The padded head dims there are variants for.
 const PADDED: [usize; 5] = [16, 32, 64, 128, 256];
 
-/// Tile parameters of the variant for padded head dim `hdp`: thread rows TR (a tile has 4·TR
-/// rows), the head-dim slice DK of the score products, the rows KC of the value-side operand
-/// staged at once. Chosen so the workgroup memory stays under WebGPU's default 16 KiB.
+/// Tile parameters of the variant for padded head dim `hdp` (the shader's layout gives HDP/8
+/// threads per row group, each with 8 rows): row groups TR (a tile has 8·TR rows), the
+/// head-dim slice DK of the score products, the rows KC of the value-side operand staged at
+/// once. Chosen for 64 threads (fewer for small head dims) and workgroup memory under
+/// WebGPU's default 16 KiB.
 fn tiles(hdp: usize) -> (usize, usize, usize) {
     let tr = match hdp {
-        128 => 8,
-        256 => 4,
-        _ => 16,
+        128 => 4,
+        256 => 2,
+        _ => 8,
     };
-    (tr, 16, (512 / hdp).min(hdp / 4))
+    let dk = if hdp == 256 { 8 } else { 16 };
+    (tr, dk, (hdp / 2).min(1024 / hdp))
 }
 
 fn padded(hd: usize) -> usize {
@@ -118,7 +121,7 @@ impl Attention {
 }
 
 /// The query, key and value views of one attention call (or their gradients).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct Qkv<'a> {
     pub q: View<'a>,
     pub k: View<'a>,
@@ -129,18 +132,18 @@ impl<'a> Qkv<'a> {
     /// GPT-2's packed qkv [N, 3C]: q, k, v are columns 0.., C.., 2C.. of every row.
     pub fn packed(qkv: &'a Tensor, c: usize) -> Qkv<'a> {
         Qkv {
-            q: View::new(qkv, 0, 3 * c),
-            k: View::new(qkv, c, 3 * c),
-            v: View::new(qkv, 2 * c, 3 * c),
+            q: View::cols(qkv, 0, 3 * c),
+            k: View::cols(qkv, c, 3 * c),
+            v: View::cols(qkv, 2 * c, 3 * c),
         }
     }
 
     /// Separate q [N, nh·hd], k and v [N, nkv·hd] tensors.
     pub fn separate(q: &'a Tensor, k: &'a Tensor, v: &'a Tensor, d: &Attention) -> Qkv<'a> {
         Qkv {
-            q: View::packed(q, d.nh * d.hd),
-            k: View::packed(k, d.nkv * d.hd),
-            v: View::packed(v, d.nkv * d.hd),
+            q: View::rows(q, d.nh * d.hd),
+            k: View::rows(k, d.nkv * d.hd),
+            v: View::rows(v, d.nkv * d.hd),
         }
     }
 
@@ -176,15 +179,15 @@ struct Params {
 
 impl Params {
     fn inputs(mut self, x: &Qkv) -> Params {
-        (self.q_off, self.q_ld) = (x.q.offset as u32, x.q.stride as u32);
-        (self.k_off, self.k_ld) = (x.k.offset as u32, x.k.stride as u32);
-        (self.v_off, self.v_ld) = (x.v.offset as u32, x.v.stride as u32);
+        (self.q_off, self.q_ld) = (x.q.offset as u32, x.q.ld as u32);
+        (self.k_off, self.k_ld) = (x.k.offset as u32, x.k.ld as u32);
+        (self.v_off, self.v_ld) = (x.v.offset as u32, x.v.ld as u32);
         self
     }
     fn grads(mut self, dx: &Qkv) -> Params {
-        (self.dq_off, self.dq_ld) = (dx.q.offset as u32, dx.q.stride as u32);
-        (self.dk_off, self.dk_ld) = (dx.k.offset as u32, dx.k.stride as u32);
-        (self.dv_off, self.dv_ld) = (dx.v.offset as u32, dx.v.stride as u32);
+        (self.dq_off, self.dq_ld) = (dx.q.offset as u32, dx.q.ld as u32);
+        (self.dk_off, self.dk_ld) = (dx.k.offset as u32, dx.k.ld as u32);
+        (self.dv_off, self.dv_ld) = (dx.v.offset as u32, dx.v.ld as u32);
         self
     }
 }
@@ -198,9 +201,9 @@ fn prepare(d: &Attention, x: &Qkv, out: &Tensor, lse: &Tensor) -> bool {
     d.b > 0 && d.t > 0 && Attention::check_heads(d.nh, d.nkv, d.hd).is_ok()
 }
 
-/// Rows of one tile (4·TR) for head dim `hd`.
+/// Rows of one tile (8·TR) for head dim `hd`.
 fn tile_rows(hd: usize) -> usize {
-    4 * tiles(padded(hd)).0
+    8 * tiles(padded(hd)).0
 }
 
 /// out [N, nh·hd] = softmax(scale·q·kᵀ, causal)·v per head; lse [B, nh, T] is kept for backward.
@@ -208,6 +211,7 @@ pub fn attention_forward(gpu: &Gpu, prog: &mut Program, d: &Attention, x: Qkv, o
     if !prepare(d, &x, out, lse) {
         return;
     }
+    debug_check_aliasing(&[out, lse], &[x.q.t, x.k.t, x.v.t]);
     let hdp = padded(d.hd);
     let blocks = d.t.div_ceil(tile_rows(d.hd));
     let total = d.b * d.nh * blocks;
@@ -218,20 +222,20 @@ pub fn attention_forward(gpu: &Gpu, prog: &mut Program, d: &Attention, x: Qkv, o
         &k,
         super::bytes_of(&params),
         &[
-            (1, &x.q.tensor.buffer),
-            (2, &x.k.tensor.buffer),
-            (3, &x.v.tensor.buffer),
+            (1, &x.q.t.buffer),
+            (2, &x.k.t.buffer),
+            (3, &x.v.t.buffer),
             (4, &out.buffer),
             (5, &lse.buffer),
-            (8, &x.q.tensor.buffer), // dout: bound (the loaders name it) but not read
+            (8, &x.q.t.buffer), // dout: bound (the loaders name it) but not read
         ],
         grid(total as u32),
     ));
 }
 
 /// From dout [N, nh·hd]: dq, dk, dv (overwritten), given the forward's inputs `x`, its `out` and
-/// `lse`. `delta` [B, nh, T] is scratch. dx's views must not share a buffer with x, out, lse or
-/// dout (dq, dk and dv may share one, as GPT-2's packed dqkv does).
+/// `lse`. `delta` [B, nh, T] is scratch. dx's views must not share a buffer with x, out, lse,
+/// dout or delta (dq, dk and dv may share one, as GPT-2's packed dqkv does).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     gpu: &Gpu,
@@ -249,6 +253,14 @@ pub fn attention_backward(
     }
     debug_assert!(dx.fits(d.b * d.t, d), "attention: dq, dk or dv views out of bounds for {d:?}");
     debug_assert!(dout.len() >= d.b * d.t * d.nh * d.hd && delta.len() >= d.stats_len());
+    let inputs = [x.q.t, x.k.t, x.v.t, out, lse, dout];
+    debug_check_aliasing(&[dx.q.t, delta], &inputs);
+    if dx.k.t.buffer == dx.v.t.buffer {
+        debug_check_aliasing(&[dx.k.t], &inputs);
+    } else {
+        debug_check_aliasing(&[dx.k.t, dx.v.t], &inputs);
+    }
+    debug_check_aliasing(&[delta], &[dx.q.t, dx.k.t, dx.v.t]);
     let hdp = padded(d.hd);
     let blocks = d.t.div_ceil(tile_rows(d.hd));
     let source = || source(hdp);
@@ -261,37 +273,53 @@ pub fn attention_backward(
         &k,
         super::bytes_of(&params),
         &[
-            (1, &x.q.tensor.buffer),
-            (2, &x.k.tensor.buffer),
-            (3, &x.v.tensor.buffer),
+            (1, &x.q.t.buffer),
+            (2, &x.k.t.buffer),
+            (3, &x.v.t.buffer),
             (6, &out.buffer),
             (7, &lse.buffer),
             (8, &dout.buffer),
-            (9, &dx.q.tensor.buffer),
+            (9, &dx.q.t.buffer),
             (12, &delta.buffer),
         ],
         grid(total as u32),
     ));
-    // pass 2: dk and dv, one workgroup per (b, kv head, key tile)
+    // pass 2: dk and dv, one workgroup per (b, kv head, key tile); WebGPU forbids binding one
+    // buffer twice for writing, so dk and dv in one buffer take the entry point with one binding
     let total = d.b * d.nkv * blocks;
     let params = d.params(blocks, total).inputs(&x).grads(&dx);
-    let k = gpu.kernel(&key(hdp), &source, "backward_dkv", &[]);
+    let shared = dx.k.t.buffer == dx.v.t.buffer;
+    let entry = if shared { "backward_dkv_shared" } else { "backward_dkv" };
+    let k = gpu.kernel(&key(hdp), &source, entry, &[]);
     prog.push(gpu.dispatch(
-        "attention.backward_dkv",
+        &format!("attention.{entry}"),
         &k,
         super::bytes_of(&params),
         &[
-            (1, &x.q.tensor.buffer),
-            (2, &x.k.tensor.buffer),
-            (3, &x.v.tensor.buffer),
+            (1, &x.q.t.buffer),
+            (2, &x.k.t.buffer),
+            (3, &x.v.t.buffer),
             (7, &lse.buffer),
             (8, &dout.buffer),
-            (10, &dx.k.tensor.buffer),
-            (11, &dx.v.tensor.buffer),
+            (10, &dx.k.t.buffer),
+            (11, &dx.v.t.buffer),
             (13, &delta.buffer),
+            (17, &dx.k.t.buffer),
         ],
         grid(total as u32),
     ));
+}
+
+/// Debug check of the WebGPU rule that a dispatch may not bind a buffer it writes to any other
+/// binding (Chrome rejects it; wgpu on Vulkan does not, so the native tests would miss it).
+fn debug_check_aliasing(written: &[&Tensor], read: &[&Tensor]) {
+    for (i, w) in written.iter().enumerate() {
+        debug_assert!(
+            !read.iter().chain(&written[i + 1..]).any(|r| r.buffer == w.buffer),
+            "attention: {} is written and also bound elsewhere in the same dispatch",
+            w.label
+        );
+    }
 }
 
 /// Shapes of KV-cached decoding for one sequence: `nh` query heads over `nkv` key/value heads,
@@ -358,7 +386,7 @@ pub fn kv_store(
     }
     let mut params = d.params(rows);
     (params.k_off, params.k_ld, params.v_off, params.v_ld) =
-        (k.offset as u32, k.stride as u32, v.offset as u32, v.stride as u32);
+        (k.offset as u32, k.ld as u32, v.offset as u32, v.ld as u32);
     let hdp = padded(d.hd);
     let kernel = gpu.kernel(&key(hdp), &|| source(hdp), "kv_store", &[]);
     prog.push(gpu.dispatch(
@@ -366,8 +394,8 @@ pub fn kv_store(
         &kernel,
         super::bytes_of(&params),
         &[
-            (2, &k.tensor.buffer),
-            (3, &v.tensor.buffer),
+            (2, &k.t.buffer),
+            (3, &v.t.buffer),
             (14, &pos.buffer),
             (15, &k_cache.buffer),
             (16, &v_cache.buffer),
@@ -406,7 +434,7 @@ pub fn attention_decode(
         &kernel,
         super::bytes_of(&params),
         &[
-            (1, &q.tensor.buffer),
+            (1, &q.t.buffer),
             (4, &out.buffer),
             (14, &pos.buffer),
             (15, &k_cache.buffer),
@@ -426,8 +454,8 @@ mod tests {
             let hdp = padded(hd);
             assert!(hdp >= hd && PADDED.contains(&hdp), "hd {hd} -> {hdp}");
             let (tr, dk, kc) = tiles(hdp);
-            // the shader's layout: BC = HDP/4 columns per block, staged KC rows at a time
-            assert!(tr * hdp / 16 <= 256 && (hdp / 4).is_multiple_of(kc) && dk > 0, "hd {hd}");
+            // the shader's layout: TR x HDP/8 threads, BC = HDP/2 columns per block staged KC rows at a time
+            assert!(tr * hdp / 8 <= 256 && (hdp / 2).is_multiple_of(kc) && dk > 0, "hd {hd}");
         }
     }
 }

@@ -31,9 +31,31 @@ pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
 pub mod swiglu;
-pub mod view;
 
-pub use view::View;
+use crate::gpu::Tensor;
+
+/// A row-major matrix inside a tensor: row i starts at element `offset + i * ld`.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub t: &'a Tensor,
+    pub offset: usize,
+    pub ld: usize,
+}
+
+impl<'a> View<'a> {
+    /// The whole tensor as rows of `width` values.
+    pub fn rows(t: &'a Tensor, width: usize) -> View<'a> {
+        View { t, offset: 0, ld: width }
+    }
+    /// Columns `first..` of a tensor whose rows hold `ld` values.
+    pub fn cols(t: &'a Tensor, first: usize, ld: usize) -> View<'a> {
+        View { t, offset: first, ld }
+    }
+    /// Whether `rows` rows of `width` values fit inside the tensor.
+    pub(crate) fn fits(&self, rows: usize, width: usize) -> bool {
+        rows == 0 || width == 0 || self.offset + (rows - 1) * self.ld + width <= self.t.len()
+    }
+}
 
 /// Every shader variant of every kernel, for validation.
 pub fn all_variants() -> Vec<(String, String)> {

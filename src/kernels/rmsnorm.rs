@@ -88,11 +88,11 @@ fn params(d: &RmsNorm, x: &View, y: &View, dx: Option<&View>, accumulate: bool) 
         chunks: chunks as u32,
         col_blocks: d.c.div_ceil(COLS) as u32,
         x_off: x.offset as u32,
-        x_ld: x.stride as u32,
+        x_ld: x.ld as u32,
         y_off: y.offset as u32,
-        y_ld: y.stride as u32,
+        y_ld: y.ld as u32,
         dx_off: dx.map_or(0, |v| v.offset) as u32,
-        dx_ld: dx.map_or(0, |v| v.stride) as u32,
+        dx_ld: dx.map_or(0, |v| v.ld) as u32,
         pad: [0; 2],
     }
 }
@@ -113,7 +113,7 @@ pub fn rmsnorm_forward(gpu: &Gpu, prog: &mut Program, d: &RmsNorm, x: View, w: &
         "rmsnorm.forward",
         &k,
         super::bytes_of(&p),
-        &[(1, &x.tensor.buffer), (2, &w.buffer), (3, &y.tensor.buffer), (4, &rstd.buffer)],
+        &[(1, &x.t.buffer), (2, &w.buffer), (3, &y.t.buffer), (4, &rstd.buffer)],
         grid(groups(d.groups(), 256 / l)),
     ));
 }
@@ -153,17 +153,17 @@ pub fn rmsnorm_backward(
         &k,
         pb,
         &[
-            (1, &x.tensor.buffer),
+            (1, &x.t.buffer),
             (2, &w.buffer),
-            (5, &dy.tensor.buffer),
+            (5, &dy.t.buffer),
             (6, &rstd.buffer),
-            (7, &dx.tensor.buffer),
+            (7, &dx.t.buffer),
         ],
         grid(groups(d.groups(), 256 / l)),
     ));
     let Some(dw) = dw else { return };
     debug_assert!(dw.len() >= d.c);
-    let inputs = [(1, &x.tensor.buffer), (5, &dy.tensor.buffer), (6, &rstd.buffer)];
+    let inputs = [(1, &x.t.buffer), (5, &dy.t.buffer), (6, &rstd.buffer)];
     if p.chunks == 1 {
         let k = gpu.kernel(&key, &src, "dw_direct", &[]);
         let mut b = inputs.to_vec();

@@ -140,13 +140,13 @@ fn rotate(
         half: (hd / 2) as u32,
         positions: (table.len() / hd) as u32,
         src_off: s.offset as u32,
-        src_ld: s.stride as u32,
+        src_ld: s.ld as u32,
         dst_off: dst.offset as u32,
-        dst_ld: dst.stride as u32,
+        dst_ld: dst.ld as u32,
         sign,
         pad: 0,
     };
-    let mut b = vec![(1, &s.tensor.buffer), (2, &table.buffer), (4, &dst.tensor.buffer)];
+    let mut b = vec![(1, &s.t.buffer), (2, &table.buffer), (4, &dst.t.buffer)];
     if let Positions::At(pos) = positions {
         debug_assert!(!pos.is_empty());
         b.push((3, &pos.buffer));

@@ -40,17 +40,17 @@ struct Params {
 }
 
 fn params(n: usize, i: usize, gate: &View, up: &View, h: &View, dgate: Option<&View>, dup: Option<&View>) -> Params {
-    let o = |v: Option<&View>| v.map_or((0, 0), |v| (v.offset as u32, v.stride as u32));
+    let o = |v: Option<&View>| v.map_or((0, 0), |v| (v.offset as u32, v.ld as u32));
     let ((dg_off, dg_ld), (du_off, du_ld)) = (o(dgate), o(dup));
     Params {
         n: n as u32,
         i: i as u32,
         g_off: gate.offset as u32,
-        g_ld: gate.stride as u32,
+        g_ld: gate.ld as u32,
         u_off: up.offset as u32,
-        u_ld: up.stride as u32,
+        u_ld: up.ld as u32,
         h_off: h.offset as u32,
-        h_ld: h.stride as u32,
+        h_ld: h.ld as u32,
         dg_off,
         dg_ld,
         du_off,
@@ -71,7 +71,7 @@ pub fn swiglu_forward(gpu: &Gpu, prog: &mut Program, gate: View, up: View, h: Vi
         "swiglu.forward",
         &k,
         super::bytes_of(&p),
-        &[(1, &gate.tensor.buffer), (2, &up.tensor.buffer), (3, &h.tensor.buffer)],
+        &[(1, &gate.t.buffer), (2, &up.t.buffer), (3, &h.t.buffer)],
         grid(groups(n * i, 256)),
     ));
 }
@@ -98,18 +98,22 @@ pub fn swiglu_backward(
     if n == 0 || i == 0 {
         return;
     }
-    let k = gpu.kernel("swiglu", &source, "backward", &[]);
+    // WebGPU forbids binding one buffer twice for writing: dgate and dup in one buffer take the
+    // entry point that writes both through one binding
+    let entry = if dgate.t.buffer == dup.t.buffer { "backward_shared" } else { "backward" };
+    let k = gpu.kernel("swiglu", &source, entry, &[]);
     let p = params(n, i, &gate, &up, &dh, Some(&dgate), Some(&dup));
     prog.push(gpu.dispatch(
-        "swiglu.backward",
+        &format!("swiglu.{entry}"),
         &k,
         super::bytes_of(&p),
         &[
-            (1, &gate.tensor.buffer),
-            (2, &up.tensor.buffer),
-            (4, &dh.tensor.buffer),
-            (5, &dgate.tensor.buffer),
-            (6, &dup.tensor.buffer),
+            (1, &gate.t.buffer),
+            (2, &up.t.buffer),
+            (4, &dh.t.buffer),
+            (5, &dgate.t.buffer),
+            (6, &dup.t.buffer),
+            (7, &dgate.t.buffer),
         ],
         grid(groups(n * i, 256)),
     ));

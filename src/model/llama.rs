@@ -394,14 +394,14 @@ impl LlamaGpu {
         for (l, (blk, la)) in self.blocks.iter().zip(&a.layers).enumerate() {
             let x = if l == 0 { &a.x0 } else { &a.layers[l - 1].x_out }; // [N, C]
             let lo = &la.lora;
-            rmsnorm::rmsnorm_forward(gpu, prog, &norm, View::packed(x, c), &blk.input_norm.value, View::packed(&la.ln1, c), &la.rstd1);
+            rmsnorm::rmsnorm_forward(gpu, prog, &norm, View::rows(x, c), &blk.input_norm.value, View::rows(&la.ln1, c), &la.rstd1);
             match (&blk.qk_norm, &la.qk_norm) {
                 (Some((qn, kn)), Some(qa)) => {
                     blk.q.forward(gpu, prog, &la.ln1, &qa.q_pre, lo.q.as_ref(), n); // q_pre [N, H·D]
                     blk.k.forward(gpu, prog, &la.ln1, &qa.k_pre, lo.k.as_ref(), n); // k_pre [N, Hkv·D]
                     let (nq, nk) = (RmsNorm { n, heads: cfg.n_head, c: d, eps }, RmsNorm { n, heads: cfg.n_kv_head, c: d, eps });
-                    rmsnorm::rmsnorm_forward(gpu, prog, &nq, View::packed(&qa.q_pre, qw), &qn.value, View::packed(&la.q, qw), &qa.q_rstd);
-                    rmsnorm::rmsnorm_forward(gpu, prog, &nk, View::packed(&qa.k_pre, kvw), &kn.value, View::packed(&la.k, kvw), &qa.k_rstd);
+                    rmsnorm::rmsnorm_forward(gpu, prog, &nq, View::rows(&qa.q_pre, qw), &qn.value, View::rows(&la.q, qw), &qa.q_rstd);
+                    rmsnorm::rmsnorm_forward(gpu, prog, &nk, View::rows(&qa.k_pre, kvw), &kn.value, View::rows(&la.k, kvw), &qa.k_rstd);
                 }
                 _ => {
                     blk.q.forward(gpu, prog, &la.ln1, &la.q, lo.q.as_ref(), n); // q [N, H·D]
@@ -409,20 +409,20 @@ impl LlamaGpu {
                 }
             }
             blk.v.forward(gpu, prog, &la.ln1, &la.v, lo.v.as_ref(), n); // v [N, Hkv·D]
-            rope::rope_forward(gpu, prog, &rope_q, None, View::packed(&la.q, qw), &self.rope_table, Positions::Start(0));
-            rope::rope_forward(gpu, prog, &rope_k, None, View::packed(&la.k, kvw), &self.rope_table, Positions::Start(0));
+            rope::rope_forward(gpu, prog, &rope_q, None, View::rows(&la.q, qw), &self.rope_table, Positions::Start(0));
+            rope::rope_forward(gpu, prog, &rope_k, None, View::rows(&la.k, kvw), &self.rope_table, Positions::Start(0));
             attention::attention_forward(gpu, prog, &dims, Qkv::separate(&la.q, &la.k, &la.v, &dims), &la.att, &la.lse); // att [N, H·D]
             blk.o.forward(gpu, prog, &la.att, &a.tmp, lo.o.as_ref(), n); // [N, C]
             residual::add_forward(gpu, prog, x, &a.tmp, &la.x_mid); // x_mid [N, C]
-            rmsnorm::rmsnorm_forward(gpu, prog, &norm, View::packed(&la.x_mid, c), &blk.post_norm.value, View::packed(&la.ln2, c), &la.rstd2);
+            rmsnorm::rmsnorm_forward(gpu, prog, &norm, View::rows(&la.x_mid, c), &blk.post_norm.value, View::rows(&la.ln2, c), &la.rstd2);
             blk.gate.forward(gpu, prog, &la.ln2, &la.gate, lo.gate.as_ref(), n); // gate [N, I]
             blk.up.forward(gpu, prog, &la.ln2, &la.up, lo.up.as_ref(), n); // up [N, I]
-            swiglu::swiglu_forward(gpu, prog, View::packed(&la.gate, i), View::packed(&la.up, i), View::packed(&la.h, i), n, i); // h [N, I]
+            swiglu::swiglu_forward(gpu, prog, View::rows(&la.gate, i), View::rows(&la.up, i), View::rows(&la.h, i), n, i); // h [N, I]
             blk.down.forward(gpu, prog, &la.h, &a.tmp, lo.down.as_ref(), n); // [N, C]
             residual::add_forward(gpu, prog, &la.x_mid, &a.tmp, &la.x_out); // x_out [N, C]
         }
         let last = a.layers.last().map(|la| &la.x_out).unwrap_or(&a.x0);
-        rmsnorm::rmsnorm_forward(gpu, prog, &norm, View::packed(last, c), &self.norm.value, View::packed(&a.io.lnf, c), &a.rstd_f);
+        rmsnorm::rmsnorm_forward(gpu, prog, &norm, View::rows(last, c), &self.norm.value, View::rows(&a.io.lnf, c), &a.rstd_f);
     }
 
     /// LM head + cross-entropy over a.io.lnf: a.io.loss [1], a.io.losses [N]; with gradients,
@@ -443,28 +443,28 @@ impl LlamaGpu {
         let (rope_q, rope_k) = self.ropes(n, t);
         let dims = self.attention(b, t);
         let last = a.layers.last().map(|la| &la.x_out).unwrap_or(&a.x0);
-        rmsnorm::rmsnorm_backward(gpu, prog, &norm, View::packed(&g.dln, c), View::packed(last, c), &self.norm.value, &a.rstd_f, View::packed(&g.dresid, c), false, self.norm.grad.as_ref());
+        rmsnorm::rmsnorm_backward(gpu, prog, &norm, View::rows(&g.dln, c), View::rows(last, c), &self.norm.value, &a.rstd_f, View::rows(&g.dresid, c), false, self.norm.grad.as_ref());
         for (l, (blk, la)) in self.blocks.iter().zip(&a.layers).enumerate().rev() {
             let x = if l == 0 { &a.x0 } else { &a.layers[l - 1].x_out }; // [N, C]
             let lo = &la.lora;
             // MLP: dresid is d x_out
             blk.down.backward(gpu, prog, &g.dresid, &la.h, lo.down.as_ref(), &g.dh, false, &g.dxa, n); // d h [N, I]
-            swiglu::swiglu_backward(gpu, prog, View::packed(&g.dh, i), View::packed(&la.gate, i), View::packed(&la.up, i), View::packed(&g.dgate, i), View::packed(&g.dup, i), n, i);
+            swiglu::swiglu_backward(gpu, prog, View::rows(&g.dh, i), View::rows(&la.gate, i), View::rows(&la.up, i), View::rows(&g.dgate, i), View::rows(&g.dup, i), n, i);
             blk.gate.backward(gpu, prog, &g.dgate, &la.ln2, lo.gate.as_ref(), &g.dln, false, &g.dxa, n); // d ln2 [N, C]
             blk.up.backward(gpu, prog, &g.dup, &la.ln2, lo.up.as_ref(), &g.dln, true, &g.dxa, n); // += d ln2
-            rmsnorm::rmsnorm_backward(gpu, prog, &norm, View::packed(&g.dln, c), View::packed(&la.x_mid, c), &blk.post_norm.value, &la.rstd2, View::packed(&g.dresid, c), true, blk.post_norm.grad.as_ref());
+            rmsnorm::rmsnorm_backward(gpu, prog, &norm, View::rows(&g.dln, c), View::rows(&la.x_mid, c), &blk.post_norm.value, &la.rstd2, View::rows(&g.dresid, c), true, blk.post_norm.grad.as_ref());
             // attention: dresid is now d x_mid
             blk.o.backward(gpu, prog, &g.dresid, &la.att, lo.o.as_ref(), &g.datt, false, &g.dxa, n); // d att [N, H·D]
             let x_qkv = Qkv::separate(&la.q, &la.k, &la.v, &dims);
             let d_qkv = Qkv::separate(&g.dq, &g.dk, &g.dv, &dims);
             attention::attention_backward(gpu, prog, &dims, x_qkv, &la.att, &la.lse, &g.datt, &g.delta, d_qkv); // dq, dk, dv
-            rope::rope_backward(gpu, prog, &rope_q, None, View::packed(&g.dq, qw), &self.rope_table, Positions::Start(0));
-            rope::rope_backward(gpu, prog, &rope_k, None, View::packed(&g.dk, kvw), &self.rope_table, Positions::Start(0));
+            rope::rope_backward(gpu, prog, &rope_q, None, View::rows(&g.dq, qw), &self.rope_table, Positions::Start(0));
+            rope::rope_backward(gpu, prog, &rope_k, None, View::rows(&g.dk, kvw), &self.rope_table, Positions::Start(0));
             let (dq, dk) = match (&blk.qk_norm, &la.qk_norm, &g.dqk_pre) {
                 (Some((qn, kn)), Some(qa), Some((dq_pre, dk_pre))) => {
                     let (nq, nk) = (RmsNorm { n, heads: cfg.n_head, c: d, eps }, RmsNorm { n, heads: cfg.n_kv_head, c: d, eps });
-                    rmsnorm::rmsnorm_backward(gpu, prog, &nq, View::packed(&g.dq, qw), View::packed(&qa.q_pre, qw), &qn.value, &qa.q_rstd, View::packed(dq_pre, qw), false, qn.grad.as_ref());
-                    rmsnorm::rmsnorm_backward(gpu, prog, &nk, View::packed(&g.dk, kvw), View::packed(&qa.k_pre, kvw), &kn.value, &qa.k_rstd, View::packed(dk_pre, kvw), false, kn.grad.as_ref());
+                    rmsnorm::rmsnorm_backward(gpu, prog, &nq, View::rows(&g.dq, qw), View::rows(&qa.q_pre, qw), &qn.value, &qa.q_rstd, View::rows(dq_pre, qw), false, qn.grad.as_ref());
+                    rmsnorm::rmsnorm_backward(gpu, prog, &nk, View::rows(&g.dk, kvw), View::rows(&qa.k_pre, kvw), &kn.value, &qa.k_rstd, View::rows(dk_pre, kvw), false, kn.grad.as_ref());
                     (dq_pre, dk_pre)
                 }
                 _ => (&g.dq, &g.dk),
@@ -472,7 +472,7 @@ impl LlamaGpu {
             blk.q.backward(gpu, prog, dq, &la.ln1, lo.q.as_ref(), &g.dln, false, &g.dxa, n); // d ln1 [N, C]
             blk.k.backward(gpu, prog, dk, &la.ln1, lo.k.as_ref(), &g.dln, true, &g.dxa, n); // += d ln1
             blk.v.backward(gpu, prog, &g.dv, &la.ln1, lo.v.as_ref(), &g.dln, true, &g.dxa, n); // += d ln1
-            rmsnorm::rmsnorm_backward(gpu, prog, &norm, View::packed(&g.dln, c), View::packed(x, c), &blk.input_norm.value, &la.rstd1, View::packed(&g.dresid, c), true, blk.input_norm.grad.as_ref());
+            rmsnorm::rmsnorm_backward(gpu, prog, &norm, View::rows(&g.dln, c), View::rows(x, c), &blk.input_norm.value, &la.rstd1, View::rows(&g.dresid, c), true, blk.input_norm.grad.as_ref());
         }
         // dresid is now d x0
         if let (Some(dembed), Some(ix)) = (&self.embed.grad, &a.io.token_index) {
@@ -523,14 +523,14 @@ impl LlamaGpu {
         let at = Positions::At(pos);
         embedding::embedding_forward_at(gpu, p, token, pos, &self.embed.value, None, &x, 1, c); // x [1, C]
         for (blk, (kc, vc)) in self.blocks.iter().zip(caches) {
-            rmsnorm::rmsnorm_forward(gpu, p, &norm, View::packed(&x, c), &blk.input_norm.value, View::packed(&ln, c), &rstd);
+            rmsnorm::rmsnorm_forward(gpu, p, &norm, View::rows(&x, c), &blk.input_norm.value, View::rows(&ln, c), &rstd);
             match &blk.qk_norm {
                 Some((qn, kn)) => {
                     blk.q.forward(gpu, p, &ln, &q_pre, xa_, 1);
                     blk.k.forward(gpu, p, &ln, &k_pre, xa_, 1);
                     let (nq, nk) = (RmsNorm { n: 1, heads: cfg.n_head, c: hd, eps }, RmsNorm { n: 1, heads: cfg.n_kv_head, c: hd, eps });
-                    rmsnorm::rmsnorm_forward(gpu, p, &nq, View::packed(&q_pre, qw), &qn.value, View::packed(&q, qw), &q_rstd);
-                    rmsnorm::rmsnorm_forward(gpu, p, &nk, View::packed(&k_pre, kvw), &kn.value, View::packed(&k, kvw), &k_rstd);
+                    rmsnorm::rmsnorm_forward(gpu, p, &nq, View::rows(&q_pre, qw), &qn.value, View::rows(&q, qw), &q_rstd);
+                    rmsnorm::rmsnorm_forward(gpu, p, &nk, View::rows(&k_pre, kvw), &kn.value, View::rows(&k, kvw), &k_rstd);
                 }
                 None => {
                     blk.q.forward(gpu, p, &ln, &q, xa_, 1); // q [1, H·D]
@@ -538,20 +538,20 @@ impl LlamaGpu {
                 }
             }
             blk.v.forward(gpu, p, &ln, &val, xa_, 1); // v [1, Hkv·D]
-            rope::rope_forward(gpu, p, &rope_q, None, View::packed(&q, qw), &self.rope_table, at);
-            rope::rope_forward(gpu, p, &rope_k, None, View::packed(&k, kvw), &self.rope_table, at);
-            attention::kv_store(gpu, p, d, View::packed(&k, kvw), View::packed(&val, kvw), 1, pos, kc, vc); // cache row pos
-            attention::attention_decode(gpu, p, d, View::packed(&q, qw), pos, kc, vc, &att); // att [1, H·D]
+            rope::rope_forward(gpu, p, &rope_q, None, View::rows(&q, qw), &self.rope_table, at);
+            rope::rope_forward(gpu, p, &rope_k, None, View::rows(&k, kvw), &self.rope_table, at);
+            attention::kv_store(gpu, p, d, View::rows(&k, kvw), View::rows(&val, kvw), 1, pos, kc, vc); // cache row pos
+            attention::attention_decode(gpu, p, d, View::rows(&q, qw), pos, kc, vc, &att); // att [1, H·D]
             blk.o.forward(gpu, p, &att, &tmp, xa_, 1); // [1, C]
             residual::add_forward(gpu, p, &x, &tmp, &x_mid); // x_mid [1, C]
-            rmsnorm::rmsnorm_forward(gpu, p, &norm, View::packed(&x_mid, c), &blk.post_norm.value, View::packed(&ln, c), &rstd);
+            rmsnorm::rmsnorm_forward(gpu, p, &norm, View::rows(&x_mid, c), &blk.post_norm.value, View::rows(&ln, c), &rstd);
             blk.gate.forward(gpu, p, &ln, &gate, xa_, 1); // gate [1, I]
             blk.up.forward(gpu, p, &ln, &up, xa_, 1); // up [1, I]
-            swiglu::swiglu_forward(gpu, p, View::packed(&gate, i), View::packed(&up, i), View::packed(&h, i), 1, i);
+            swiglu::swiglu_forward(gpu, p, View::rows(&gate, i), View::rows(&up, i), View::rows(&h, i), 1, i);
             blk.down.forward(gpu, p, &h, &tmp, xa_, 1); // [1, C]
             residual::add_forward(gpu, p, &x_mid, &tmp, &x); // x [1, C]: the block output
         }
-        rmsnorm::rmsnorm_forward(gpu, p, &norm, View::packed(&x, c), &self.norm.value, View::packed(&ln, c), &rstd);
+        rmsnorm::rmsnorm_forward(gpu, p, &norm, View::rows(&x, c), &self.norm.value, View::rows(&ln, c), &rstd);
         matmul(gpu, p, &Matmul::new(1, v, c).tb(), &ln, &self.head().value, logits, None); // logits [V]
         Ok((prog, vec![x, x_mid, ln, rstd, q, k, val, att, tmp, q_pre, k_pre, q_rstd, k_rstd, gate, up, h, xa]))
     }
@@ -562,7 +562,7 @@ impl LlamaGpu {
     pub fn store_prompt(&self, gpu: &Gpu, prog: &mut Program, a: &Activations, d: &AttentionDecode, caches: &[(Tensor, Tensor)], pos: &Tensor, len: usize) {
         let kvw = self.config.n_kv_head * self.config.head_dim;
         for (la, (kc, vc)) in a.layers.iter().zip(caches) {
-            attention::kv_store(gpu, prog, d, View::packed(&la.k, kvw), View::packed(&la.v, kvw), len, pos, kc, vc);
+            attention::kv_store(gpu, prog, d, View::rows(&la.k, kvw), View::rows(&la.v, kvw), len, pos, kc, vc);
         }
     }
 
