@@ -31,6 +31,8 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     /// Fold a LoRA adapter into the base weights: a full HF checkpoint
     Merge(cli::merge::MergeArgs),
+    /// Write a PEFT LoRA adapter as a GGUF file for llama.cpp (llama-cli -m base.gguf --lora FILE.gguf)
+    ExportGguf(cli::export_gguf::ExportGgufArgs),
     /// Train a small GPT-2 from scratch (random init, every weight) on a text with a given tokenizer
     Pretrain(cli::pretrain::PretrainArgs),
     /// The bundled demo: samples, held-out loss, a short LoRA fine-tune on a second text, and again
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => cli::generate::run(adapter, args),
         Command::Eval(args) => cli::eval::run(adapter, args),
         Command::Merge(args) => cli::merge::run(args),
+        Command::ExportGguf(args) => cli::export_gguf::run(args),
         Command::Pretrain(args) => cli::pretrain::run(adapter, args),
         Command::Demo(args) => cli::demo::run(adapter, args),
     };

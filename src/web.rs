@@ -5,7 +5,7 @@
 //! Engine.create() -> loadModel(config.json, model.safetensors) -> [loadTokenizer(..)] -> [loadAdapter(..)]
 //!   -> loadDataset(name, bytes, seq) -> [loadEvalDataset(..)] -> startTraining(options JSON)
 //!   -> step(control) ... (each returns the step's events: logs, eval, checkpoint due, stop)
-//!   -> [checkpoint() when due] -> exportAdapter() | exportModel();   generate(prompt, options) at any point
+//!   -> [checkpoint() when due] -> exportAdapter() [exportGguf()] | exportModel();   generate(..) at any point
 //! resumeRun(checkpoint files) continues a run saved by checkpoint() (after a page reload).
 //! ```
 //!
@@ -892,6 +892,30 @@ impl Engine {
             ("adapterConfigJson", JsValue::from_str(&String::from_utf8_lossy(file("adapter_config.json")))),
             ("adapterSafetensors", bytes_js(file("adapter_model.safetensors"))),
         ])
+    }
+
+    /// The current LoRA run's adapter as the GGUF file llama.cpp loads (`llama-cli -m base.gguf
+    /// --lora adapter.gguf`), as `webtune export-gguf` writes it: `outtype` "f32" (the default)
+    /// or "f16". Returns the file's bytes (a Uint8Array).
+    #[wasm_bindgen(js_name = exportGguf)]
+    pub async fn export_gguf(&self, outtype: Option<String>) -> Result<JsValue, JsError> {
+        let dtype: crate::model::gguf::GgufDtype =
+            outtype.as_deref().unwrap_or("f32").parse().map_err(|e: String| JsError::new(&format!("outtype: {e}")))?;
+        let mut guard = self.state.try_borrow_mut().map_err(|_| JsError::new(BUSY))?;
+        let st = &mut *guard;
+        let br = st.run.as_mut().ok_or_else(|| JsError::new("nothing to export: no training run yet"))?;
+        if br.run.spec.full {
+            return Err(JsError::new("this run fine-tunes every weight, not an adapter: use exportModel"));
+        }
+        let files = br.run.output_files(&st.gpu).await.map_err(js_err)?;
+        let file = |n: &str| files.iter().find(|(f, _)| f == n).map(|(_, b)| b.as_slice()).unwrap_or(&[]);
+        let model = st.model.as_ref().ok_or_else(|| JsError::new("load a model first"))?;
+        let name = format!("{}-lora", br.run.model_info.name);
+        let config = String::from_utf8_lossy(file("adapter_config.json"));
+        let cfg = &model.weights.config;
+        let adapter =
+            LoraAdapter::from_peft_bytes(&config, file("adapter_model.safetensors"), cfg, &name).map_err(js_err)?;
+        Ok(bytes_js(&adapter.to_gguf(cfg, dtype, &name).map_err(js_err)?))
     }
 
     /// The current full fine-tuning run's model as a Hugging Face checkpoint (f32):

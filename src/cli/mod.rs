@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod demo;
 pub mod eval;
+pub mod export_gguf;
 pub mod generate;
 pub mod info;
 pub mod merge;

@@ -138,6 +138,9 @@ pub struct TrainArgs {
     /// Replace webtune's results in a non-empty --out (its checkpoints included) and an existing --log-json
     #[arg(long)]
     overwrite: bool,
+    /// Also write the adapter as a GGUF file for llama.cpp (f32), replacing an earlier GGUF there
+    #[arg(long, value_name = "FILE", conflicts_with = "full")]
+    gguf: Option<PathBuf>,
 }
 
 /// Every file a run may leave in --out besides its checkpoint folders: a LoRA run's adapter, a
@@ -450,6 +453,9 @@ fn train(
     let (weights, model) = load_model(&a, spec.full, ckpt.as_ref().map(|c| &c.1))?;
     let cfg = weights.config.clone();
     let init = if ckpt.is_none() && !spec.full { init_adapter(&a, &cfg)? } else { None };
+    if let Some(g) = &a.gguf {
+        super::export_gguf::check_train_gguf(g, spec.full, &model.path, a.overwrite, ckpt.is_some())?;
+    }
 
     // The data (the tokenizer is loaded only for text).
     let data_path: PathBuf = match (&a.data, saved) {
@@ -502,7 +508,11 @@ fn train(
     if let (Some(ev), Some(name)) = (&run.evaluator, &run.eval_name) {
         say!("eval data: {} counted tokens in windows of {} ({name})", ev.tokens(), run.spec.seq);
     }
-    run_steps(&gpu, &mut run, &out, &mut log)
+    let outcome = run_steps(&gpu, &mut run, &out, &mut log)?;
+    if let Some(g) = &a.gguf {
+        super::export_gguf::from_train_output(&out, &cfg, g)?;
+    }
+    Ok(outcome)
 }
 
 // ---------------------------------------------------------------------------------------

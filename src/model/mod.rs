@@ -1,10 +1,12 @@
 //! The models: config, weights (safetensors <-> named tensors), each family's GPU forward and
 //! backward as an explicit layer sequence (`gpt2.rs`, `llama.rs`), the pieces they share
 //! (`linear.rs`: a linear layer with its LoRA adapter), the one interface the rest of webtune
-//! sees a model through ([`ModelGpu`]), and LoRA adapters in PEFT's format.
+//! sees a model through ([`ModelGpu`]), and LoRA adapters in PEFT's format (and in llama.cpp's
+//! GGUF, `gguf.rs`).
 
 pub mod causal_lm;
 pub mod config;
+pub mod gguf;
 pub mod gpt2;
 pub mod head;
 pub mod linear;

@@ -537,6 +537,7 @@ function updateDownloads(): void {
   $("download-weights").textContent = weights;
   $<HTMLButtonElement>("download-config").disabled = !exported;
   $<HTMLButtonElement>("download-weights").disabled = !exported;
+  $<HTMLButtonElement>("download-gguf").disabled = exported?.kind !== "adapter";
 }
 
 function download(which: 0 | 1): void {
@@ -544,6 +545,20 @@ function download(which: 0 | 1): void {
   const name = exportNames()[which];
   const data = (exported.files as Record<string, string | Uint8Array>)[name];
   if (data === undefined) return;
+  save(name, data);
+}
+
+/** The run's adapter as GGUF for llama.cpp (f32, as `webtune export-gguf`). */
+async function downloadGguf(): Promise<void> {
+  if (!trainer || exported?.kind !== "adapter") return;
+  try {
+    save("adapter.gguf", await trainer.exportGguf());
+  } catch (e) {
+    status("export-status", message(e), "error");
+  }
+}
+
+function save(name: string, data: string | Uint8Array): void {
   const type = name.endsWith(".json") ? "application/json" : "application/octet-stream";
   const url = URL.createObjectURL(new Blob([data as BlobPart], { type }));
   const a = document.createElement("a");
@@ -735,6 +750,7 @@ function wire(): void {
   });
   $("download-config").addEventListener("click", () => download(0));
   $("download-weights").addEventListener("click", () => download(1));
+  $("download-gguf").addEventListener("click", () => void downloadGguf());
 }
 
 async function main(): Promise<void> {

@@ -486,6 +486,14 @@ export class Trainer {
     };
   }
 
+  /**
+   * The current LoRA run's adapter as a GGUF file for llama.cpp (`llama-cli -m base.gguf --lora
+   * adapter.gguf`), as `webtune export-gguf` writes it: f32 (the default) or f16 tensors.
+   */
+  async exportGguf(outtype: "f32" | "f16" = "f32"): Promise<Uint8Array> {
+    return this.call({ type: "exportGguf", outtype });
+  }
+
   /** The current full fine-tuning run's model as a Hugging Face folder (f32; `from_pretrained` loads it). */
   async exportModel(): Promise<ModelExport> {
     const r = await this.call({ type: "exportModel" });

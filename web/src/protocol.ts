@@ -240,6 +240,7 @@ export type Request =
   | { type: "evaluate"; seq?: number; batch?: number }
   | { type: "generate"; prompt: string; options: GenerateOptions }
   | { type: "export" }
+  | { type: "exportGguf"; outtype: "f32" | "f16" }
   | { type: "exportModel" };
 
 /** Out-of-band requests: answered at once, even while a long request (training) runs. */
@@ -262,6 +263,8 @@ export interface ResultOf {
   evaluate: EvalLog;
   generate: GenerateResult;
   export: ExportedAdapter;
+  /** The GGUF file's bytes. */
+  exportGguf: Uint8Array;
   exportModel: ExportedModel;
   pause: null;
   stop: null;
@@ -295,6 +298,7 @@ export function transferables(r: Request | Control): ArrayBuffer[] {
 
 /** The buffers a result moves back to the page. */
 export function resultTransferables(value: unknown): ArrayBuffer[] {
+  if (value instanceof Uint8Array) return value.buffer instanceof ArrayBuffer ? [value.buffer] : [];
   if (!value || typeof value !== "object") return [];
   const out: ArrayBuffer[] = [];
   for (const key of ["adapterSafetensors", "modelSafetensors"]) {

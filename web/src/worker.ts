@@ -335,6 +335,8 @@ async function handle(id: number, req: Request): Promise<unknown> {
       return requireEngine().generate(req.prompt, JSON.stringify(req.options));
     case "export":
       return requireEngine().exportAdapter();
+    case "exportGguf":
+      return requireEngine().exportGguf(req.outtype);
     case "exportModel":
       return requireEngine().exportModel();
   }

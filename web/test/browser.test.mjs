@@ -3,14 +3,15 @@
 // the tiny fixture model from the PEFT init adapter for 3 steps and compare the downloaded
 // adapter with PyTorch + PEFT's (tests/fixtures/tiny/expected.safetensors), train the bundled
 // tiny model with pause / resume / stop, drive the package API directly (errors, transfers,
-// evaluate against the native CLI, a run saved in IndexedDB and resumed), and check that no
-// request leaves the page's origin.
+// evaluate against the native CLI, a run saved in IndexedDB and resumed), export a Llama run's
+// adapter as GGUF (against `webtune export-gguf`), and check that no request leaves the page's origin.
 //
 // Needs the built package (tools/build-web.sh), Chromium (/usr/bin/chromium, or $CHROMIUM) and
 // the native CLI (cargo build; or $WEBTUNE_BIN).
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { TRAIN_TIMEOUT, file, foreignRequests, openDemo, runWebtune, tiny } from "./browser-helpers.mjs";
@@ -295,6 +296,42 @@ test("the package API: transfers, the engine's words, evaluate as the CLI, a run
   assert.deepEqual(r.interrupted, r.uninterrupted, "pause + resume from IndexedDB gives the same steps, losses and lrs, bit for bit");
   assert.equal(r.savedAfterResume, null);
   assert.equal(r.afterTerminate, "EngineError: this Trainer was terminated");
+});
+
+test("exportGguf: a Llama run's adapter for llama.cpp, as webtune export-gguf writes it", async () => {
+  const fixture = join(tiny, "..", "llama", "llama");
+  const r = await page.evaluate(async () => {
+    const { Trainer } = await import("/dist/index.js");
+    const t = await Trainer.create();
+    const fail = async (p) => p.then(() => "resolved", (e) => `${e.name}: ${e.message}`);
+    const get = (f) => fetch(`/fixtures/llama/llama/${f}`).then((x) => x.arrayBuffer());
+    await t.loadModel({ config: await get("model/config.json"), weights: await get("model/model.safetensors"), name: "llama" });
+    await t.loadDataset(await get("data.jsonl"), "data.jsonl", { seq: 16 });
+    const out = {};
+    out.before = await fail(t.exportGguf());
+    out.status = (await t.train({ steps: 2, batch: 2, seq: 16, lr: 0.01, targets: ["q_proj", "k_proj", "down_proj"] })).status;
+    const files = (await t.exportAdapter()).files;
+    out.peft = [files["adapter_config.json"], Array.from(files["adapter_model.safetensors"])];
+    out.gguf = [Array.from(await t.exportGguf()), Array.from(await t.exportGguf("f16"))];
+    out.bad = await fail(t.exportGguf("bf16"));
+    t.terminate();
+    return out;
+  });
+  assert.equal(r.before, "EngineError: nothing to export: no training run yet");
+  assert.equal(r.status, "done");
+  assert.equal(r.bad, "EngineError: outtype: 'bf16' is not an output type: use f32 or f16");
+  // the same bytes as the CLI's file of the exported PEFT adapter (general.name: the model's name + "-lora")
+  const tmp = mkdtempSync(join(tmpdir(), "webtune-gguf-"));
+  const dir = join(tmp, "llama-lora");
+  mkdirSync(dir);
+  writeFileSync(join(dir, "adapter_config.json"), r.peft[0]);
+  writeFileSync(join(dir, "adapter_model.safetensors"), Buffer.from(r.peft[1]));
+  for (const [i, outtype] of ["f32", "f16"].entries()) {
+    const out = join(tmp, `adapter_${outtype}.gguf`);
+    runWebtune(["export-gguf", "--adapter", dir, "--model", join(fixture, "model"), "--out", out, "--outtype", outtype]);
+    assert.deepEqual(Buffer.from(r.gguf[i]), readFileSync(out), `exportGguf("${outtype}") is webtune export-gguf's file`);
+  }
+  rmSync(tmp, { recursive: true });
 });
 
 test("no request leaves the page's origin", () => {

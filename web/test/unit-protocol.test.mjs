@@ -108,6 +108,8 @@ test("which buffers move, and which requests are out of band", () => {
   const out = new Uint8Array(3);
   assert.deepEqual(resultTransferables({ adapterConfigJson: "{}", adapterSafetensors: out }), [out.buffer]);
   assert.deepEqual(resultTransferables({ configJson: "{}", modelSafetensors: out }), [out.buffer]);
+  assert.deepEqual(resultTransferables(out), [out.buffer], "exportGguf's bytes");
+  assert.deepEqual(transferables({ type: "exportGguf", outtype: "f16" }), []);
   assert.deepEqual(resultTransferables({ text: "hi", ids: [1] }), []);
   assert.deepEqual(resultTransferables(null), []);
   assert.ok(isControl({ type: "pause" }) && isControl({ type: "stop" }));
