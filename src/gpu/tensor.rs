@@ -27,7 +27,8 @@ const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 
 impl Gpu {
     fn raw_buffer(&self, label: &str, elems: usize) -> Result<wgpu::Buffer, GpuError> {
-        let bytes = (4 * elems.max(4)) as u64;
+        // Whole vec4s, so a kernel may bind any tensor as array<vec4<f32>>.
+        let bytes = (4 * elems.max(4)).next_multiple_of(16) as u64;
         self.check_binding(label, bytes)?;
         self.allocated.set(self.allocated.get() + bytes);
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {

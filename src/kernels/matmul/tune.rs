@@ -1,0 +1,162 @@
+//! Which [`Tile`] runs a product. Products fall into shape classes (one row or a few, a narrow
+//! C such as LoRA's rank-r products, small, large); each class has a few candidate tiles. On a
+//! native GPU the first product of a (layout, class) times its candidates on scratch buffers of
+//! its own shape and keeps the fastest ([`Gpu::remember_tuned`]: in memory and in the tuning
+//! cache file); CPU adapters (lavapipe) and browsers use the table below. The choice never
+//! changes results: every tile computes bit-identical values (shaders/matmul.wgsl).
+//!
+//! `WEBTUNE_MATMUL_TILE=<name>` (a name from [`all_tiles`], e.g. d8x64k4t8x8) forces one tile for
+//! every product, for benchmarks.
+
+use super::{push_with, Causal, Epilogue, Matmul, Tile};
+use crate::gpu::{Gpu, Program, Tensor, Tuning};
+
+/// The shape class of a product, which picks its candidates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// m ≤ 4: one row (decoding) or a few.
+    Rows,
+    /// n ≤ 16: a narrow C, such as x · Aᵀ of a rank-r LoRA pair.
+    Narrow,
+    /// Under 2²² multiply-adds in all: few workgroups, so smaller tiles keep the device busy.
+    Small,
+    Large,
+}
+
+impl Class {
+    pub fn of(s: &Matmul) -> Class {
+        let work = (s.m as u128) * (s.n as u128) * (s.k.max(1) as u128) * (s.batch.max(1) as u128);
+        if s.m <= 4 {
+            Class::Rows
+        } else if s.n <= 16 {
+            Class::Narrow
+        } else if work < 1 << 22 {
+            Class::Small
+        } else {
+            Class::Large
+        }
+    }
+
+    /// Candidates, best first by the table: for CPU adapters (each load costs a loop over the
+    /// SIMD lanes there, so each thread reuses every value it loads many times, with no
+    /// workgroup memory and no barriers) or for GPUs (tiles staged in workgroup memory).
+    fn candidates(self, cpu: bool) -> &'static [Tile] {
+        const CPU: [&[Tile]; 4] = [
+            &[Tile::direct(16, 1, 1, 8, 4)],
+            &[Tile::direct(2, 8, 8, 4, 4).lanes_m()],
+            &[Tile::direct(8, 1, 4, 8, 4)],
+            &[Tile::direct(8, 1, 8, 8, 4)],
+        ];
+        const GPU: [&[Tile]; 4] = [
+            &[Tile::direct(64, 1, 1, 4, 4), Tile::direct(32, 1, 1, 8, 8), Tile::direct(64, 1, 4, 4, 8)],
+            &[Tile::staged(4, 16, 4, 4, 16), Tile::staged(2, 32, 4, 4, 16), Tile::direct(4, 32, 2, 4, 8)],
+            &[Tile::staged(8, 8, 4, 4, 16), Tile::staged(8, 8, 8, 8, 16), Tile::staged(16, 16, 4, 4, 16)],
+            &[Tile::staged(8, 8, 8, 8, 16), Tile::staged(16, 16, 8, 8, 8), Tile::staged(8, 16, 8, 8, 8)],
+        ];
+        (if cpu { CPU } else { GPU })[self as usize]
+    }
+}
+
+/// Every tile any table or tuner may run (for the shader validation test and the bit-identity test).
+pub fn all_tiles() -> Vec<Tile> {
+    let mut v: Vec<Tile> = Vec::new();
+    for class in [Class::Rows, Class::Narrow, Class::Small, Class::Large] {
+        for cpu in [true, false] {
+            for t in class.candidates(cpu) {
+                if !v.contains(t) {
+                    v.push(*t);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// The tile for this product on this device (see the module doc).
+pub fn tile_for(gpu: &Gpu, s: &Matmul, causal: Causal) -> Tile {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Ok(name) = std::env::var("WEBTUNE_MATMUL_TILE") {
+        if let Some(t) = all_tiles().into_iter().find(|t| t.name() == name) {
+            return t;
+        }
+    }
+    let class = Class::of(s);
+    let cpu = gpu.report.device_type == "Cpu";
+    let all = class.candidates(cpu);
+    let fitting: Vec<Tile> = all.iter().copied().filter(|t| t.fits(&gpu.limits)).collect();
+    let candidates: &[Tile] = if fitting.is_empty() { all } else { &fitting };
+    if candidates.len() == 1 || gpu.tuning() == Tuning::Table {
+        return candidates[0];
+    }
+    let key = format!("matmul:{}:{class:?}", super::codegen::layout_name(s.ta, s.tb));
+    if let Some(t) = gpu.tuned(&key).and_then(|name| candidates.iter().find(|t| t.name() == name)) {
+        return *t;
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(t) = measure(gpu, s, causal, candidates) {
+        gpu.remember_tuned(&key, &t.name());
+        return t;
+    }
+    let _ = causal;
+    candidates[0]
+}
+
+/// Times each candidate on a product of `s`'s shape (sizes capped so one run stays short) and
+/// returns the fastest; None if the device reports an error.
+#[cfg(not(target_arch = "wasm32"))]
+fn measure(gpu: &Gpu, s: &Matmul, causal: Causal, candidates: &[Tile]) -> Option<Tile> {
+    use std::time::Instant;
+    let (m, n, k) = (s.m.min(2048), s.n.min(2048), s.k.min(4096));
+    let per_batch = m * n + m * k + k * n;
+    let batch = s.batch.clamp(1, (16 << 20) / per_batch.max(1)).max(1);
+    let mut spec = if s.ta { Matmul::new(m, n, k).ta() } else { Matmul::new(m, n, k) };
+    if s.tb {
+        spec = spec.tb();
+    }
+    if batch > 1 {
+        spec.batch = batch;
+        spec.a_stride = (m * k, 0);
+        spec.b_stride = (k * n, 0);
+        spec.c_stride = (m * n, 0);
+    }
+    let scratch = |label: &str, elems: usize| Tensor {
+        buffer: gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (4 * elems.max(4)).next_multiple_of(16) as u64,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        }),
+        shape: vec![elems],
+        label: label.to_string(),
+    };
+    let (a, b, c) = (scratch("tune a", batch * m * k), scratch("tune b", batch * k * n), scratch("tune c", batch * m * n));
+    let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let mut best: Option<(f64, Tile)> = None;
+    for &tile in candidates {
+        let mut prog = Program::new();
+        if push_with(gpu, &mut prog, &spec, &a, &b, &c, Epilogue::default(), causal, tile).is_err() {
+            continue;
+        }
+        let run = |reps: usize| {
+            let t0 = Instant::now();
+            let mut enc = gpu.encoder("matmul tune");
+            for _ in 0..reps {
+                prog.record(&mut enc);
+            }
+            gpu.submit(enc);
+            gpu.poll_wait();
+            t0.elapsed().as_secs_f64() / reps as f64
+        };
+        let first = run(1); // compiles the pipeline on some drivers
+        let reps = (0.002 / first.max(1e-6)).ceil().clamp(1.0, 20.0) as usize;
+        let t = run(reps).min(run(reps));
+        if best.is_none_or(|(bt, _)| t < bt) {
+            best = Some((t, tile));
+        }
+    }
+    let failed = pollster::block_on(scope.pop()).is_some();
+    if failed {
+        return None;
+    }
+    best.map(|(_, t)| t)
+}
