@@ -28,7 +28,7 @@ pub(crate) struct TuneCache {
     section: String,
     file: RefCell<Option<PathBuf>>,
     map: RefCell<BTreeMap<String, String>>,
-    tuning: Tuning,
+    tuning: std::cell::Cell<Tuning>,
 }
 
 type FileMap = BTreeMap<String, BTreeMap<String, String>>;
@@ -37,7 +37,12 @@ impl TuneCache {
     pub(crate) fn new(report: &super::AdapterReport) -> TuneCache {
         let section = format!("{} | {} | webtune {}", report.name, report.driver, env!("CARGO_PKG_VERSION"));
         let tuning = default_tuning(report);
-        let cache = TuneCache { section, file: RefCell::new(None), map: RefCell::new(BTreeMap::new()), tuning };
+        let cache = TuneCache {
+            section,
+            file: RefCell::new(None),
+            map: RefCell::new(BTreeMap::new()),
+            tuning: std::cell::Cell::new(tuning),
+        };
         cache.set_file(default_file());
         cache
     }
@@ -59,7 +64,12 @@ impl TuneCache {
 impl Gpu {
     /// Whether kernels measure their variants on this device or use a fixed table.
     pub fn tuning(&self) -> Tuning {
-        self.tune.tuning
+        self.tune.tuning.get()
+    }
+
+    /// Overrides how kernels pick variants from now on (choices already made stay).
+    pub fn set_tuning(&self, tuning: Tuning) {
+        self.tune.tuning.set(tuning);
     }
 
     /// The variant chosen earlier for `key` (in this process or, natively, a previous one).

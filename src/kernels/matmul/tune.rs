@@ -2,8 +2,11 @@
 //! C such as LoRA's rank-r products, small, large); each class has a few candidate tiles. On a
 //! native GPU the first product of a (layout, class) times its candidates on scratch buffers of
 //! its own shape and keeps the fastest ([`Gpu::remember_tuned`]: in memory and in the tuning
-//! cache file); CPU adapters (lavapipe) and browsers use the table below. The choice never
-//! changes results: every tile computes bit-identical values (shaders/matmul.wgsl).
+//! cache file); CPU adapters (lavapipe, where compiling a candidate costs seconds) and browsers
+//! (where the CPU cannot wait for the GPU) use the table's first candidate, unless
+//! `WEBTUNE_TUNE=measure` or [`Gpu::set_tuning`] asks to measure (a CPU adapter then measures
+//! the GPU candidates too). The choice never changes results: every tile computes
+//! bit-identical values (shaders/matmul.wgsl).
 //!
 //! `WEBTUNE_MATMUL_TILE=<name>` (a name from [`all_tiles`], e.g. d8x64k4t8x8) forces one tile for
 //! every product, for benchmarks.
@@ -37,20 +40,23 @@ impl Class {
         }
     }
 
-    /// Candidates, best first by the table: for CPU adapters (each load costs a loop over the
-    /// SIMD lanes there, so each thread reuses every value it loads many times, with no
-    /// workgroup memory and no barriers) or for GPUs (tiles staged in workgroup memory).
+    /// Candidates, the table's choice first. CPU adapters (lavapipe: measured in
+    /// README.md's Benchmarks): each storage load costs a loop over the SIMD lanes there, so each
+    /// thread reuses every value it loads many times (8 x 8 results, vec4 loads), with no
+    /// workgroup memory and no barriers; the workgroup's x dimension (the lanes) runs along
+    /// whichever of m and n has room for 8. GPUs: tiles staged in workgroup memory, except for
+    /// one-row products.
     fn candidates(self, cpu: bool) -> &'static [Tile] {
         const CPU: [&[Tile]; 4] = [
             &[Tile::direct(16, 1, 1, 8, 4)],
             &[Tile::direct(2, 8, 8, 4, 4).lanes_m()],
-            &[Tile::direct(8, 1, 4, 8, 4)],
+            &[Tile::direct(8, 1, 8, 8, 4)],
             &[Tile::direct(8, 1, 8, 8, 4)],
         ];
         const GPU: [&[Tile]; 4] = [
-            &[Tile::direct(64, 1, 1, 4, 4), Tile::direct(32, 1, 1, 8, 8), Tile::direct(64, 1, 4, 4, 8)],
-            &[Tile::staged(4, 16, 4, 4, 16), Tile::staged(2, 32, 4, 4, 16), Tile::direct(4, 32, 2, 4, 8)],
-            &[Tile::staged(8, 8, 4, 4, 16), Tile::staged(8, 8, 8, 8, 16), Tile::staged(16, 16, 4, 4, 16)],
+            &[Tile::direct(64, 1, 1, 4, 4), Tile::direct(32, 1, 1, 8, 8)],
+            &[Tile::staged(4, 16, 4, 4, 16), Tile::staged(2, 32, 4, 4, 16)],
+            &[Tile::staged(8, 8, 4, 4, 16), Tile::staged(8, 8, 8, 8, 16)],
             &[Tile::staged(8, 8, 8, 8, 16), Tile::staged(16, 16, 8, 8, 8), Tile::staged(8, 16, 8, 8, 8)],
         ];
         (if cpu { CPU } else { GPU })[self as usize]
@@ -82,10 +88,17 @@ pub fn tile_for(gpu: &Gpu, s: &Matmul, causal: Causal) -> Tile {
     }
     let class = Class::of(s);
     let cpu = gpu.report.device_type == "Cpu";
-    let all = class.candidates(cpu);
-    let fitting: Vec<Tile> = all.iter().copied().filter(|t| t.fits(&gpu.limits)).collect();
-    let candidates: &[Tile] = if fitting.is_empty() { all } else { &fitting };
-    if candidates.len() == 1 || gpu.tuning() == Tuning::Table {
+    if gpu.tuning() == Tuning::Table {
+        return class.candidates(cpu)[0];
+    }
+    // Measuring: the device's own candidates, and on a CPU adapter the GPU ones as well.
+    let mut all = class.candidates(cpu).to_vec();
+    if cpu {
+        all.extend(class.candidates(false).iter().filter(|t| !all.contains(t)).collect::<Vec<_>>());
+    }
+    let candidates: Vec<Tile> = all.iter().copied().filter(|t| t.fits(&gpu.limits)).collect();
+    let candidates = if candidates.is_empty() { &all[..1] } else { &candidates[..] };
+    if candidates.len() == 1 {
         return candidates[0];
     }
     let key = format!("matmul:{}:{class:?}", super::codegen::layout_name(s.ta, s.tb));
