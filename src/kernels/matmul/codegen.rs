@@ -66,14 +66,14 @@ impl Tile {
 
     pub fn valid(&self) -> bool {
         let threads = self.wx * self.wy;
-        let tm_ok = if self.staged { self.tm % 4 == 0 } else { matches!(self.tm, 1 | 2) || self.tm % 4 == 0 };
+        let tm_ok = if self.staged { self.tm.is_multiple_of(4) } else { matches!(self.tm, 1 | 2) || self.tm.is_multiple_of(4) };
         threads > 0
             && threads <= 256
-            && self.tn % 4 == 0
+            && self.tn.is_multiple_of(4)
             && self.tn > 0
             && tm_ok
             && self.bk > 0
-            && self.bk % 4 == 0
+            && self.bk.is_multiple_of(4)
     }
 }
 
@@ -101,7 +101,7 @@ impl Variant {
     /// A variant; `va` is dropped where the tile cannot read A as vec4s (direct tiles read op(A)
     /// of TA along m, in groups of 4 rows, which needs tm a multiple of 4).
     pub fn new(ta: bool, tb: bool, tile: Tile, va: bool, vb: bool, gelu: bool) -> Variant {
-        let va = va && !(ta && !tile.staged && tile.tm % 4 != 0);
+        let va = va && !(ta && !tile.staged && !tile.tm.is_multiple_of(4));
         Variant { ta, tb, tile, va, vb, gelu }
     }
 
@@ -201,7 +201,7 @@ fn direct_body(v: &Variant) -> String {
     // Pointers: pa{i} = start of row i (non-TA) or of its group of 4 rows (TA, va: clamped as a group).
     for i in 0..tm {
         let row = if v.ta && v.va {
-            if i % 4 != 0 {
+            if !i.is_multiple_of(4) {
                 continue;
             }
             format!("min(m0 + {}, p.m - 4u)", row_expr(t, i))

@@ -281,10 +281,10 @@ pub fn push_with(
 /// clamped groups stay whole. The buffer must hold whole vec4s (gpu/tensor.rs allocates so), so the
 /// vec4 around any element inside the tensor is inside the binding.
 fn aligned(s: &Matmul, tile: Tile, a: &Tensor, b: &Tensor) -> (bool, bool) {
-    let four = |xs: &[usize]| xs.iter().all(|x| x % 4 == 0);
-    let whole = |t: &Tensor| t.buffer.size() % 16 == 0;
-    let va = whole(a) && four(&[s.lda, s.a_offset, s.a_stride.0, s.a_stride.1]) && (!s.ta || tile.staged || s.m % 4 == 0);
-    let vb = whole(b) && four(&[s.ldb, s.b_offset, s.b_stride.0, s.b_stride.1]) && (s.tb || s.n % 4 == 0 || tile.staged);
+    let four = |xs: &[usize]| xs.iter().all(|x| x.is_multiple_of(4));
+    let whole = |t: &Tensor| t.buffer.size().is_multiple_of(16);
+    let va = whole(a) && four(&[s.lda, s.a_offset, s.a_stride.0, s.a_stride.1]) && (!s.ta || tile.staged || s.m.is_multiple_of(4));
+    let vb = whole(b) && four(&[s.ldb, s.b_offset, s.b_stride.0, s.b_stride.1]) && (s.tb || s.n.is_multiple_of(4) || tile.staged);
     (va, vb)
 }
 

@@ -11,8 +11,8 @@
 //! `WEBTUNE_MATMUL_TILE=<name>` (a name from [`all_tiles`], e.g. d8x64k4t8x8) forces one tile for
 //! every product, for benchmarks.
 
-use super::{push_with, Causal, Epilogue, Matmul, Tile};
-use crate::gpu::{Gpu, Program, Tensor, Tuning};
+use super::{Causal, Matmul, Tile};
+use crate::gpu::{Gpu, Tuning};
 
 /// The shape class of a product, which picks its candidates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -101,7 +101,8 @@ pub fn tile_for(gpu: &Gpu, s: &Matmul, causal: Causal) -> Tile {
     if candidates.len() == 1 {
         return candidates[0];
     }
-    let key = format!("matmul:{}:{class:?}", super::codegen::layout_name(s.ta, s.tb));
+    let causal_key = if causal == Causal::None { String::new() } else { format!(":{causal:?}") };
+    let key = format!("matmul:{}:{class:?}{causal_key}", super::codegen::layout_name(s.ta, s.tb));
     if let Some(t) = gpu.tuned(&key).and_then(|name| candidates.iter().find(|t| t.name() == name)) {
         return *t;
     }
@@ -110,7 +111,6 @@ pub fn tile_for(gpu: &Gpu, s: &Matmul, causal: Causal) -> Tile {
         gpu.remember_tuned(&key, &t.name());
         return t;
     }
-    let _ = causal;
     candidates[0]
 }
 
@@ -118,10 +118,12 @@ pub fn tile_for(gpu: &Gpu, s: &Matmul, causal: Causal) -> Tile {
 /// returns the fastest; None if the device reports an error.
 #[cfg(not(target_arch = "wasm32"))]
 fn measure(gpu: &Gpu, s: &Matmul, causal: Causal, candidates: &[Tile]) -> Option<Tile> {
+    use super::{push_with, Epilogue};
+    use crate::gpu::{Program, Tensor};
     use std::time::Instant;
     let (m, n, k) = (s.m.min(2048), s.n.min(2048), s.k.min(4096));
     let per_batch = m * n + m * k + k * n;
-    let batch = s.batch.clamp(1, (16 << 20) / per_batch.max(1)).max(1);
+    let batch = s.batch.clamp(1, ((16 << 20) / per_batch.max(1)).max(1));
     let mut spec = if s.ta { Matmul::new(m, n, k).ta() } else { Matmul::new(m, n, k) };
     if s.tb {
         spec = spec.tb();
