@@ -31,7 +31,6 @@
 
 const TA: bool = {{TA}};
 const TB: bool = {{TB}};
-const GELU: bool = {{GELU}};
 
 const WX: u32 = {{WX}}u;
 const WY: u32 = {{WY}}u;
@@ -73,7 +72,9 @@ struct Params {
 {{B_DECL}}
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> d: array<f32>;
+// The GELU epilogue's output D (binding 5), declared only in its variants: browsers refuse a
+// dispatch that binds one buffer to two writable bindings, so the others have no binding 5.
+{{D_DECL}}
 
 {{SHARED}}
 
@@ -115,9 +116,7 @@ fn store1(idx: u32, col: u32, v: f32) {
         x += bias[col];
     }
     c[idx] = x;
-    if (GELU) {
-        d[idx - p.c_off + p.d_off] = gelu(x);
-    }
+    {{D_STORE}}
 }
 
 // Columns col..col+3 of one row, inside the matrix only.

@@ -11,7 +11,10 @@
 # nothing of it is copied here. On two CPU cores that build takes about 17 minutes.
 #
 # Settings (environment): PRESETS="tiny small", MODES="lora full", SIZES="512 1024",
-# ROUNDS=2 (runs of each program per workload; the best is kept), STEPS=10, WARMUP=3.
+# ROUNDS=2 (runs of each program per workload; the best is kept), STEPS=10, WARMUP=3,
+# WEBTUNE=path of a webtune binary to compare instead of this tree's release build,
+# BASELINE=path of another webtune binary (e.g. a build of main) run in the same rounds, for
+# before/after columns.
 # The adapter is the one webtune picks (WEBTUNE_ADAPTER) and Burn's default pick
 # (CUBECL_WGPU_DEFAULT_DEVICE); on a machine with one adapter they agree.
 set -euo pipefail
@@ -34,8 +37,11 @@ if [ ! -x "$burn" ]; then
     echo "building burn-gpt into $burn_target (once; ~17 min on 2 cores)" >&2
     CARGO_TARGET_DIR="$burn_target" cargo build --release --locked --manifest-path "$burn_dir/Cargo.toml" >&2
 fi
-(cd "$here" && cargo build --release --locked >&2)
-webtune="$here/target/release/webtune"
+webtune="${WEBTUNE:-}"
+if [ -z "$webtune" ]; then
+    (cd "$here" && cargo build --release --locked >&2)
+    webtune="$here/target/release/webtune"
+fi
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
@@ -47,11 +53,17 @@ best() { python3 -c "import sys; v=[float(x) for x in sys.argv[1:] if x]; print(
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}x')" "$1" "$2"; }
 
 echo "machine: $(nproc) CPU threads, load average $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?'), $(date -u +%Y-%m-%dT%H:%MZ)"
+baseline="${BASELINE:-}"
 rows=()
 for preset in $presets; do
     for mode in $modes; do
-        w="" b="" dims=""
+        w="" b="" o="" dims=""
         for ((r = 1; r <= rounds; r++)); do
+            if [ -n "$baseline" ]; then
+                "$baseline" bench --what train --preset "$preset" --mode "$mode" --steps "$steps" --warmup "$warmup" \
+                    --json "$tmp/o.json" >/dev/null 2>"$tmp/o.err" || { cat "$tmp/o.err" >&2; exit 1; }
+                o="$(best "$o" "$(json "$tmp/o.json" "d['train'][0]['tokens_per_s']")")"
+            fi
             "$webtune" bench --what train --preset "$preset" --mode "$mode" --steps "$steps" --warmup "$warmup" \
                 --json "$tmp/w.json" >/dev/null 2>"$tmp/w.err" || { cat "$tmp/w.err" >&2; exit 1; }
             w="$(best "$w" "$(json "$tmp/w.json" "d['train'][0]['tokens_per_s']")")"
@@ -63,24 +75,38 @@ for preset in $presets; do
             b="$(best "$b" "$(json "$tmp/b.json" "d['tok_per_s']")")"
             adapter="$(json "$tmp/w.json" "d['machine']['adapter'] + ' / ' + d['machine']['driver']")"
         done
-        rows+=("| $preset ($L/$D/$H/$V) $mode, B $B x T $T | $(printf '%.0f' "$w") tok/s | $(printf '%.0f' "$b") tok/s | $(ratio "$w" "$b") |")
+        base_cols=""
+        [ -z "$baseline" ] || base_cols=" $(printf '%.0f' "$o") tok/s | $(ratio "$o" "$b") |"
+        rows+=("| $preset ($L/$D/$H/$V) $mode, B $B x T $T | $(printf '%.0f' "$w") tok/s | $(printf '%.0f' "$b") tok/s | $(ratio "$w" "$b") |$base_cols")
     done
 done
 for size in $sizes; do
-    w="" b=""
+    w="" b="" o=""
     for ((r = 1; r <= rounds; r++)); do
+        if [ -n "$baseline" ]; then
+            "$baseline" bench --what matmul --sizes "$size" --iters 5 --json "$tmp/o.json" >/dev/null 2>"$tmp/o.err" \
+                || { cat "$tmp/o.err" >&2; exit 1; }
+            o="$(best "$o" "$(json "$tmp/o.json" "[x['gflops'] for x in d['matmul'] if x['layout'] == 'NN'][0]")")"
+        fi
         "$webtune" bench --what matmul --sizes "$size" --iters 5 --json "$tmp/w.json" >/dev/null 2>"$tmp/w.err" \
             || { cat "$tmp/w.err" >&2; exit 1; }
         w="$(best "$w" "$(json "$tmp/w.json" "[x['gflops'] for x in d['matmul'] if x['layout'] == 'NN'][0]")")"
-        tile="$(json "$tmp/w.json" "[x['tile'] for x in d['matmul'] if x['layout'] == 'NN'][0]")"
+        tile="$(json "$tmp/w.json" "[x.get('tile', '?') for x in d['matmul'] if x['layout'] == 'NN'][0]")"
         "$burn" --matmul "$size,$size,$size" --steps 5 --warmup 3 >"$tmp/b.json" 2>"$tmp/b.err" || { cat "$tmp/b.err" >&2; exit 1; }
         b="$(best "$b" "$(json "$tmp/b.json" "d['gflops']")")"
         adapter="$(json "$tmp/w.json" "d['machine']['adapter'] + ' / ' + d['machine']['driver']")"
     done
-    rows+=("| matmul ${size}³ NN (webtune tile $tile) | $(printf '%.1f' "$w") GFLOP/s | $(printf '%.1f' "$b") GFLOP/s | $(ratio "$w" "$b") |")
+    base_cols=""
+    [ -z "$baseline" ] || base_cols=" $(printf '%.1f' "$o") GFLOP/s | $(ratio "$o" "$b") |"
+    rows+=("| matmul ${size}³ NN (webtune tile $tile) | $(printf '%.1f' "$w") GFLOP/s | $(printf '%.1f' "$b") GFLOP/s | $(ratio "$w" "$b") |$base_cols")
 done
 echo "adapter: ${adapter:-?}; best of $rounds alternating runs each; load average after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 echo
-echo "| workload | webtune | Burn 0.22.1 | webtune / Burn |"
-echo "| --- | --- | --- | --- |"
+if [ -n "$baseline" ]; then
+    echo "| workload | webtune | Burn 0.22.1 | webtune / Burn | baseline | baseline / Burn |"
+    echo "| --- | --- | --- | --- | --- | --- |"
+else
+    echo "| workload | webtune | Burn 0.22.1 | webtune / Burn |"
+    echo "| --- | --- | --- | --- |"
+fi
 printf '%s\n' "${rows[@]}"

@@ -262,16 +262,14 @@ pub fn push_with(
     let var = Variant::new(s.ta, s.tb, tile, va, vb, epi.gelu.is_some());
     let key = var.key();
     let k = gpu.kernel_trusted(&key, &|| var.source(), "matmul", &[]);
-    // Unused optional bindings get A (bias, read-only) and C (D, read-write): never read or written.
+    // Without a bias, binding 4 gets A (read-only, never read) so the layout is complete; D's
+    // binding exists only in the GELU variants.
     let bias_buf = epi.bias.map_or(&a.buffer, |t| &t.buffer);
-    let d_buf = epi.gelu.map_or(&c.buffer, |t| &t.buffer);
-    prog.push(gpu.dispatch(
-        &key,
-        &k,
-        super::bytes_of(&params),
-        &[(1, &a.buffer), (2, &b.buffer), (3, &c.buffer), (4, bias_buf), (5, d_buf)],
-        grid(u(total)),
-    ));
+    let mut bindings = vec![(1, &a.buffer), (2, &b.buffer), (3, &c.buffer), (4, bias_buf)];
+    if let Some(d) = epi.gelu {
+        bindings.push((5, &d.buffer));
+    }
+    prog.push(gpu.dispatch(&key, &k, super::bytes_of(&params), &bindings, grid(u(total))));
     Ok(())
 }
 
@@ -345,6 +343,9 @@ fn check(s: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor, epi: &Epilogue, tile: T
     if let Some(d) = epi.gelu {
         // D is indexed like C, from offset 0: its last element is C's last minus c_offset.
         inside("D", d, c_last.map(|l| l - s.c_offset))?;
+        if d.buffer == c.buffer {
+            return Err(format!("{what}: D '{}' must be a tensor other than C", d.label));
+        }
     }
     Ok(())
 }
