@@ -529,6 +529,7 @@ fn check_model_fits(gpu: &Gpu, cfg: &crate::model::ModelConfig, config_name: &st
             params.map_or("too many".to_string(), |n| n.to_string())
         )
     };
+    // (params is None when the count passes usize: 4 Gi parameters on wasm32, 16 GiB as f32)
     let need = params.and_then(crate::memory::bytes_of::<f32>).and_then(|b| b.checked_add(files_bytes));
     match need {
         Some(b) if b <= WASM_MEMORY => {}
@@ -536,7 +537,7 @@ fn check_model_fits(gpu: &Gpu, cfg: &crate::model::ModelConfig, config_name: &st
             return Err(JsError::new(&format!(
                 "{} needs {} for its f32 weights and files, more than the 4 GiB a browser page's WebAssembly memory holds",
                 what(),
-                need.map_or("more than 16 EiB".to_string(), crate::memory::human)
+                need.map_or("more than 16 GiB".to_string(), crate::memory::human)
             )))
         }
     }
