@@ -1,4 +1,4 @@
-// webtune in the browser: fine-tune a GPT-2-family model (LoRA or every weight) on the user's GPU
+// webtune in the browser: fine-tune a GPT-2, Llama, Qwen2 or Qwen3 model (LoRA or every weight) on the user's GPU
 // (WebGPU), evaluate it, generate text with it, and keep the run in the browser's storage so it
 // survives a reload. The engine (Rust compiled to wasm, WGSL shaders) runs in a module Web
 // Worker; this class is the page's handle on it. Every method returns a promise; engine errors
