@@ -83,7 +83,8 @@ function baseName(path: string): string {
  * Groups files by their names: config.json + model.safetensors (or model.safetensors.index.json
  * and its shards) (+ tokenizer.json, or vocab.json + merges.txt, and tokenizer_config.json) make
  * the model, adapter_config.json + adapter_model.safetensors an adapter, .jsonl / .txt / other
- * .json files are datasets. A lone other *.safetensors stands in for model.safetensors. Files of
+ * .json files are datasets (in a model's folder only .jsonl files: its LICENSE.txt is none). A lone
+ * other *.safetensors stands in for model.safetensors. Files of
  * a folder drop whose parts sit in different folders (two models mixed) are named as problems.
  */
 export function groupFiles<F extends NamedFile>(files: Iterable<F>): FileGroups<F> {
@@ -91,7 +92,15 @@ export function groupFiles<F extends NamedFile>(files: Iterable<F>): FileGroups<
   const add = (role: string, f: F) => byRole.set(role, [...(byRole.get(role) ?? []), f]);
   const datasets: F[] = [];
   const ignored: F[] = [];
-  for (const f of files) {
+  const list = Array.from(files);
+  // A dropped model folder holds other .txt / .json files (LICENSE.txt, original/params.json):
+  // there, only .jsonl files are taken for datasets.
+  const modelFolders = list
+    .filter((f) => baseName(filePath(f)).toLowerCase() === "config.json")
+    .map((f) => folderOf(filePath(f)))
+    .filter((d) => d !== "");
+  const inModelFolder = (f: F) => modelFolders.some((d) => filePath(f).startsWith(`${d}/`));
+  for (const f of list) {
     const name = baseName(filePath(f)).toLowerCase();
     if (name === "config.json") add("config", f);
     else if (name === "model.safetensors") add("weights", f);
@@ -104,7 +113,7 @@ export function groupFiles<F extends NamedFile>(files: Iterable<F>): FileGroups<
     else if (name === "adapter_model.safetensors") add("adapterWeights", f);
     else if (name.endsWith(".safetensors")) add("otherWeights", f);
     else if (IGNORED_NAMES.includes(name)) ignored.push(f);
-    else if (DATASET_EXTENSIONS.some((e) => name.endsWith(e))) datasets.push(f);
+    else if (name.endsWith(".jsonl") || (DATASET_EXTENSIONS.some((e) => name.endsWith(e)) && !inModelFolder(f))) datasets.push(f);
     else ignored.push(f);
   }
   const problems: string[] = [];

@@ -83,15 +83,15 @@ test("a sharded Llama folder: the index, its shards and tokenizer_config.json", 
   const g = groupFiles(
     ["m/config.json", "m/model.safetensors.index.json", ...SHARDS.map((s) => `m/${s}`), "m/tokenizer.json",
       "m/tokenizer_config.json", "m/special_tokens_map.json", "m/added_tokens.json", "m/generation_config.json",
-      "other/stray.safetensors"].map((p) => file(p)),
+      "other/stray.safetensors", "m/LICENSE.txt", "m/original/params.json", "m/data/train.jsonl", "notes/todo.txt"].map((p) => file(p)),
   );
   assert.deepEqual(g.problems, []);
   assert.equal(filePath(g.model.index), "m/model.safetensors.index.json");
   assert.deepEqual(names(g.model.weights), SHARDS.map((s) => `m/${s}`));
   assert.equal(filePath(g.model.tokenizer.config), "m/tokenizer_config.json");
-  assert.deepEqual(g.datasets, [], "no .json file of a model folder is taken for a dataset");
-  assert.deepEqual(names(g.ignored).sort(),
-    ["m/added_tokens.json", "m/generation_config.json", "m/special_tokens_map.json", "other/stray.safetensors"]);
+  assert.deepEqual(names(g.datasets), ["m/data/train.jsonl", "notes/todo.txt"], "in a model folder only .jsonl files are datasets");
+  assert.deepEqual(names(g.ignored).sort(), ["m/LICENSE.txt", "m/added_tokens.json", "m/generation_config.json",
+    "m/original/params.json", "m/special_tokens_map.json", "other/stray.safetensors"]);
   // the index's order; the shards in any order
   const given = [...g.model.weights].reverse();
   assert.deepEqual(names(shardsOf(index([SHARDS[0], SHARDS[1], SHARDS[0], SHARDS[2]]), "m/idx", given)), SHARDS.map((s) => `m/${s}`));
