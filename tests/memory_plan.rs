@@ -42,7 +42,7 @@ fn inputs<'a>(w: &'a Weights, c: &Case, data: &Dataset, eval: Option<&Dataset>) 
         data: run_data,
         spec: c.spec.clone(),
         options: RunOptions::default(),
-        readback_every: 4,
+        readback_every: 16, // as the CLI
         style: Style::Cli,
     }
 }
@@ -160,17 +160,19 @@ fn the_refusal_names_the_tensor_and_says_when_the_model_itself_is_too_large() {
     let spec = RunSpec { batch: 4, seq: 40, full: true, ..RunSpec::default() };
     let ctx = webtune::train::PlanContext::new(&w, 16);
     let p = MemoryPlan::of(cfg, &spec, &ctx).unwrap();
-    // wte [97, 48] is the largest weight: 18624 bytes; a binding limit below it refuses any shape
-    let wte = p.entries.iter().find(|e| e.name == "wte.weight").unwrap();
-    assert_eq!(wte.bytes, 97 * 48 * 4);
-    let small = DeviceLimits { max_binding: wte.bytes - 4, max_buffer: u64::MAX, budget: None };
+    // full fine-tuning: c_fc / mlp.c_proj [48, 192] (and their gradients and moments) are the
+    // largest tensors whose size does not depend on B and T: 36 KiB. Below that no shape fits.
+    let fixed = |e: &&plan::PlanEntry| !matches!(e.class, MemoryClass::Activations | MemoryClass::Eval);
+    let fixed_max = p.entries.iter().filter(fixed).map(|e| e.bytes).max().unwrap();
+    assert_eq!(fixed_max, 48 * 192 * 4);
+    let small = DeviceLimits { max_binding: fixed_max - 4, max_buffer: u64::MAX, budget: None };
     let e = plan::check(&p, cfg, &spec, &ctx, &small, Style::Js).unwrap_err().to_string();
-    assert!(e.contains("even batch 1 seq 1 does not fit: the model itself is too large for this GPU"), "{e}");
-    assert!(e.contains("per storage binding"), "{e}");
+    assert!(e.contains("even at batch 1 seq 1 the tensor '") && e.contains("needs 36.0 KiB but this GPU allows at most 36.0 KiB"), "{e}");
+    assert!(e.ends_with("per storage binding: the model itself is too large for this GPU"), "{e}");
     // a binding limit that only the activations break: named, with a batch that fits
     let biggest_act = p.entries.iter().filter(|e| e.class == MemoryClass::Activations).map(|e| e.bytes).max().unwrap();
-    assert!(biggest_act > wte.bytes);
-    let limits = DeviceLimits { max_binding: biggest_act - 4, max_buffer: u64::MAX, budget: None };
+    assert!(biggest_act > fixed_max);
+    let limits = DeviceLimits { max_binding: fixed_max, max_buffer: u64::MAX, budget: None };
     let e = plan::check(&p, cfg, &spec, &ctx, &limits, Style::Cli).unwrap_err().to_string();
     let big = p.largest().unwrap();
     assert!(e.contains(&format!("the tensor '{}' (activations, {:?})", big.name, big.shape)), "{e}");
@@ -182,4 +184,85 @@ fn the_refusal_names_the_tensor_and_says_when_the_model_itself_is_too_large() {
     // a plan that fits passes
     let roomy = DeviceLimits { max_binding: 1 << 30, max_buffer: 1 << 30, budget: Some(p.total()) };
     plan::check(&p, cfg, &spec, &ctx, &roomy, Style::Cli).unwrap();
+}
+
+/// Every file under `dir`, with its size, sorted.
+fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let m = e.metadata().unwrap();
+        if m.is_dir() {
+            out.extend(listing(&e.path()));
+        } else {
+            out.push((e.path(), m.len()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn train_dry_run_prints_the_plan_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    // the inputs are copied into the folder, so "nothing written" covers them too
+    let model = tmp.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("llama/qwen3/model").join(f), model.join(f)).unwrap();
+    }
+    let (data, eval) = (tmp.path().join("data.jsonl"), tmp.path().join("eval.jsonl"));
+    std::fs::copy(fixture("llama/qwen3/data.jsonl"), &data).unwrap();
+    std::fs::copy(fixture("llama/qwen2/data.jsonl"), &eval).unwrap();
+    let before = listing(tmp.path());
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("log.jsonl");
+    let webtune = |extra: &[&str]| {
+        let mut args: Vec<String> = ["train", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(["--out", out.to_str().unwrap(), "--eval-data", eval.to_str().unwrap()].map(String::from));
+        args.extend(["--log-json", log.to_str().unwrap(), "--batch", "3", "--seq", "17", "--lora-rank", "5"].map(String::from));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        std::process::Command::new(env!("CARGO_BIN_EXE_webtune")).args(&args).env_remove("WEBTUNE_GPU_MEMORY").output().unwrap()
+    };
+    let o = webtune(&["--dry-run=json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+
+    // the plan printed is MemoryPlan::of for the same run
+    let w = Weights::load_dir(&model).unwrap();
+    let spec = RunSpec { batch: 3, seq: 17, lora_rank: 5, ..RunSpec::default() };
+    let c = Case { model: "qwen3", data: "", spec, eval_data: None, init_adapter: None };
+    let (d, e) = (dataset(&data, w.config.vocab_size), dataset(&eval, w.config.vocab_size));
+    let plan = Run::prepare(inputs(&w, &c, &d, Some(&e)), None).unwrap().plan;
+    assert_eq!(v["plan"], plan.to_json());
+    assert_eq!(v["plan"]["total_bytes"].as_u64(), Some(plan.total()));
+    assert!(v["plan"]["classes"]["eval"].as_u64().unwrap() > 0);
+    assert_eq!(v["fits"], true);
+    assert_eq!(v["data"]["records"], 10);
+    assert_eq!(v["eval_data"]["windows"].as_u64(), Some((e.stream_len() / 18) as u64));
+    assert_eq!(v["model"]["trained_parameters"].as_u64(), Some(webtune::model::LoraConfig::new(5, 16.0, vec!["all-linear".into()], 0.0, w.config.family).unwrap().param_count(&w.config).unwrap() as u64));
+
+    // the text form: the table's total, the largest tensor
+    let o = webtune(&["--dry-run"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let total = format!("total {:>20}", webtune::memory::human(plan.total()));
+    assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == total.split_whitespace().collect::<Vec<_>>().join(" ")), "{text}");
+    assert!(text.contains(&format!("largest tensor: '{}'", plan.largest().unwrap().name)), "{text}");
+    assert!(text.contains("data: ") && text.contains("eval data: ") && text.contains("first record"), "{text}");
+
+    // a budget below the plan: shown, then refused with exit code 1
+    let o = webtune(&["--dry-run", "--gpu-memory", "600K"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("error: this run does not fit the GPU: the run needs") && err.contains("the largest --batch that fits"), "{err}");
+    let o = webtune(&["--dry-run", "--gpu-memory", "lots"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--gpu-memory \"lots\" is not a size"));
+
+    assert!(!out.exists(), "--out was created");
+    assert!(!log.exists(), "--log-json was created");
+    assert_eq!(listing(tmp.path()), before, "a file was written");
 }

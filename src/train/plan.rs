@@ -478,7 +478,7 @@ pub fn check(
         (None, None) => {
             let tiny = MemoryPlan::of(cfg, &RunSpec { batch: 1, seq: 1, ..spec.clone() }, ctx)?;
             format!(
-                "even {bf} 1 {sf} 1 does not fit: the model itself is too large for this GPU ({})",
+                "even at {bf} 1 {sf} 1 {}: the model itself is too large for this GPU",
                 tiny.misfit(limits).unwrap_or_default()
             )
         }
