@@ -209,23 +209,34 @@ impl MemoryPlan {
         m.into_iter().collect()
     }
 
-    /// The largest tensor (one buffer, bound whole by the kernels that use it).
+    /// The largest tensor (one buffer, bound whole by the kernels that use it); the first in plan
+    /// order of equals.
     pub fn largest(&self) -> Option<&PlanEntry> {
-        self.entries.iter().max_by_key(|e| e.bytes)
+        self.entries.iter().rev().max_by_key(|e| e.bytes)
     }
 
     /// What does not fit `limits`, in words, or None when the plan fits: a tensor above the
-    /// per-buffer limits, or the total above the budget.
+    /// per-buffer limits (the largest of the model's own, whose size no batch or seq changes,
+    /// before the largest of the others), or the total above the budget.
     pub fn misfit(&self, limits: &DeviceLimits) -> Option<String> {
-        if let Some(e) = self.largest().filter(|e| e.bytes > limits.per_tensor()) {
+        let over = |fixed: bool| {
+            self.entries
+                .iter()
+                .filter(|e| e.bytes > limits.per_tensor() && fixed != matches!(e.class, MemoryClass::Activations | MemoryClass::Eval))
+                .rev()
+                .max_by_key(|e| e.bytes) // the first of equals: a weight before its gradient and moments
+        };
+        if let Some(e) = over(true).or_else(|| over(false)) {
             let kind = if limits.max_binding <= limits.max_buffer { "storage binding" } else { "buffer" };
+            let limit = limits.per_tensor();
             return Some(format!(
-                "the tensor '{}' ({}, {:?}) needs {} but this GPU allows at most {} per {kind}",
+                "the tensor '{}' ({}, {:?}) needs {} bytes ({}) but this GPU allows at most {limit} bytes ({}) per {kind}",
                 e.name,
                 e.class.name(),
                 e.shape,
+                e.bytes,
                 crate::memory::human(e.bytes),
-                crate::memory::human(limits.per_tensor())
+                crate::memory::human(limit)
             ));
         }
         match limits.budget {
@@ -477,10 +488,10 @@ pub fn check(
     let advice = match (batch, seq) {
         (None, None) => {
             let tiny = MemoryPlan::of(cfg, &RunSpec { batch: 1, seq: 1, ..spec.clone() }, ctx)?;
-            format!(
-                "even at {bf} 1 {sf} 1 {}: the model itself is too large for this GPU",
-                tiny.misfit(limits).unwrap_or_default()
-            )
+            match tiny.misfit(limits) {
+                Some(m) if m != what => format!("even at {bf} 1 {sf} 1 {m}: the model itself is too large for this GPU"),
+                _ => format!("no {bf} or {sf} changes that: the model itself is too large for this GPU"),
+            }
         }
         (b, t) => {
             let show = |x: Option<usize>| x.map_or("none".to_string(), |x| x.to_string());

@@ -216,6 +216,8 @@ pub struct Run {
     pub options: RunOptions,
     /// The step the run (re)started at.
     pub start_step: u32,
+    /// What the run allocated on the GPU, as planned before it did.
+    pub plan: MemoryPlan,
     policy: StepPolicy,
     style: Style,
     /// The trained parameters' files, read back at that step (a checkpoint and the output at
@@ -335,7 +337,7 @@ impl Run {
 
     /// Uploads the model of a prepared run, allocates its buffers and records the step program.
     pub fn start(gpu: &Gpu, p: Prepared<'_>, resume: Option<&Checkpoint>, save_at_end: bool) -> Result<Run, TrainError> {
-        let Prepared { weights, model, adapter, batcher, eval_batches, data_info, eval_name, spec, options, readback_every, style, .. } = p;
+        let Prepared { weights, model, adapter, batcher, eval_batches, data_info, eval_name, spec, options, readback_every, style, plan, .. } = p;
         let trainable = if spec.full { Trainable::Full } else { Trainable::Lora };
         let gpt = ModelGpu::new(gpu, weights, adapter.as_ref(), trainable).map_err(|e| invalid(e.to_string()))?;
         let mut config = TrainConfig::new(spec.batch, spec.seq, spec.adamw());
@@ -375,6 +377,7 @@ impl Run {
             eval_name,
             options,
             start_step,
+            plan,
             policy,
             style,
             files: None,
