@@ -189,6 +189,11 @@ fn the_refusal_names_the_tensor_and_says_when_the_model_itself_is_too_large() {
     let (b, t) = (b.unwrap(), t.unwrap());
     assert!(fits(b, 40) && !fits(b + 1, 40) && fits(4, t) && !fits(4, t + 1), "{b} {t}");
     assert!(e.contains(&format!("the largest --batch that fits at --seq 40 is {b}; the largest --seq at --batch 4 is {t}")), "{e}");
+    // a hostile batch: no overflow, refused with the batch that fits
+    let huge = RunSpec { batch: usize::MAX / 3, ..spec.clone() };
+    let hp = MemoryPlan::of(cfg, &huge, &ctx).unwrap();
+    let e = plan::check(&hp, cfg, &huge, &ctx, &limits, Style::Cli).unwrap_err().to_string();
+    assert!(e.contains(&format!("the largest --batch that fits at --seq 40 is {b};")), "{e}");
     // a plan that fits passes
     let roomy = DeviceLimits { max_binding: 1 << 30, max_buffer: 1 << 30, budget: Some(p.total()) };
     plan::check(&p, cfg, &spec, &ctx, &roomy, Style::Cli).unwrap();

@@ -170,7 +170,7 @@ impl MemoryPlan {
         p.class = MemoryClass::Activations;
         activations(&mut p, cfg, &lora, spec.batch, spec.seq, true, full, max_rank, ctx.head_bytes);
         let readback = ctx.readback_every.clamp(1, (spec.steps as usize).max(1));
-        p.add("loss history", &[readback, spec.grad_accum + 1]);
+        p.add("loss history", &[readback, spec.grad_accum.saturating_add(1)]);
 
         // AdamW (Optimizer::new).
         p.class = MemoryClass::Optimizer;
@@ -185,7 +185,7 @@ impl MemoryPlan {
 
         // Evaluation (Evaluator::new): the largest eval batch, forward only, one loss slot a batch.
         if let Some(tokens) = ctx.eval_tokens {
-            let windows = (tokens / (spec.seq + 1)).max(1);
+            let windows = (tokens / spec.seq.saturating_add(1)).max(1);
             let rows = spec.batch.min(windows);
             p.class = MemoryClass::Eval;
             activations(&mut p, cfg, &lora, rows, spec.seq, false, false, max_rank, super::eval::HEAD_BYTES);
@@ -321,7 +321,9 @@ fn activations(
     max_rank: usize,
     head_bytes: u64,
 ) {
-    let (c, h, n, f, v) = (cfg.n_embd, cfg.n_head, b * t, cfg.intermediate, cfg.vocab_size);
+    // sizes come from the user: products saturate (a tensor of usize::MAX elements is refused
+    // by the limits, never allocated)
+    let (c, h, n, f, v) = (cfg.n_embd, cfg.n_head, b.saturating_mul(t), cfg.intermediate, cfg.vocab_size);
     let prefix = |l: usize| cfg.block_name(l, "");
     for l in 0..cfg.n_layer {
         let pre = prefix(l);
@@ -348,8 +350,8 @@ fn activations(
                     v.extend([
                         ("q_pre", vec![n, qw]),
                         ("k_pre", vec![n, kvw]),
-                        ("q_rstd", vec![n * cfg.n_head]),
-                        ("k_rstd", vec![n * cfg.n_kv_head]),
+                        ("q_rstd", vec![n.saturating_mul(cfg.n_head)]),
+                        ("k_rstd", vec![n.saturating_mul(cfg.n_kv_head)]),
                     ]);
                 }
                 v.extend([
@@ -359,7 +361,7 @@ fn activations(
                     ("k", vec![n, kvw]),
                     ("v", vec![n, kvw]),
                     ("att", vec![n, qw]),
-                    ("lse", vec![b * cfg.n_head * t]),
+                    ("lse", vec![n.saturating_mul(cfg.n_head)]),
                     ("x_mid", vec![n, c]),
                     ("ln2", vec![n, c]),
                     ("rstd2", vec![n]),
@@ -398,7 +400,7 @@ fn activations(
                     ("dq", vec![n, qw]),
                     ("dk", vec![n, kvw]),
                     ("dv", vec![n, kvw]),
-                    ("attention delta", vec![b * cfg.n_head * t]),
+                    ("attention delta", vec![n.saturating_mul(cfg.n_head)]),
                     ("dgate", vec![n, f]),
                     ("dup", vec![n, f]),
                     ("dh", vec![n, f]),
@@ -425,7 +427,7 @@ fn activations(
     if backward && embedding_trained {
         p.add("token_index.unique_count", &[1]);
         p.add("token_index.unique", &[n]);
-        p.add("token_index.offsets", &[n + 1]);
+        p.add("token_index.offsets", &[n.saturating_add(1)]);
         p.add("token_index.positions", &[n]);
     }
     p.add("x0", &[n, c]);
