@@ -27,9 +27,10 @@ impl Tensor {
     }
 }
 
-/// Bytes of the buffer a tensor of `elems` elements gets (4 bytes an element, at least 16).
+/// Bytes of the buffer a tensor of `elems` elements gets: 4 bytes an element, at least 16, in
+/// whole vec4s (so a kernel may bind any tensor as array<vec4<f32>>).
 pub fn tensor_bytes(elems: usize) -> u64 {
-    (elems.max(4) as u64).saturating_mul(4)
+    (elems.max(4) as u64).saturating_mul(4).checked_next_multiple_of(16).unwrap_or(u64::MAX)
 }
 
 const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
