@@ -29,7 +29,8 @@ use crate::generate::{Generator, SampleConfig};
 use crate::kernels::matmul::{matmul, tile_for, Matmul};
 use crate::model::{ModelGpu, Trainable};
 use crate::model::{ModelConfig, Weights, Linear, LoraAdapter, LoraConfig};
-use crate::train::{AdamWConfig, TrainConfig, Trainer};
+use crate::train::plan::{self, DeviceLimits, MemoryPlan, PlanContext};
+use crate::train::{AdamWConfig, RunSpec, TrainConfig, Trainer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -410,6 +411,54 @@ impl TrainBench {
     }
 }
 
+impl TrainBench {
+    /// Loss readbacks: only explicit flushes read back (after the warm-up and each phase).
+    fn readback_every(&self) -> usize {
+        self.warmup + 2 * self.steps + 1
+    }
+
+    /// The bench as a run's settings (for the memory plan).
+    fn spec(&self) -> RunSpec {
+        RunSpec {
+            full: self.mode == Mode::Full,
+            lora_rank: self.lora.r,
+            lora_alpha: self.lora.alpha,
+            lora_targets: Some(self.lora.targets.clone()),
+            steps: u32::MAX,
+            batch: self.batch,
+            seq: self.seq,
+            lr: self.lr,
+            seed: self.seed,
+            shuffle: false,
+            ..RunSpec::default()
+        }
+    }
+
+    fn plan_context(&self) -> PlanContext {
+        let cfg = &self.config;
+        PlanContext {
+            // Weights::random makes a head only for an untied Llama-family config
+            untied_head: !cfg.tie_word_embeddings && cfg.family != crate::model::Family::Gpt2,
+            readback_every: self.readback_every(),
+            head_bytes: crate::train::trainer::HEAD_BYTES,
+            ..PlanContext::default()
+        }
+    }
+
+    /// The memory plan of this bench's run: what it allocates on the GPU (no GPU needed).
+    pub fn plan(&self) -> Result<MemoryPlan, BenchError> {
+        Ok(MemoryPlan::of(&self.config, &self.spec(), &self.plan_context()).map_err(crate::Error::from)?)
+    }
+
+    /// Refuses a bench whose plan does not fit `limits`, with the batch and seq that would.
+    pub fn check_fits(&self, limits: &DeviceLimits) -> Result<MemoryPlan, BenchError> {
+        let p = self.plan()?;
+        plan::check(&p, &self.config, &self.spec(), &self.plan_context(), limits, crate::flags::Style::Cli)
+            .map_err(crate::Error::from)?;
+        Ok(p)
+    }
+}
+
 /// Matmul FLOPs of one training step (forward, loss head, backward; AdamW and the
 /// elementwise kernels are not counted). N = B·T. Per layer the four linears cost
 /// 2·N·in·out each forward (24·N·C² in all), attention 4·B·T²·C forward and 8·B·T²·C
@@ -475,6 +524,9 @@ pub struct TrainResult {
     pub gflops: f64,
     /// Bytes of the tensors webtune allocated for the run ([`Gpu::allocated_bytes`]).
     pub tensor_bytes: u64,
+    /// The run's memory plan, made before anything was allocated ([`MemoryPlan::to_json`]);
+    /// its `total_bytes` equals `tensor_bytes`.
+    pub plan: serde_json::Value,
     /// Loss of the last step (a sanity check that the steps did real work).
     pub final_loss: f32,
 }
@@ -537,6 +589,7 @@ pub fn bench_train(gpu: &Gpu, tb: &TrainBench) -> Result<TrainResult, BenchError
             tb.seq, cfg.n_positions
         )));
     }
+    let plan = tb.check_fits(&DeviceLimits::of(gpu))?;
     let before = gpu.allocated_bytes();
     let shape = || format!("a {}-layer, {}-wide {} with vocab {}", cfg.n_layer, cfg.n_embd, cfg.model_type, cfg.vocab_size);
     crate::model::weights::check_fits(cfg, &shape).map_err(crate::Error::from)?;
@@ -569,7 +622,7 @@ pub fn bench_train(gpu: &Gpu, tb: &TrainBench) -> Result<TrainResult, BenchError
     };
     let mut config = TrainConfig::new(tb.batch, tb.seq, adamw);
     // Only explicit flushes read back: after the warm-up and at the end of each phase.
-    config.readback_every = tb.warmup + 2 * tb.steps + 1;
+    config.readback_every = tb.readback_every();
     let mut trainer = Trainer::new(gpu, model, batcher, config).map_err(crate::Error::from)?;
     let tensor_bytes = gpu.allocated_bytes() - before;
 
@@ -635,6 +688,7 @@ pub fn bench_train(gpu: &Gpu, tb: &TrainBench) -> Result<TrainResult, BenchError
         flops_per_step,
         gflops: timing.gflops,
         tensor_bytes,
+        plan: plan.to_json(),
         final_loss,
         step_s,
     })

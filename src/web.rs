@@ -407,7 +407,18 @@ fn run_info(br: &BrowserRun) -> Result<JsValue, JsError> {
         "model": run.model_info.name,
         "dataset": run.data_info.path,
         "options": crate::json::value(&TrainOptions::of(s, readback)),
+        "memory": memory_json(&run.plan),
     }))
+}
+
+/// The run's memory plan for JS: `{totalBytes, classes: {weights, trainable, ...}, largest: {name, class, bytes}}`.
+fn memory_json(plan: &crate::train::MemoryPlan) -> Value {
+    let classes: serde_json::Map<String, Value> = plan.by_class().iter().map(|(c, b)| (c.key().to_string(), json!(b))).collect();
+    json!({
+        "totalBytes": plan.total(),
+        "classes": classes,
+        "largest": plan.largest().map(|e| json!({ "name": e.name, "class": e.class.key(), "bytes": e.bytes })),
+    })
 }
 
 fn eval_json(step: u32, r: &EvalResult) -> Value {

@@ -149,6 +149,9 @@ fn train_bench_reports_consistent_numbers() {
         );
         // Every parameter's value, plus gradient and AdamW m, v of the trained ones, at least.
         assert!(r.tensor_bytes >= 4 * (total + 3 * trained), "{} bytes", r.tensor_bytes);
+        // the memory plan, made before anything was allocated, is what was allocated
+        assert_eq!(r.plan["total_bytes"].as_u64(), Some(r.tensor_bytes));
+        assert_eq!(r.plan, tb.plan().unwrap().to_json());
         // A random init predicts about uniformly: the loss stays near ln V after a few tiny steps.
         assert!((r.final_loss - 16f32.ln()).abs() < 0.5, "loss {}", r.final_loss);
     }
@@ -234,6 +237,24 @@ fn cli_writes_a_json_report() {
         let want = bench::StepTiming::of(&steps, f("pipelined_seconds"), 5, flops);
         close("json tokens/s", f("tokens_per_s"), want.tokens_per_s);
         close("json GFLOP/s", f("gflops"), want.gflops);
+        assert_eq!(t["plan"]["total_bytes"], t["tensor_bytes"]);
+    }
+    // --dry-run: the same plans, no GPU work, nothing measured
+    let dry = dir.path().join("dry.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webtune"))
+        .args(["bench", "--what", "train", "--layers", "1", "--embd", "8", "--heads", "2", "--vocab", "16"])
+        .args(["--positions", "8", "--batch", "1", "--seq", "5", "--steps", "2", "--warmup", "0"])
+        .args(["--mode", "lora,full", "--dry-run", "--json"])
+        .arg(&dry)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("memory plan (batch 1 x seq 5)") && stdout.contains("LoRA r8") && stdout.contains("full"), "{stdout}");
+    let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&dry).unwrap()).unwrap();
+    for (planned, ran) in d["train"].as_array().unwrap().iter().zip(train) {
+        assert_eq!(planned["plan"], ran["plan"]);
+        assert_eq!(planned["plan"]["total_bytes"], ran["tensor_bytes"]);
     }
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_webtune"))
         .args(["bench", "--what", "train", "--embd", "10", "--heads", "4"])

@@ -64,6 +64,13 @@ pub struct BenchArgs {
     /// Also write the results (with the machine) as JSON here
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Print the memory plan of each training workload and exit: no GPU is opened, nothing runs
+    /// (with --json, the plans are written there; matmul and generate have none)
+    #[arg(long)]
+    dry_run: bool,
+    /// GPU memory the training workloads may use (e.g. 6G; also WEBTUNE_GPU_MEMORY): a larger plan is refused
+    #[arg(long, value_name = "SIZE")]
+    gpu_memory: Option<String>,
 }
 
 pub fn run(adapter: Option<&str>, a: BenchArgs) -> Result<(), String> {
@@ -81,7 +88,22 @@ pub fn run(adapter: Option<&str>, a: BenchArgs) -> Result<(), String> {
         ));
     }
     let config = webtune::model::ModelConfig::gpt2(layers, heads, embd, vocab, a.positions.unwrap_or(p.n_positions));
+    let name = if custom { format!("{} (custom)", p.name) } else { p.name.to_string() };
+    let (batch, seq) = (a.batch.unwrap_or(p.batch), a.seq.unwrap_or(p.seq));
+    let bench_of = |m: &str| -> Result<wb::TrainBench, String> {
+        let mode = if m == "full" { Mode::Full } else { Mode::Lora };
+        let mut tb = wb::TrainBench::new(&name, config.clone(), batch, seq, mode).map_err(err)?;
+        (tb.steps, tb.warmup) = (a.steps, a.warmup);
+        Ok(tb)
+    };
+    let budget = super::gpu_memory(a.gpu_memory.as_deref())?;
+    if a.dry_run {
+        let train = a.what == "train" || a.what == "all";
+        let modes = if train { a.mode.as_slice() } else { &[] };
+        return dry_run(&a, &modes.iter().map(|m| bench_of(m)).collect::<Result<Vec<_>, _>>()?, budget);
+    }
     let gpu = Gpu::new_blocking(adapter).map_err(|e| e.to_string())?;
+    gpu.set_memory_budget(budget);
     let mut report = wb::Report::new(&gpu);
     eprintln!("bench on {}", gpu.report);
     if a.what == "matmul" || a.what == "all" {
@@ -97,13 +119,8 @@ pub fn run(adapter: Option<&str>, a: BenchArgs) -> Result<(), String> {
         report.matmul = wb::bench_matmul(&gpu, &cfg, &mut show).map_err(err)?;
     }
     if a.what == "train" || a.what == "all" {
-        let name = if custom { format!("{} (custom)", p.name) } else { p.name.to_string() };
-        let (batch, seq) = (a.batch.unwrap_or(p.batch), a.seq.unwrap_or(p.seq));
         for m in &a.mode {
-            let mode = if m == "full" { Mode::Full } else { Mode::Lora };
-            let mut tb = wb::TrainBench::new(&name, config.clone(), batch, seq, mode).map_err(err)?;
-            (tb.steps, tb.warmup) = (a.steps, a.warmup);
-            let r = wb::bench_train(&gpu, &tb).map_err(err)?;
+            let r = wb::bench_train(&gpu, &bench_of(m)?).map_err(err)?;
             let (name, ms, tps) = (&r.name, r.median_ms, r.tokens_per_s);
             eprintln!("train {name} {m} {batch}x{seq}: median {ms:.1} ms/step, {tps:.0} tokens/s");
             report.train.push(r);
@@ -138,6 +155,41 @@ pub fn run(adapter: Option<&str>, a: BenchArgs) -> Result<(), String> {
     println!("{}", report.table());
     if let Some(path) = &a.json {
         report.write_json(path).map_err(err)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `--dry-run`: each training workload's memory plan (a table each, or JSON with --json), no GPU.
+fn dry_run(a: &BenchArgs, benches: &[webtune::bench::TrainBench], budget: Option<u64>) -> Result<(), String> {
+    let mut plans = Vec::new();
+    for tb in benches {
+        let plan = tb.plan().map_err(|e| e.to_string())?;
+        let c = &tb.config;
+        let mode = match tb.mode {
+            webtune::bench::Mode::Lora => format!("LoRA r{}", tb.lora.r),
+            webtune::bench::Mode::Full => "full".into(),
+        };
+        println!("{} ({} layers, {} wide, {} heads, vocab {}), {mode}:", tb.name, c.n_layer, c.n_embd, c.n_head, c.vocab_size);
+        print!("{}", plan.table(None));
+        if let Some(b) = budget {
+            let limits = webtune::train::DeviceLimits { max_binding: u64::MAX, max_buffer: u64::MAX, budget: Some(b) };
+            match tb.check_fits(&limits) {
+                Ok(_) => println!("  within the budget of {}", webtune::memory::human(b)),
+                Err(e) => println!("  {e}"),
+            }
+        }
+        plans.push(serde_json::json!({
+            "name": tb.name, "mode": tb.mode, "n_layer": c.n_layer, "n_embd": c.n_embd, "n_head": c.n_head,
+            "vocab": c.vocab_size, "n_positions": c.n_positions, "batch": tb.batch, "seq": tb.seq,
+            "lora_rank": (tb.mode == webtune::bench::Mode::Lora).then_some(tb.lora.r), "plan": plan.to_json(),
+        }));
+    }
+    println!("(per-buffer limits are the GPU's: run without --dry-run to check them)");
+    if let Some(path) = &a.json {
+        let v = serde_json::json!({"dry_run": true, "train": plans});
+        let text = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())? + "\n";
+        webtune::model::weights::write_atomic(path, text.as_bytes()).map_err(|e| e.to_string())?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

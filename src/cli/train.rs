@@ -15,15 +15,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
+use webtune::data::dataset::Preview;
 use webtune::data::{Dataset, Tokenizer};
 use webtune::flags::Style;
-use webtune::gpu::Gpu;
+use webtune::gpu::{Gpu, MemoryClass};
 use webtune::model::weights::write_atomic;
 use webtune::model::{ModelConfig, Weights, LoraAdapter};
 use webtune::train::checkpoint::{self, ModelInfo, RunOptions, TrainerState};
 use webtune::train::run::{Checkpoint, RunData, RunInputs};
 use webtune::train::schedule::Schedule;
-use webtune::train::{Run, RunSpec, StepLog};
+use webtune::train::{DeviceLimits, Run, RunSpec, StepLog};
 
 use super::paths::{self, Inputs, OutRules};
 use super::signals;
@@ -141,6 +142,14 @@ pub struct TrainArgs {
     /// Also write the adapter as a GGUF file for llama.cpp (f32), replacing an earlier GGUF there
     #[arg(long, value_name = "FILE", conflicts_with = "full")]
     gguf: Option<PathBuf>,
+    /// Check everything a run checks and print the model, the data and the memory plan, then exit without
+    /// training or writing anything; --dry-run=json prints one JSON object instead
+    #[arg(long, num_args = 0..=1, default_missing_value = "text", value_parser = ["text", "json"], value_name = "FORMAT")]
+    dry_run: Option<String>,
+    /// GPU memory the run may use (e.g. 6G, 512M; also WEBTUNE_GPU_MEMORY): a run whose memory plan needs more is
+    /// refused before anything is allocated [default: unknown, only per-buffer limits are checked]
+    #[arg(long, value_name = "SIZE")]
+    gpu_memory: Option<String>,
 }
 
 /// Every file a run may leave in --out besides its checkpoint folders: a LoRA run's adapter, a
@@ -212,6 +221,11 @@ pub fn run(adapter_filter: Option<&str>, a: TrainArgs) -> Result<(), String> {
     let spec = spec_of(&a, saved)?;
     let options = options_of(&a, saved, &out)?;
     let files = guard_files(&a, &out, &options, ckpt.as_ref())?;
+    if a.dry_run.is_some() {
+        // nothing is created or written: not even --out
+        train(adapter_filter, a, out, ckpt, spec, options, files)?;
+        return Ok(());
+    }
     match with_out_dir(&out.clone(), || train(adapter_filter, a, out, ckpt, spec, options, files))? {
         Outcome::Done | Outcome::Stopped => Ok(()),
         Outcome::Interrupted { .. } => std::process::exit(signals::received().map_or(130, |s| s.exit_code())),
@@ -478,7 +492,9 @@ fn train(
     let run_data = RunData::new(&data, eval.as_ref(), &spec, cfg.eos_token_id, Style::Cli).map_err(|e| e.to_string())?;
 
     // The GPU and the run (restored from the checkpoint, after checking it is its run).
+    let budget = super::gpu_memory(a.gpu_memory.as_deref())?;
     let gpu = Gpu::new_blocking(adapter_filter).map_err(|e| e.to_string())?;
+    gpu.set_memory_budget(budget);
     let input = RunInputs {
         weights: &weights,
         model,
@@ -489,6 +505,11 @@ fn train(
         readback_every: 16,
         style: Style::Cli,
     };
+    if let Some(format) = &a.dry_run {
+        let sets = DrySets { data: &data, eval: eval.as_ref(), tokenizer: tok.cell.get().and_then(|t| t.as_ref().ok()) };
+        dry_run(&gpu, input, ckpt.as_ref().map(|c| &c.1), &sets, format == "json")?;
+        return Ok(Outcome::Done);
+    }
     let mut run = Run::new(&gpu, input, ckpt.as_ref().map(|c| &c.1), true).map_err(|e| e.to_string())?;
     drop(weights);
     if interrupted() {
@@ -513,6 +534,101 @@ fn train(
         super::export_gguf::from_train_output(&out, &cfg, g)?;
     }
     Ok(outcome)
+}
+
+// ---------------------------------------------------------------------------------------
+// --dry-run: the run checked and planned, shown, and nothing more.
+
+/// The datasets a dry run previews.
+struct DrySets<'a> {
+    data: &'a Dataset,
+    eval: Option<&'a Dataset>,
+    tokenizer: Option<&'a Tokenizer>,
+}
+
+/// A dataset's preview as lines of text (one function, so every field it gains is shown here).
+fn preview_lines(label: &str, p: &Preview) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{label}: {} ({}, {} bytes): {} records, {} tokens with EOS, {} windows of {} + 1 tokens",
+        p.name, p.format, p.bytes, p.records, p.tokens, p.windows, p.seq
+    )];
+    if let Some(s) = p.samples.first() {
+        let body = match &s.text {
+            Some(t) => format!("{t:?}"),
+            None => format!("ids {:?}", s.ids),
+        };
+        lines.push(format!("  first record ({} tokens, {} trained on): {body}", s.tokens, s.trained_tokens));
+    }
+    lines
+}
+
+/// `--dry-run`: everything `Run::new` checks before the GPU, the plan checked against the device,
+/// then the model, the data and the plan shown (text, or one JSON object). A plan that does not fit
+/// is shown and then refused, as the run would be.
+fn dry_run(gpu: &Gpu, input: RunInputs<'_>, resume: Option<&Checkpoint>, sets: &DrySets<'_>, json: bool) -> Result<(), String> {
+    let info = input.model.clone();
+    let seq = input.spec.seq;
+    let p = Run::prepare(input, resume).map_err(|e| e.to_string())?;
+    let limits = DeviceLimits::of(gpu);
+    let refusal = p.check_fits(&limits).err().map(|e| e.to_string());
+    let cfg = p.config();
+    let s = &p.spec;
+    let params = webtune::model::weights::param_count(cfg).unwrap_or(0);
+    let trained: u64 = p.plan.entries.iter().filter(|e| e.class == MemoryClass::Trainable).map(|e| e.shape.iter().product::<usize>() as u64).sum();
+    let previews: Vec<(&str, Preview)> = [("data", Some(sets.data)), ("eval data", sets.eval)]
+        .into_iter()
+        .filter_map(|(l, d)| d.map(|d| (l, d.preview(sets.tokenizer, cfg.eos_token_id, seq))))
+        .collect();
+    if json {
+        let v = serde_json::json!({
+            "model": {"name": info.name, "model_type": cfg.model_type, "n_layer": cfg.n_layer, "n_embd": cfg.n_embd,
+                      "n_head": cfg.n_head, "vocab_size": cfg.vocab_size, "n_positions": cfg.n_positions,
+                      "parameters": params, "trained_parameters": trained},
+            "settings": {"full": s.full, "lora_rank": (!s.full).then_some(s.lora_rank),
+                         "lora_alpha": (!s.full).then(|| webtune::json::f32(s.lora_alpha)),
+                         "lora_targets": if s.full { None } else { s.lora_targets.clone() },
+                         "steps": s.steps, "batch": s.batch, "seq": s.seq, "grad_accum": s.grad_accum,
+                         "lr": webtune::json::f32(s.lr), "schedule": s.schedule.to_string()},
+            "data": previews.iter().find(|x| x.0 == "data").map(|x| &x.1),
+            "eval_data": previews.iter().find(|x| x.0 == "eval data").map(|x| &x.1),
+            "plan": p.plan.to_json(),
+            "device": {"name": gpu.report.name, "max_storage_buffer_binding_size": limits.max_binding,
+                       "max_buffer_size": limits.max_buffer, "memory_budget": limits.budget},
+            "fits": refusal.is_none(),
+            "refusal": refusal,
+        });
+        println!("{v}");
+    } else {
+        println!("dry run: nothing is trained or written");
+        println!(
+            "model {}: {} ({} layers, hidden {}, {} heads, vocab {}, n_positions {}; {params} parameters)",
+            info.name, cfg.model_type, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.n_positions
+        );
+        let what = match s.full {
+            true => "all weights".to_string(),
+            false => format!(
+                "a LoRA adapter (r {}, alpha {}, targets {})",
+                s.lora_rank,
+                s.lora_alpha,
+                s.lora_targets.as_ref().map_or("all-linear".to_string(), |t| t.join(","))
+            ),
+        };
+        println!(
+            "run: {what}, {trained} trained parameters; {} steps, batch {} x {} tokens, grad-accum {}; lr {} {}",
+            s.steps, s.batch, s.seq, s.grad_accum, s.lr, s.schedule
+        );
+        for (label, pv) in &previews {
+            for line in preview_lines(label, pv) {
+                println!("{line}");
+            }
+        }
+        print!("{}", p.plan.table(Some(&limits)));
+        println!("{} on {}", if refusal.is_none() { "fits" } else { "does NOT fit" }, gpu.report.name);
+    }
+    match refusal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------

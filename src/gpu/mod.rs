@@ -12,7 +12,7 @@ mod tensor;
 mod tune;
 
 pub use program::{Dispatch, Kernel, Program};
-pub use tensor::Tensor;
+pub use tensor::{tensor_bytes, Tensor};
 pub use tune::Tuning;
 
 use std::cell::RefCell;
@@ -70,6 +70,73 @@ impl std::fmt::Display for AdapterReport {
     }
 }
 
+/// What a tensor is for, as the memory plan (`webtune::train::plan`) names it. The code that
+/// allocates says so with [`Gpu::in_class`]; every tensor is recorded with its class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemoryClass {
+    /// Base weights that are not trained (and constant tables such as RoPE's).
+    Weights,
+    /// Parameters that are trained (the LoRA pairs, or every weight in full fine-tuning).
+    Trainable,
+    /// Their gradients.
+    Gradients,
+    /// AdamW's m and v, its step scalars and the gradient-norm scratch.
+    Optimizer,
+    /// The training step's buffers of one (B, T) shape: activations kept for backward, the
+    /// backward scratch, the LM head's logits chunk, the batch and the loss history.
+    Activations,
+    /// The evaluation forward's buffers.
+    Eval,
+    /// Anything else (generation, benchmarks).
+    Other,
+}
+
+impl MemoryClass {
+    pub const ALL: [MemoryClass; 7] = [
+        MemoryClass::Weights,
+        MemoryClass::Trainable,
+        MemoryClass::Gradients,
+        MemoryClass::Optimizer,
+        MemoryClass::Activations,
+        MemoryClass::Eval,
+        MemoryClass::Other,
+    ];
+
+    /// The class as a user reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryClass::Weights => "frozen weights",
+            MemoryClass::Trainable => "trained parameters",
+            MemoryClass::Gradients => "gradients",
+            MemoryClass::Optimizer => "optimizer state",
+            MemoryClass::Activations => "activations",
+            MemoryClass::Eval => "eval buffers",
+            MemoryClass::Other => "other",
+        }
+    }
+
+    /// The class as JSON names it.
+    pub fn key(self) -> &'static str {
+        match self {
+            MemoryClass::Weights => "weights",
+            MemoryClass::Trainable => "trainable",
+            MemoryClass::Gradients => "gradients",
+            MemoryClass::Optimizer => "optimizer",
+            MemoryClass::Activations => "activations",
+            MemoryClass::Eval => "eval",
+            MemoryClass::Other => "other",
+        }
+    }
+}
+
+/// One tensor created on a device: its label, bytes and class ([`Gpu::allocations`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allocation {
+    pub label: String,
+    pub bytes: u64,
+    pub class: MemoryClass,
+}
+
 /// A compiled shader variant and naga's validated module of it (for binding reflection;
 /// None if naga rejects it, in which case wgpu reports the error when the pipeline is made).
 struct Module(wgpu::ShaderModule, Option<(naga::Module, naga::valid::ModuleInfo)>);
@@ -85,6 +152,12 @@ pub struct Gpu {
     first_error: Arc<Mutex<Option<String>>>,
     /// Bytes of every tensor created on this device so far (see [`Gpu::allocated_bytes`]).
     allocated: std::cell::Cell<u64>,
+    /// Every tensor created so far, with its class ([`Gpu::allocations`]).
+    ledger: RefCell<Vec<Allocation>>,
+    /// The class new tensors are recorded under ([`Gpu::in_class`]).
+    class: std::cell::Cell<MemoryClass>,
+    /// The GPU memory webtune may use, when the user says (`--gpu-memory`); wgpu does not tell.
+    budget: std::cell::Cell<Option<u64>>,
     /// Whether [`Gpu::kernel_trusted`] drops wgpu's runtime checks (native only).
     trusted: bool,
     /// Kernel variants chosen by measuring or by table (src/gpu/tune.rs).
@@ -150,6 +223,9 @@ impl Gpu {
             kernels: RefCell::new(HashMap::new()),
             first_error,
             allocated: std::cell::Cell::new(0),
+            ledger: RefCell::new(Vec::new()),
+            class: std::cell::Cell::new(MemoryClass::Other),
+            budget: std::cell::Cell::new(None),
             trusted: trusted_modules(),
             tune: tune::TuneCache::new(&report),
             report,
@@ -162,6 +238,31 @@ impl Gpu {
     /// scratch and the driver's own memory are not included.
     pub fn allocated_bytes(&self) -> u64 {
         self.allocated.get()
+    }
+
+    /// Every tensor created on this device so far, in order: label, bytes, class.
+    pub fn allocations(&self) -> Vec<Allocation> {
+        self.ledger.borrow().clone()
+    }
+
+    /// Runs `f` with the tensors it creates recorded under `class` (the previous class is
+    /// restored after, so calls nest).
+    pub fn in_class<R>(&self, class: MemoryClass, f: impl FnOnce() -> R) -> R {
+        let before = self.class.replace(class);
+        let r = f();
+        self.class.set(before);
+        r
+    }
+
+    /// The GPU memory webtune may use on this device, when known (see [`Gpu::set_memory_budget`]).
+    pub fn memory_budget(&self) -> Option<u64> {
+        self.budget.get()
+    }
+
+    /// Sets how much GPU memory a run may plan for (`--gpu-memory`, `WEBTUNE_GPU_MEMORY`); wgpu
+    /// does not report a GPU's memory, so without it only the per-buffer limits are checked.
+    pub fn set_memory_budget(&self, bytes: Option<u64>) {
+        self.budget.set(bytes);
     }
 
     /// Opens a device, honouring `WEBTUNE_ADAPTER` where the platform has an environment.

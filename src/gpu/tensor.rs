@@ -27,16 +27,22 @@ impl Tensor {
     }
 }
 
+/// Bytes of the buffer a tensor of `elems` elements gets: 4 bytes an element, at least 16, in
+/// whole vec4s (so a kernel may bind any tensor as array<vec4<f32>>).
+pub fn tensor_bytes(elems: usize) -> u64 {
+    (elems.max(4) as u64).saturating_mul(4).checked_next_multiple_of(16).unwrap_or(u64::MAX)
+}
+
 const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
 impl Gpu {
     fn raw_buffer(&self, label: &str, elems: usize) -> Result<wgpu::Buffer, GpuError> {
-        // Whole vec4s, so a kernel may bind any tensor as array<vec4<f32>>.
-        let bytes = (elems.max(4) as u64).saturating_mul(4).checked_next_multiple_of(16).unwrap_or(u64::MAX);
+        let bytes = tensor_bytes(elems);
         self.check_binding(label, bytes)?;
         self.allocated.set(self.allocated.get() + bytes);
+        self.ledger.borrow_mut().push(super::Allocation { label: label.to_string(), bytes, class: self.class.get() });
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,

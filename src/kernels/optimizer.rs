@@ -39,19 +39,24 @@ pub struct GradNorm {
 }
 
 impl GradNorm {
+    /// Workgroups (partial sums) for a gradient of `len` elements.
+    fn groups_of(len: usize) -> usize {
+        if len == 0 {
+            0
+        } else {
+            (groups(len, WG) as usize).min(MAX_GROUPS_PER_TENSOR)
+        }
+    }
+
+    /// Elements of the partial-sum scratch for gradients of these lengths (the memory plan's).
+    pub fn partials_len(lens: impl IntoIterator<Item = usize>) -> usize {
+        lens.into_iter().map(Self::groups_of).sum::<usize>().max(1)
+    }
+
     /// Allocates the scratch and pushes the dispatches (one per non-empty gradient, plus
     /// the final reduce) onto `prog`.
     pub fn new(gpu: &Gpu, prog: &mut Program, grads: &[&Tensor], max_norm: f32) -> Result<GradNorm, GpuError> {
-        let plan: Vec<usize> = grads
-            .iter()
-            .map(|g| {
-                if g.is_empty() {
-                    0
-                } else {
-                    (groups(g.len(), WG) as usize).min(MAX_GROUPS_PER_TENSOR)
-                }
-            })
-            .collect();
+        let plan: Vec<usize> = grads.iter().map(|g| Self::groups_of(g.len())).collect();
         let total: usize = plan.iter().sum();
         let partials = gpu.zeros("grad_norm.partials", &[total.max(1)])?;
         let out = gpu.zeros("grad_norm.out", &[2])?;

@@ -7,7 +7,7 @@
 
 use super::lora::LoraModule;
 use super::{HostTensor, Linear, Weights};
-use crate::gpu::{Gpu, GpuError, Program, Tensor};
+use crate::gpu::{Gpu, GpuError, MemoryClass, Program, Tensor};
 use crate::kernels::matmul::{matmul, Matmul};
 use crate::kernels::reduce;
 
@@ -28,8 +28,12 @@ pub struct Param {
 
 impl Param {
     pub fn new(gpu: &Gpu, name: &str, t: &HostTensor, trainable: bool) -> Result<Param, GpuError> {
-        let value = gpu.upload(name, &t.shape, &t.data)?;
-        let grad = if trainable { Some(gpu.zeros(&format!("grad {name}"), &t.shape)?) } else { None };
+        let class = if trainable { MemoryClass::Trainable } else { MemoryClass::Weights };
+        let value = gpu.in_class(class, || gpu.upload(name, &t.shape, &t.data))?;
+        let grad = match trainable {
+            true => Some(gpu.in_class(MemoryClass::Gradients, || gpu.zeros(&format!("grad {name}"), &t.shape))?),
+            false => None,
+        };
         Ok(Param { name: name.to_string(), value, grad })
     }
 

@@ -12,7 +12,7 @@ use super::head::Io;
 use super::linear::{lora_scratch, LinearParams, Param, Trainable};
 use super::lora::LoraConfig;
 use super::{HostTensor, Linear, LoraAdapter, ModelConfig, Weights};
-use crate::gpu::{Gpu, GpuError, Program, Tensor};
+use crate::gpu::{Gpu, GpuError, MemoryClass, Program, Tensor};
 use crate::kernels::attention::{self, Attention, AttentionDecode, Qkv};
 use crate::kernels::embedding;
 use crate::kernels::matmul::{matmul, Matmul};
@@ -116,7 +116,8 @@ impl LlamaGpu {
         };
         let rope = cfg.rope.as_ref().ok_or_else(|| GpuError::Invalid("a Llama-family config without RoPE".into()))?;
         let table = rope.table(cfg.n_positions).map_err(|e| GpuError::Invalid(e.to_string()))?;
-        let rope_table = gpu.upload("rope table", &[cfg.n_positions, cfg.head_dim], &table)?;
+        let rope_table =
+            gpu.in_class(MemoryClass::Weights, || gpu.upload("rope table", &[cfg.n_positions, cfg.head_dim], &table))?;
         Ok(LlamaGpu {
             config: cfg.clone(),
             trainable,

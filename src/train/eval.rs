@@ -6,11 +6,11 @@
 
 use crate::data::batch::eval_loss;
 use crate::data::Batch;
-use crate::gpu::{Gpu, GpuError, Program, Tensor};
+use crate::gpu::{Gpu, GpuError, MemoryClass, Program, Tensor};
 use crate::model::{Acts, ModelGpu};
 
 /// Bytes allowed for the chunked head's logits scratch (as training's default).
-const HEAD_BYTES: u64 = 64 << 20;
+pub(crate) const HEAD_BYTES: u64 = 64 << 20;
 
 /// The loss of a whole evaluation.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -86,10 +86,10 @@ impl Evaluator {
         if batches.iter().all(|x| x.counted() == 0) {
             return Err(invalid("evaluate: no position counts in the loss (every target is -100)".into()));
         }
-        let acts = model.activations(gpu, b, seq, false, HEAD_BYTES)?;
+        let acts = gpu.in_class(MemoryClass::Eval, || model.activations(gpu, b, seq, false, HEAD_BYTES))?;
         let mut prog = Program::new();
         model.forward(gpu, &mut prog, &acts, true); // lnf [N, C], loss [1] = mean over counted positions
-        let slots = gpu.zeros("eval losses", &[batches.len()])?;
+        let slots = gpu.in_class(MemoryClass::Eval, || gpu.zeros("eval losses", &[batches.len()]))?;
         Ok(Evaluator { acts, prog, batches, slots })
     }
 

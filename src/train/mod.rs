@@ -3,11 +3,13 @@
 pub mod checkpoint;
 pub mod eval;
 pub mod optimizer;
+pub mod plan;
 pub mod run;
 pub mod schedule;
 pub mod trainer;
 
 pub use optimizer::{AdamWConfig, Optimizer};
+pub use plan::{DeviceLimits, MemoryPlan, PlanContext};
 pub use run::{Control, Run, RunSpec};
 pub use trainer::{StepLog, TrainConfig, Trainer};
 

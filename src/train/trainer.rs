@@ -13,7 +13,7 @@
 use super::optimizer::{AdamWConfig, Optimizer};
 use super::TrainError;
 use crate::data::Batcher;
-use crate::gpu::{Gpu, GpuError, Program, Tensor};
+use crate::gpu::{Gpu, GpuError, MemoryClass, Program, Tensor};
 use crate::model::{Acts, ModelGpu, Trainable};
 use crate::model::HostTensor;
 
@@ -30,9 +30,12 @@ pub struct TrainConfig {
     pub head_bytes: u64,
 }
 
+/// Bytes allowed for the LM head's logits chunk by default.
+pub const HEAD_BYTES: u64 = 64 << 20;
+
 impl TrainConfig {
     pub fn new(batch: usize, seq: usize, adamw: AdamWConfig) -> TrainConfig {
-        TrainConfig { batch, seq, adamw, grad_accum: 1, readback_every: 16, head_bytes: 64 << 20 }
+        TrainConfig { batch, seq, adamw, grad_accum: 1, readback_every: 16, head_bytes: HEAD_BYTES }
     }
 }
 
@@ -84,12 +87,17 @@ impl Trainer {
                 if model.trainable() == Trainable::Full { ", or LoRA instead of --full" } else { "" }
             ))
         };
-        let acts = model.activations(gpu, config.batch, config.seq, true, config.head_bytes).map_err(fit)?;
+        let acts = gpu
+            .in_class(MemoryClass::Activations, || model.activations(gpu, config.batch, config.seq, true, config.head_bytes))
+            .map_err(fit)?;
         let mut program = model.gradient_program(gpu, &acts);
         let grad_clears = std::mem::take(&mut program.clears);
         let mut update = Program::new();
-        let optimizer = Optimizer::new(gpu, &mut update, &model, config.adamw).map_err(fit)?;
-        let history = gpu.zeros("loss history", &[config.readback_every.max(1), config.grad_accum + 1]).map_err(fit)?;
+        let optimizer =
+            gpu.in_class(MemoryClass::Optimizer, || Optimizer::new(gpu, &mut update, &model, config.adamw)).map_err(fit)?;
+        let history = gpu
+            .in_class(MemoryClass::Activations, || gpu.zeros("loss history", &[config.readback_every.max(1), config.grad_accum + 1]))
+            .map_err(fit)?;
         let pending = Vec::new();
         Ok(Trainer { model, acts, optimizer, batcher, config, program, grad_clears, update, history, pending })
     }

@@ -495,7 +495,10 @@ async function run(start: Start): Promise<void> {
             ? `every weight (${info.trainableParameters.toLocaleString("en")} parameters)`
             : `${info.trainableParameters.toLocaleString("en")} adapter parameters (rank ${info.adapter?.r})`;
         const ev = info.evalTokens > 0 ? `; eval loss on ${info.evalTokens.toLocaleString("en")} held-out tokens` : "";
-        status("options-status", `training ${what} on ${info.windows} sequences${ev}`, "ok");
+        const m = info.memory;
+        const parts = Object.entries(m.classes).map(([k, b]) => `${k} ${formatBytes(b ?? 0)}`).join(", ");
+        const mem = `; GPU memory ${formatBytes(m.totalBytes)} (${parts})`;
+        status("options-status", `training ${what} on ${info.windows} sequences${ev}${mem}`, "ok");
         updateDownloads();
       },
       onProgress: showProgress,

@@ -51,6 +51,7 @@ export {
   type EvalLog,
   type GenerateResult,
   type GpuInfo,
+  type MemoryPlan,
   type ModelInfo,
   type Progress,
   type RunInfo,

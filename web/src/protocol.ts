@@ -129,6 +129,17 @@ export interface RunInfo {
   dataset: string;
   /** The run's settings (a resumed run's come from its checkpoint). */
   options: Partial<TrainOptions>;
+  /** The GPU memory the run allocated, as planned before it did (a run that would not fit the
+   * device's limits is refused before anything is allocated). */
+  memory: MemoryPlan;
+}
+
+/** What a run holds on the GPU, by class (bytes; classes the run does not use are absent). */
+export interface MemoryPlan {
+  totalBytes: number;
+  classes: Partial<Record<"weights" | "trainable" | "gradients" | "optimizer" | "activations" | "eval", number>>;
+  /** The largest tensor: one buffer, bound whole by the kernels that use it. */
+  largest: { name: string; class: string; bytes: number } | null;
 }
 
 /** One optimizer step as read back from the GPU. */

@@ -174,7 +174,13 @@ test("a model over the device's limits: refused when the run starts, naming the 
   await s.setOptions(OPTIONS);
   await page.click("#train");
   assert.equal(await s.waitState(["failed", "done"]), "failed", await s.report());
-  assert.equal(await s.text("#options-status"), "wte.weight needs 4480000 bytes but this GPU allows at most 4194304 bytes per storage binding");
+  // refused by the run's memory plan, before anything is allocated
+  assert.equal(
+    await s.text("#options-status"),
+    "this run does not fit the GPU: the tensor 'wte.weight' (frozen weights, [70000, 16]) needs 4480000 bytes (4.3 MiB) " +
+      "but this GPU allows at most 4194304 bytes (4.0 MiB) per storage binding; no batch or seq changes that: " +
+      "the model itself is too large for this GPU",
+  );
 
   await resumesTo(losses, 2);
   await page.unroute("**/worker.js");

@@ -220,7 +220,10 @@ test("the package API: transfers, the engine's words, evaluate as the CLI, a run
     out.badAdapter = await fail(t.loadAdapter({ config: '{"peft_type": "LORA"}', weights: new Uint8Array(8), name: "run1" }));
     const opts = { steps: 3, batch: 2, seq: 16, lr: 0.01, readbackEvery: 1, schedule: "linear", warmup: 1, gradAccum: 2 };
     const seen = [];
-    const result = await t.train(opts, { onProgress: (p) => seen.push(...p.logs.map((l) => [l.step, l.loss, l.lr])) });
+    const result = await t.train(opts, {
+      onStart: (info) => (out.start = info),
+      onProgress: (p) => seen.push(...p.logs.map((l) => [l.step, l.loss, l.lr])),
+    });
     out.result = [result.status, result.step];
     out.uninterrupted = seen;
     out.evalNoData = await fail(t.evaluate());
@@ -276,6 +279,16 @@ test("the package API: transfers, the engine's words, evaluate as the CLI, a run
   assert.match(r.badTokenizer, /^EngineError: broken\/tokenizer\.json: /);
   assert.equal(r.badAdapter, "EngineError: run1/adapter_config.json: missing field 'r'");
   assert.deepEqual(r.result, ["done", 3]);
+  // the run's memory plan: the tiny model's 64 368 f32 weights; LoRA pairs, their gradients; the largest
+  // tensors are the MLP's weights [C, 4C] = [48, 192] (its activations [B·T, 4C] are [32, 192])
+  const mem = r.start.memory;
+  assert.deepEqual(Object.keys(mem.classes).sort(), ["activations", "gradients", "optimizer", "trainable", "weights"]);
+  assert.equal(mem.classes.weights, 4 * 64368);
+  assert.equal(mem.classes.trainable, 4 * r.start.trainableParameters);
+  assert.equal(mem.classes.gradients, mem.classes.trainable);
+  assert.equal(mem.totalBytes, Object.values(mem.classes).reduce((a, b) => a + b, 0));
+  assert.equal(mem.largest.bytes, 48 * 192 * 4);
+  assert.equal(mem.largest.class, "weights");
   assert.deepEqual(r.uninterrupted.map((x) => x[0]), [1, 2, 3]);
   assert.deepEqual(r.uninterrupted.map((x) => x[2]), [0, 0.01, 0.005], "linear schedule, 1 warmup step: update s runs at lr_at(s - 1)");
   assert.match(r.evalNoData, /this run has no held-out data/);

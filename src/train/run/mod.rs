@@ -28,6 +28,7 @@ use crate::data::{records, Batcher, Dataset, TokenStream};
 use crate::flags::Style;
 use crate::gpu::Gpu;
 use crate::model::{HostTensor, LoraAdapter, LoraConfig, ModelConfig, ModelGpu, Trainable, Weights};
+use crate::train::plan::{self, DeviceLimits, MemoryPlan, PlanContext};
 
 /// Named files: a checkpoint or a result, as the CLI writes them into a folder.
 pub type Files = Vec<(String, Vec<u8>)>;
@@ -169,6 +170,39 @@ pub struct RunInputs<'a> {
     pub style: Style,
 }
 
+/// A run checked and planned, before anything is on the GPU ([`Run::prepare`]).
+pub struct Prepared<'a> {
+    weights: &'a Weights,
+    model: ModelInfo,
+    /// The adapter the run trains (None: full fine-tuning).
+    pub adapter: Option<LoraAdapter>,
+    batcher: Batcher,
+    eval_batches: Option<Vec<crate::data::Batch>>,
+    data_info: DataInfo,
+    eval_name: Option<String>,
+    /// The settings, with the adapter's shape when it comes from one.
+    pub spec: RunSpec,
+    options: RunOptions,
+    readback_every: usize,
+    style: Style,
+    /// What the run will allocate on the GPU.
+    pub plan: MemoryPlan,
+    /// What the plan was computed from (to search for a batch or seq that fits).
+    pub plan_context: PlanContext,
+}
+
+impl Prepared<'_> {
+    /// The model's config.
+    pub fn config(&self) -> &ModelConfig {
+        &self.weights.config
+    }
+
+    /// Refuses the run when its plan does not fit `limits` (see [`plan::check`]).
+    pub fn check_fits(&self, limits: &DeviceLimits) -> Result<(), TrainError> {
+        plan::check(&self.plan, &self.weights.config, &self.spec, &self.plan_context, limits, self.style)
+    }
+}
+
 /// A training run on the GPU.
 pub struct Run {
     pub spec: RunSpec,
@@ -182,6 +216,8 @@ pub struct Run {
     pub options: RunOptions,
     /// The step the run (re)started at.
     pub start_step: u32,
+    /// What the run allocated on the GPU, as planned before it did.
+    pub plan: MemoryPlan,
     policy: StepPolicy,
     style: Style,
     /// The trained parameters' files, read back at that step (a checkpoint and the output at
@@ -190,10 +226,19 @@ pub struct Run {
 }
 
 impl Run {
-    /// Checks the inputs (and, resuming, that they are the checkpoint's), uploads the model,
-    /// plans memory and records the step program. `save_at_end`: whether a periodic checkpoint
-    /// is written at the last step too.
+    /// Checks the inputs (and, resuming, that they are the checkpoint's), plans memory, refuses a
+    /// run that does not fit the GPU, uploads the model and records the step program.
+    /// `save_at_end`: whether a periodic checkpoint is written at the last step too.
     pub fn new(gpu: &Gpu, input: RunInputs<'_>, resume: Option<&Checkpoint>, save_at_end: bool) -> Result<Run, TrainError> {
+        let prepared = Run::prepare(input, resume)?;
+        prepared.check_fits(&DeviceLimits::of(gpu))?;
+        Run::start(gpu, prepared, resume, save_at_end)
+    }
+
+    /// Everything a run does before the GPU: checks the inputs (and, resuming, that they are the
+    /// checkpoint's), makes the adapter, cuts the data into windows and plans the GPU memory.
+    /// `webtune train --dry-run` stops here.
+    pub fn prepare<'a>(input: RunInputs<'a>, resume: Option<&Checkpoint>) -> Result<Prepared<'a>, TrainError> {
         let RunInputs { weights, model, init_adapter, data, mut spec, options, readback_every, style } = input;
         spec.validate(style)?;
         let cfg = &weights.config;
@@ -257,13 +302,47 @@ impl Run {
             Some(a)
         };
 
+        let batcher = Batcher::new(data.train, spec.batch, spec.seq, spec.shuffle, spec.seed)
+            .map_err(|e| invalid(format!("{}: {e}", data.name)))?;
+        let mut plan_context = PlanContext::new(weights, readback_every);
+        plan_context.eval_tokens = data.eval.as_ref().map(|s| s.tokens.len());
+        let eval_batches = match data.eval {
+            Some(s) => Some(
+                Batcher::new(s, spec.batch, spec.seq, false, 0)
+                    .map_err(|e| invalid(format!("eval data {}: {e}", data.eval_name.as_deref().unwrap_or(""))))?
+                    .eval_batches(),
+            ),
+            None => None,
+        };
+        if let Some(a) = &adapter {
+            plan_context = plan_context.with_adapter(a);
+        }
+        let plan = MemoryPlan::of(&weights.config, &spec, &plan_context)?;
+        Ok(Prepared {
+            weights,
+            model,
+            adapter,
+            batcher,
+            eval_batches,
+            data_info: data.info,
+            eval_name: data.eval_name,
+            spec,
+            options,
+            readback_every,
+            style,
+            plan,
+            plan_context,
+        })
+    }
+
+    /// Uploads the model of a prepared run, allocates its buffers and records the step program.
+    pub fn start(gpu: &Gpu, p: Prepared<'_>, resume: Option<&Checkpoint>, save_at_end: bool) -> Result<Run, TrainError> {
+        let Prepared { weights, model, adapter, batcher, eval_batches, data_info, eval_name, spec, options, readback_every, style, plan, .. } = p;
         let trainable = if spec.full { Trainable::Full } else { Trainable::Lora };
         let gpt = ModelGpu::new(gpu, weights, adapter.as_ref(), trainable).map_err(|e| invalid(e.to_string()))?;
         let mut config = TrainConfig::new(spec.batch, spec.seq, spec.adamw());
         config.grad_accum = spec.grad_accum;
         config.readback_every = readback_every.clamp(1, spec.steps as usize);
-        let batcher = Batcher::new(data.train, spec.batch, spec.seq, spec.shuffle, spec.seed)
-            .map_err(|e| invalid(format!("{}: {e}", data.name)))?;
         let mut trainer = Trainer::new(gpu, gpt, batcher, config)?;
         let mut start_step = 0;
         if let Some(ck) = resume {
@@ -271,11 +350,8 @@ impl Run {
             trainer.restore(gpu, ck.state.step, ck.state.data_position, &ck.moments, &what)?;
             start_step = ck.state.step;
         }
-        let evaluator = match data.eval {
-            Some(s) => {
-                let batches = Batcher::new(s, spec.batch, spec.seq, false, 0)
-                    .map_err(|e| invalid(format!("eval data {}: {e}", data.eval_name.as_deref().unwrap_or(""))))?
-                    .eval_batches();
+        let evaluator = match eval_batches {
+            Some(batches) => {
                 let ev = Evaluator::new(gpu, &trainer.model, batches, spec.seq)
                     .map_err(|e| invalid(format!("eval: {e}; try a smaller {}", style.name("batch"))))?;
                 Some(ev)
@@ -297,10 +373,11 @@ impl Run {
             trainer,
             evaluator,
             model_info: model,
-            data_info: data.info,
-            eval_name: data.eval_name,
+            data_info,
+            eval_name,
             options,
             start_step,
+            plan,
             policy,
             style,
             files: None,
