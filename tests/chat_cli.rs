@@ -123,3 +123,72 @@ fn generate_with_several_adapters_and_chat() {
     let e = text(&r.stderr);
     assert!(!r.status.success() && e.contains(&s(&t)) && e.contains("roles must alternate"), "{e}");
 }
+
+fn chat_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat")
+}
+
+/// A LoRA run on chat records (labels from the template's generation markers) equals PyTorch + PEFT
+/// trained on transformers' assistant masks (tools/make_chat_peft_fixtures.py): the records' ids
+/// and labels, two steps' losses and gradient norms, and the adapter after them.
+#[test]
+fn chat_lora_run_matches_peft() {
+    let peft = chat_dir().join("peft");
+    let ex: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(peft.join("expected.json")).unwrap()).unwrap();
+    let llama = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama/llama");
+    let template = chat_dir().join("tiny_marked.jinja");
+
+    // the records' labels: the assistant masks of transformers
+    let tok = webtune::data::Tokenizer::load_dir(&tiny().join("tokenizer"))
+        .unwrap()
+        .with_chat_template(&std::fs::read_to_string(&template).unwrap(), "tiny_marked.jinja")
+        .unwrap();
+    let ds = webtune::data::Dataset::read(&peft.join("records.jsonl"), 97, &|| Ok(("tiny".into(), &tok))).unwrap();
+    let want = ex["records"].as_array().unwrap();
+    assert_eq!(ds.records.len(), want.len());
+    for (r, w) in ds.records.iter().zip(want) {
+        assert_eq!(r.input_ids, serde_json::from_value::<Vec<u32>>(w["input_ids"].clone()).unwrap());
+        assert_eq!(r.labels.as_ref().unwrap(), &serde_json::from_value::<Vec<i32>>(w["labels"].clone()).unwrap());
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let (out, log) = (dir.path().join("out"), dir.path().join("log.jsonl"));
+    let o = &ex["optimizer"];
+    let f = |v: &serde_json::Value| v.as_f64().unwrap().to_string();
+    webtune_ok(&[
+        "train".to_string(), "--model".into(), s(&llama.join("model")), "--tokenizer".into(), s(&tiny().join("tokenizer")),
+        "--chat-template".into(), s(&template), "--data".into(), s(&peft.join("records.jsonl")), "--init-adapter".into(),
+        s(&llama.join("adapter_init")), "--out".into(), s(&out), "--log-json".into(), s(&log), "--steps=2".into(),
+        "--batch=2".into(), "--seq=16".into(), "--no-shuffle".into(), format!("--lr={}", f(&o["lr"])),
+        format!("--weight-decay={}", f(&o["weight_decay"])), format!("--beta1={}", f(&o["betas"][0])),
+        format!("--beta2={}", f(&o["betas"][1])), format!("--eps={}", f(&o["eps"])), format!("--grad-clip={}", f(&ex["clip_grad_norm"])),
+    ]);
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let num = |k: &str| lines.iter().filter_map(|v| v.get(k)).map(|x| x.as_f64().unwrap()).collect::<Vec<_>>();
+    let want = |k: &str| ex[k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>();
+    for k in ["loss", "grad_norm"] {
+        let (got, w) = (num(k), want(if k == "loss" { "losses" } else { "grad_norms" }));
+        assert_eq!(got.len(), 2);
+        for (g, w) in got.iter().zip(&w) {
+            assert!((g - w).abs() <= 1e-4 * w.abs(), "{k}: webtune {got:?}, PEFT {w:?}");
+        }
+    }
+    let got_bytes = std::fs::read(out.join("adapter_model.safetensors")).unwrap();
+    let want_bytes = std::fs::read(peft.join("adapter_step2.safetensors")).unwrap();
+    let (got, want) = (safetensors::SafeTensors::deserialize(&got_bytes).unwrap(), safetensors::SafeTensors::deserialize(&want_bytes).unwrap());
+    let mut names = got.names();
+    names.sort();
+    let mut want_names = want.names();
+    want_names.sort();
+    assert_eq!(names, want_names);
+    let (mut off, mut total) = (0, 0);
+    for name in names {
+        let g: Vec<f32> = bytemuck::pod_collect_to_vec(got.tensor(name).unwrap().data());
+        let w: Vec<f32> = bytemuck::pod_collect_to_vec(want.tensor(name).unwrap().data());
+        total += g.len();
+        off += g.iter().zip(&w).filter(|(g, w)| (*g - *w).abs() > 1e-4 + 1e-4 * w.abs()).count();
+    }
+    // Adam moves an entry whose gradient is at float-noise level by ±lr either way: a few may differ
+    assert!(off <= 2, "{off} of {total} adapter entries differ from PEFT's");
+}
