@@ -125,3 +125,42 @@ fn chat_data_without_template_or_with_bad_records_is_refused() {
         .to_string();
     assert!(e.starts_with("c.jsonl:1: t.jinja: rendering the chat template") && e.contains("a system message comes first"), "{e}");
 }
+
+/// `encode_with_offsets` gives tokenizers' ids and offsets on every rendered text of the fixtures
+/// (tokenizers widens a token that holds part of a character to the whole character: so is ours
+/// widened before comparing; ours are the exact bytes, and they tile the text).
+#[test]
+fn chat_token_offsets_equal_tokenizers() {
+    let exp = expected();
+    let mut n = 0;
+    for family in ["llama3", "qwen3"] {
+        let tok = tokenizer(family, false);
+        for c in exp["cases"].as_array().unwrap().iter().filter(|c| c["tokenizer"] == family) {
+            let text = c["text"].as_str().unwrap();
+            let (ids, offsets) = tok.encode_with_offsets(text).unwrap();
+            assert_eq!(ids, serde_json::from_value::<Vec<u32>>(c["input_ids"].clone()).unwrap());
+            let mut at = 0;
+            for r in &offsets {
+                assert_eq!(r.start, at, "{family}: offsets tile the text");
+                at = r.end;
+            }
+            assert_eq!(at, text.len());
+            let widened: Vec<[usize; 2]> = offsets
+                .iter()
+                .map(|r| {
+                    let (mut s, mut e) = (r.start, r.end);
+                    while !text.is_char_boundary(s) {
+                        s -= 1;
+                    }
+                    while !text.is_char_boundary(e) {
+                        e += 1;
+                    }
+                    [s, e]
+                })
+                .collect();
+            assert_eq!(widened, serde_json::from_value::<Vec<[usize; 2]>>(c["offsets"].clone()).unwrap(), "{family}: {text:?}");
+            n += 1;
+        }
+    }
+    assert_eq!(n, 24);
+}

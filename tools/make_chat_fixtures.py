@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerates tests/fixtures/chat/expected.json: chat records rendered by transformers'
+"""Regenerates tests/fixtures/chat/expected.json: token offsets, and chat records rendered by transformers'
 apply_chat_template with the real Llama 3 and Qwen3 tokenizers (tests/fixtures/tokenizer/{llama3,qwen3})
 and their templates, which tests/chat.rs compares webtune's chat records against.
 
@@ -184,6 +184,15 @@ def main():
                     mask = mask_of(enc, len(ids), clamp(spans, p))
                 expected["cases"].append({"tokenizer": name, "template": kind, "record": ri, "text": text,
                                           "input_ids": ids, "mask": mask, "hf_mask_sum": sum(hf_mask)})
+        # token offsets (bytes of UTF-8) of every rendered text, from tokenizers; a token holding part of
+        # a character spans the whole character there
+        for c in [c for c in expected["cases"] if c["tokenizer"] == name]:
+            enc = tok._tokenizer.encode(c["text"], add_special_tokens=False)
+            at = [0]
+            for ch in c["text"]:
+                at.append(at[-1] + len(ch.encode("utf-8")))
+            c["offsets"] = [[at[s], at[e]] for s, e in enc.offsets]
+            assert enc.ids == c["input_ids"]
         # generation prompt, for generate --chat
         msgs = [{"role": "user", "content": "Hello?"}]
         expected.setdefault("generation", []).append({

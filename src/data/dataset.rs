@@ -136,7 +136,7 @@ impl records::Encoder for LazyEncoder<'_, '_> {
         tok.try_encode(text).map_err(|e| DataError::Invalid(format!("{}: {e}", self.name)))
     }
 
-    fn encode_chat(&self, messages: &[serde_json::Value], first_trained: usize) -> Result<Result<(Vec<u32>, Vec<i32>), String>, DataError> {
+    fn encode_chat(&self, messages: &[serde_json::Value], first_trained: usize) -> Result<records::ChatIds, DataError> {
         let (tok_name, tok) = (self.tokenizer)().map_err(|why| {
             DataError::Invalid(format!("{}: chat data needs a tokenizer: {why}", self.name))
         })?;

@@ -24,6 +24,9 @@ use super::DataError;
 use crate::memory;
 use crate::rng::Rng;
 
+/// A conversation's (ids, labels), or why the template refuses the record.
+pub type ChatIds = Result<(Vec<u32>, Vec<i32>), String>;
+
 /// Text -> token ids for a dataset's text records: the model's tokenizer, as records need it.
 pub trait Encoder {
     /// The ids of `text`; an error (no tokenizer, no memory) ends the parse as it is.
@@ -36,7 +39,7 @@ pub trait Encoder {
     /// A conversation's (ids, labels) through the chat template, training messages from
     /// `first_trained` on; Err(why) for a record the template refuses; an error (no template)
     /// ends the parse.
-    fn encode_chat(&self, _messages: &[serde_json::Value], _first_trained: usize) -> Result<Result<(Vec<u32>, Vec<i32>), String>, DataError> {
+    fn encode_chat(&self, _messages: &[serde_json::Value], _first_trained: usize) -> Result<ChatIds, DataError> {
         Err(DataError::Invalid("chat data needs a tokenizer with a chat template".into()))
     }
     /// The tokenizer, for messages.

@@ -370,7 +370,7 @@ impl Tokenizer {
             }
             if !self.normalizer.is_empty() {
                 let mut hit = false;
-                if self.normalizer.apply(&text[range.clone()], range.start == 0, &mut hit).text != &text[range.clone()] {
+                if self.normalizer.apply(&text[range.clone()], range.start == 0, &mut hit).text != text[range.clone()] {
                     return Err(DataError::Invalid(format!(
                         "the tokenizer's normalizer changes the text at bytes {}..{}, so token offsets (chat data) are not exact",
                         range.start, range.end
