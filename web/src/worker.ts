@@ -270,7 +270,12 @@ async function handle(id: number, req: Request): Promise<unknown> {
     case "loadModel": {
       run = undefined;
       const e = requireEngine();
-      const info = e.loadModel(req.config, new Uint8Array(req.weights), req.name) as Record<string, unknown>;
+      const info = e.loadModelShards(
+        req.config,
+        req.weights.map((w) => w.name),
+        req.weights.map((w) => new Uint8Array(w.bytes)),
+        req.name,
+      ) as Record<string, unknown>;
       if (req.tokenizer) info.tokenizer = loadTokenizer(e, req.tokenizer);
       return info;
     }
