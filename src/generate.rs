@@ -97,6 +97,26 @@ impl Prompt {
         }
         let mut ids = tok.special_tokens().prefix.clone();
         ids.extend(body);
+        Prompt::from_ids(ids, cfg, max_new_tokens)
+    }
+
+    /// A conversation (`[{"role", "content"}, ...]`) rendered by the tokenizer's chat template
+    /// with `add_generation_prompt`, encoded without special tokens added (the template writes
+    /// them), as `apply_chat_template(messages, add_generation_prompt=True, tokenize=True)`.
+    pub fn chat(tok: &Tokenizer, messages: &[serde_json::Value], cfg: &ModelConfig, max_new_tokens: usize) -> Result<Prompt, String> {
+        let t = tok.chat_template().ok_or(
+            "--chat needs a chat template: the tokenizer has none (tokenizer_config.json's chat_template or \
+             chat_template.jinja); give one with --chat-template FILE",
+        )?;
+        let text = t.render(messages, true).map_err(|e| e.to_string())?;
+        let ids = tok.try_encode(&text).map_err(|e| format!("the chat prompt: {e}"))?;
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(format!("the chat prompt has token {bad}, not below the model's vocab_size {}", cfg.vocab_size));
+        }
+        Prompt::from_ids(ids, cfg, max_new_tokens)
+    }
+
+    fn from_ids(mut ids: Vec<u32>, cfg: &ModelConfig, max_new_tokens: usize) -> Result<Prompt, String> {
         if ids.is_empty() {
             ids.push(cfg.bos_token_id);
         }
@@ -122,8 +142,13 @@ impl Prompt {
 
 /// The new tokens of a sample as text: the end-of-text token that stopped it (when `stop_at_eos`)
 /// is dropped. Returns (text, the ids kept, whether the sample ended at end of text).
-pub fn sample_text(tok: &Tokenizer, mut new: Vec<u32>, cfg: &ModelConfig, stop_at_eos: bool) -> (String, Vec<u32>, bool) {
-    let eos = stop_at_eos && new.last().is_some_and(|t| cfg.eos_token_ids.contains(t));
+pub fn sample_text(tok: &Tokenizer, new: Vec<u32>, cfg: &ModelConfig, stop_at_eos: bool) -> (String, Vec<u32>, bool) {
+    sample_text_until(tok, new, cfg, stop_at_eos, &[])
+}
+
+/// [`sample_text`] where `stops` (a chat template's end-of-turn token) end a sample too.
+pub fn sample_text_until(tok: &Tokenizer, mut new: Vec<u32>, cfg: &ModelConfig, stop_at_eos: bool, stops: &[u32]) -> (String, Vec<u32>, bool) {
+    let eos = stop_at_eos && new.last().is_some_and(|t| cfg.eos_token_ids.contains(t) || stops.contains(t));
     if eos {
         new.pop();
     }
@@ -153,6 +178,8 @@ pub struct Generator {
     step: Program,
     /// The decoding step's own buffers, kept with the program that binds them.
     _bufs: Vec<Tensor>,
+    /// Ids that end a sample like the model's eos ids (a chat template's end-of-turn token).
+    stops: Vec<u32>,
 }
 
 impl Generator {
@@ -190,7 +217,13 @@ impl Generator {
             logits,
             step,
             _bufs: bufs,
+            stops: Vec::new(),
         })
+    }
+
+    /// Also stops (when `stop_at_eos`) at these ids, e.g. a chat template's end-of-turn token.
+    pub fn stop_also_at(&mut self, ids: &[u32]) {
+        self.stops = ids.to_vec();
     }
 
     /// The most tokens (prompt and new ones together) one sequence may hold.
@@ -270,7 +303,7 @@ impl Generator {
             }
             let tok = sample(&logits, cfg, &mut rng);
             out.push(tok);
-            if (cfg.stop_at_eos && mc.eos_token_ids.contains(&tok)) || i + 1 == new_tokens {
+            if (cfg.stop_at_eos && (mc.eos_token_ids.contains(&tok) || self.stops.contains(&tok))) || i + 1 == new_tokens {
                 break;
             }
             gpu.write_u32(&self.token, &[tok]);

@@ -35,7 +35,7 @@ use wasm_bindgen::prelude::*;
 use crate::data::dataset::{hex, Fnv1a64};
 use crate::data::{Batcher, Dataset, Tokenizer};
 use crate::flags::Style;
-use crate::generate::{sample_text, Generator, Prompt, SampleConfig};
+use crate::generate::{sample_text_until, Generator, Prompt, SampleConfig};
 use crate::gpu::Gpu;
 use crate::model::{ModelGpu, Trainable};
 use crate::model::{lora, LoraAdapter, Weights};
@@ -300,6 +300,9 @@ struct GenerateOptions {
     /// Use the current run's model (with its adapter or its fine-tuned weights); false = the base model.
     adapted: bool,
     stop_at_eos: bool,
+    /// The prompt is a user message: formatted with the tokenizer's chat template (with its
+    /// generation prompt), and generation stops at the template's end-of-turn token too.
+    chat: bool,
 }
 
 impl Default for GenerateOptions {
@@ -314,6 +317,7 @@ impl Default for GenerateOptions {
             seed: s.seed,
             adapted: true,
             stop_at_eos: s.stop_at_eos,
+            chat: false,
         }
     }
 }
@@ -697,9 +701,10 @@ impl Engine {
     }
 
     /// Loads the model's tokenizer (for text data and generation): tokenizer.json's text, or
-    /// vocab.json + merges.txt, and tokenizer_config.json's text when given (its bos / eos / pad /
-    /// unk tokens). Needs the model first (its vocabulary must hold every token).
-    /// Returns `{name, vocabSize}`.
+    /// vocab.json + merges.txt, with tokenizer_config.json's text when given (its special tokens
+    /// and chat template) and a chat template's text (chat_template.jinja, or the user's) that
+    /// replaces it. Needs the model first (its vocabulary must hold every token).
+    /// Returns `{name, vocabSize, chatTemplate}` (`chatTemplate`: whether chat data can be used).
     #[wasm_bindgen(js_name = loadTokenizer)]
     pub fn load_tokenizer(
         &self,
@@ -708,6 +713,7 @@ impl Engine {
         merges_txt: Option<String>,
         name: &str,
         tokenizer_config_json: Option<String>,
+        chat_template: Option<String>,
     ) -> Result<JsValue, JsError> {
         let mut st = self.state.try_borrow_mut().map_err(|_| JsError::new(BUSY))?;
         let vocab_size = st
@@ -726,13 +732,17 @@ impl Engine {
             Some(c) => tok.with_config(&c, &format!("{name}/tokenizer_config.json")).map_err(js_err)?,
             None => tok,
         };
+        let tok = match chat_template {
+            Some(t) => tok.with_chat_template(&t, &format!("{name}/chat template")).map_err(js_err)?,
+            None => tok,
+        };
         if tok.vocab_size() > vocab_size {
             return Err(JsError::new(&format!(
                 "{name}: the tokenizer has {} tokens but the model's vocab_size is {vocab_size}: does the tokenizer belong to this model?",
                 tok.vocab_size()
             )));
         }
-        let info = json!({ "name": name, "vocabSize": tok.vocab_size() });
+        let info = json!({ "name": name, "vocabSize": tok.vocab_size(), "chatTemplate": tok.chat_template().is_some() });
         st.tokenizer = Some((name.to_string(), tok));
         to_js(&info)
     }
@@ -931,7 +941,7 @@ impl Engine {
     }
 
     /// Generates text after `prompt` (KV-cached, sampled on the CPU from one seeded generator;
-    /// `options`: `{maxNewTokens, temperature, topK, topP, seed, adapted, stopAtEos}`, the CLI's
+    /// `options`: `{maxNewTokens, temperature, topK, topP, seed, adapted, stopAtEos, chat}`, the CLI's
     /// defaults). `adapted` (default true) uses the current run's model; false the base model.
     /// Returns `{text, ids, promptTokens, adapted, endOfText}` (`text` is the new text only).
     pub async fn generate(&self, prompt: &str, options_json: &str) -> Result<JsValue, JsError> {
@@ -946,7 +956,14 @@ impl Engine {
         let (_, tok) = st.tokenizer.as_ref().ok_or_else(|| {
             JsError::new("generation needs the model's tokenizer: load tokenizer.json (or vocab.json + merges.txt) with the model")
         })?;
-        let prompt = Prompt::new(tok, prompt, cfg, sc.max_new_tokens).map_err(|e| JsError::new(&e))?;
+        let (prompt, stops) = if o.chat {
+            let messages = [json!({"role": "user", "content": prompt})];
+            let p = Prompt::chat(tok, &messages, cfg, sc.max_new_tokens)
+                .map_err(|e| JsError::new(&e.replace("--chat needs", "chat: true needs").replace("--chat-template FILE", "loadTokenizer's chatTemplate")))?;
+            (p, tok.chat_end_of_turn().into_iter().collect::<Vec<u32>>())
+        } else {
+            (Prompt::new(tok, prompt, cfg, sc.max_new_tokens).map_err(|e| JsError::new(&e))?, Vec::new())
+        };
         let gpu = &st.gpu;
         let (gpt, slot): (&ModelGpu, &mut Option<Generator>) = match (&mut st.run, o.adapted) {
             (Some(br), true) => (&br.run.trainer.model, &mut br.gen_adapted),
@@ -971,9 +988,10 @@ impl Engine {
             Some(g) if g.max_len() == prompt.max_len => g,
             slot => slot.insert(Generator::new(gpu, gpt, prompt.max_len).map_err(js_err)?),
         };
+        generator.stop_also_at(&stops);
         let out = generator.generate(gpu, gpt, &prompt.ids, &sc).await.map_err(js_err)?;
         gpu.check().map_err(js_err)?;
-        let (text, ids, eos) = sample_text(tok, out, cfg, sc.stop_at_eos);
+        let (text, ids, eos) = sample_text_until(tok, out, cfg, sc.stop_at_eos, &stops);
         to_js(&json!({
             "text": text,
             "ids": ids,

@@ -80,7 +80,10 @@ fn prompt_completion_trains_on_the_completion_only() {
     let e = err("{\"completion\": \"a\"}", "d.jsonl");
     assert!(e.starts_with("d.jsonl:1: missing field \"prompt\""), "{e}");
     let e = err("{\"prompt\": [1], \"completion\": \"a\"}", "d.jsonl");
-    assert!(e.starts_with("d.jsonl:1: \"prompt\" must be a string, not an array"), "{e}");
+    // a list prompt is the conversational (chat) form: its items must be messages
+    assert!(e.starts_with("d.jsonl:1: \"prompt\"[0] must be an object"), "{e}");
+    let e = err("{\"prompt\": \"a\", \"completion\": [1]}", "d.jsonl");
+    assert!(e.starts_with("d.jsonl:1: \"completion\" must be a string, not an array"), "{e}");
 }
 
 #[test]
@@ -103,7 +106,7 @@ fn jsonl_errors_name_file_and_line() {
         ("{\"text\": \"a\"}\n\n{\"prompt\": \"a\", \"completion\": \"b\"}", "d.jsonl:3: this record is {\"prompt\", \"completion\"} but the file's records are {\"text\"} (line 1)"),
         ("{\"input_ids\": [1]}\n{\"text\": \"a\"}", "d.jsonl:2: this record is {\"text\"} but the file's records are {\"input_ids\"} (line 1)"),
         ("{\"text\": \"a\"}\n{\"txt\": \"b\"}", "d.jsonl:2: missing field \"text\""),
-        ("{\"txt\": \"b\"}", "d.jsonl:1: expected a record with \"text\", with \"prompt\" and \"completion\", or with \"input_ids\""),
+        ("{\"txt\": \"b\"}", "d.jsonl:1: expected a record with \"text\", with \"prompt\" and \"completion\", with \"messages\", or with \"input_ids\""),
         ("{\"text\": \"a\"}\n{\"text\": 5}", "d.jsonl:2: \"text\" must be a string, not a number"),
         ("{\"text\": \"a\"}\n{\"text\": \"b\"", "d.jsonl:2: invalid JSON"),
         ("[\"a\"]", "d.jsonl:1: expected a JSON object, found an array"),

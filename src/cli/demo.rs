@@ -241,6 +241,7 @@ pub fn run(adapter_filter: Option<&str>, a: DemoArgs) -> Result<(), String> {
         format: Format::Text,
         records: new_train,
         tokenizer: None,
+        first_chat: None,
     };
     let data = RunData::new(&train, None, &spec, eos, Style::Cli).map_err(|e| e.to_string())?;
 

@@ -8,7 +8,7 @@ use webtune::gpu::Gpu;
 use webtune::model::{ModelGpu, Trainable};
 use webtune::train::eval::{evaluate, EvalResult};
 
-use super::generate::{check_tokenizer_fits, load_model, load_tokenizer};
+use super::generate::{check_tokenizer_fits, load_model, load_tokenizer, with_chat_template};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -18,9 +18,13 @@ pub struct EvalArgs {
     /// Dataset: .txt, or .jsonl with {"text"}, {"prompt", "completion"} or {"input_ids"} records
     #[arg(long)]
     data: PathBuf,
-    /// A PEFT LoRA adapter folder: also evaluate the model with it, and the difference
+    /// A PEFT LoRA adapter folder: also evaluate the model with it, and the difference; give it more
+    /// than once to compare several adapters (a table: the base model, then each adapter)
     #[arg(long = "adapter", value_name = "DIR")]
-    lora: Option<PathBuf>,
+    lora: Vec<PathBuf>,
+    /// A Jinja chat template file for chat data, instead of the tokenizer's
+    #[arg(long, value_name = "FILE")]
+    chat_template: Option<PathBuf>,
     /// Folder with tokenizer.json (or vocab.json + merges.txt) for text data; default: the --model folder
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -45,7 +49,11 @@ pub fn run(gpu_filter: Option<&str>, a: EvalArgs) -> Result<(), String> {
     if a.batch == 0 || a.seq == Some(0) {
         return Err("--batch and --seq must be at least 1".into());
     }
-    let (weights, adapter) = load_model(&a.model, a.lora.as_deref())?;
+    let (weights, _) = load_model(&a.model, None)?;
+    let mut adapters = Vec::new();
+    for dir in &a.lora {
+        adapters.push(webtune::model::LoraAdapter::load_peft(dir, &weights.config).map_err(|e| e.to_string())?);
+    }
     let cfg = weights.config.clone();
     let seq = a.seq.unwrap_or(128.min(cfg.n_positions));
     if seq > cfg.n_positions {
@@ -56,6 +64,10 @@ pub fn run(gpu_filter: Option<&str>, a: EvalArgs) -> Result<(), String> {
     }
     // Token-id data needs no tokenizer; text data does (an error naming it if there is none).
     let tok = load_tokenizer(&a.model, a.tokenizer.as_deref(), false)?;
+    let tok = match tok {
+        Some(t) => Some(with_chat_template(t, a.chat_template.as_deref())?),
+        None => None,
+    };
     if let Some(t) = &tok {
         check_tokenizer_fits(t, cfg.vocab_size)?;
     }
@@ -92,10 +104,11 @@ pub fn run(gpu_filter: Option<&str>, a: EvalArgs) -> Result<(), String> {
         ))
     };
     let base = finite(run(None)?, "")?;
-    let tuned = match (&adapter, &a.lora) {
-        (Some(ad), Some(dir)) => Some(finite(run(Some(ad))?, &format!(" with {}", dir.display()))?),
-        _ => None,
-    };
+    let mut tuned_all = Vec::new();
+    for (ad, dir) in adapters.iter().zip(&a.lora) {
+        tuned_all.push(finite(run(Some(ad))?, &format!(" with {}", dir.display()))?);
+    }
+    let tuned = if tuned_all.len() == 1 { tuned_all.first() } else { None };
     gpu.check().map_err(|e| e.to_string())?;
 
     if a.json {
@@ -108,6 +121,20 @@ pub fn run(gpu_filter: Option<&str>, a: EvalArgs) -> Result<(), String> {
                 "loss": num(t.loss - base.loss), "perplexity": num(t.perplexity - base.perplexity),
             });
         }
+        if !tuned_all.is_empty() {
+            j["adapters"] = tuned_all
+                .iter()
+                .zip(&a.lora)
+                .map(|(t, dir)| {
+                    let mut r = result_json(t);
+                    r["path"] = dir.display().to_string().into();
+                    r["difference"] = serde_json::json!({
+                        "loss": num(t.loss - base.loss), "perplexity": num(t.perplexity - base.perplexity),
+                    });
+                    r
+                })
+                .collect();
+        }
         println!("{j}");
     } else {
         println!(
@@ -118,6 +145,12 @@ pub fn run(gpu_filter: Option<&str>, a: EvalArgs) -> Result<(), String> {
             "base model:    loss {:.6}  perplexity {:.4}",
             base.loss, base.perplexity
         );
+        if tuned_all.len() > 1 {
+            println!("{:<40} {:>10} {:>12} {:>10}", "adapter", "loss", "perplexity", "Δ loss");
+            for (t, dir) in tuned_all.iter().zip(&a.lora) {
+                println!("{:<40} {:>10.6} {:>12.4} {:>+10.6}", dir.display().to_string(), t.loss, t.perplexity, t.loss - base.loss);
+            }
+        }
         if let Some(t) = &tuned {
             println!("with adapter:  loss {:.6}  perplexity {:.4}", t.loss, t.perplexity);
             println!(

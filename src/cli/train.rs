@@ -46,6 +46,9 @@ pub struct TrainArgs {
     /// Tokenizer folder for text data: tokenizer.json, or vocab.json + merges.txt [default: the --model folder]
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+    /// A Jinja chat template file for chat data ({"messages"} records), instead of the tokenizer's
+    #[arg(long, value_name = "FILE")]
+    chat_template: Option<PathBuf>,
     /// LoRA rank r [default: 8]
     #[arg(long)]
     lora_rank: Option<usize>,
@@ -369,13 +372,18 @@ struct LazyTokenizer {
     dir: PathBuf,
     /// Whether --tokenizer named the folder (else it is the model's).
     explicit: bool,
+    /// --chat-template FILE
+    chat_template: Option<PathBuf>,
     cell: OnceCell<Result<Tokenizer, String>>,
 }
 
 impl LazyTokenizer {
     /// The tokenizer and its folder (absolute), or why there is none.
     fn get(&self) -> Result<(String, &Tokenizer), String> {
-        let loaded = self.cell.get_or_init(|| Tokenizer::load_dir(&self.dir).map_err(|e| e.to_string()));
+        let loaded = self.cell.get_or_init(|| {
+            let tok = Tokenizer::load_dir(&self.dir).map_err(|e| e.to_string())?;
+            super::generate::with_chat_template(tok, self.chat_template.as_deref())
+        });
         match loaded {
             Ok(t) => Ok((abs(&self.dir), t)),
             Err(e) => {
@@ -467,6 +475,7 @@ fn train(
     let (weights, model) = load_model(&a, spec.full, ckpt.as_ref().map(|c| &c.1))?;
     let cfg = weights.config.clone();
     let init = if ckpt.is_none() && !spec.full { init_adapter(&a, &cfg)? } else { None };
+    let continual = init.is_some();
     if let Some(g) = &a.gguf {
         super::export_gguf::check_train_gguf(g, spec.full, &model.path, a.overwrite, ckpt.is_some())?;
     }
@@ -481,6 +490,7 @@ fn train(
     let tok = LazyTokenizer {
         explicit: tok_dir.is_some(),
         dir: tok_dir.unwrap_or_else(|| PathBuf::from(&model.path)),
+        chat_template: a.chat_template.clone(),
         cell: OnceCell::new(),
     };
     let read = |p: &Path| Dataset::read(p, cfg.vocab_size, &|| tok.get()).map_err(|e| e.to_string());
@@ -529,7 +539,18 @@ fn train(
     if let (Some(ev), Some(name)) = (&run.evaluator, &run.eval_name) {
         say!("eval data: {} counted tokens in windows of {} ({name})", ev.tokens(), run.spec.seq);
     }
-    let outcome = run_steps(&gpu, &mut run, &out, &mut log)?;
+    // continual fine-tuning: what the --init-adapter's task (the eval data) loses, measured before the first step
+    let before = match (continual, &run.evaluator) {
+        (true, Some(_)) => {
+            let e = pollster::block_on(run.evaluate(&gpu)).map_err(|e| e.to_string())?;
+            if let Some(e) = &e {
+                say!("old task (eval data) with the --init-adapter, before training: loss {:.4}", e.loss);
+            }
+            e.map(|e| e.loss)
+        }
+        _ => None,
+    };
+    let outcome = run_steps(&gpu, &mut run, &out, &mut log, before)?;
     if let Some(g) = &a.gguf {
         super::export_gguf::from_train_output(&out, &cfg, g)?;
     }
@@ -642,7 +663,7 @@ fn write_files(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), String> {
     Ok(())
 }
 
-fn run_steps(gpu: &Gpu, run: &mut Run, out: &Path, log: &mut Option<std::fs::File>) -> Result<Outcome, String> {
+fn run_steps(gpu: &Gpu, run: &mut Run, out: &Path, log: &mut Option<std::fs::File>, before: Option<f32>) -> Result<Outcome, String> {
     let steps = run.spec.steps;
     let start_step = run.start_step;
     let tokens_per_step = run.spec.batch * run.spec.seq * run.spec.grad_accum;
@@ -726,6 +747,10 @@ fn run_steps(gpu: &Gpu, run: &mut Run, out: &Path, log: &mut Option<std::fs::Fil
         run.output_what(),
         out.display()
     );
+    if let (Some(b), Some((s, e))) = (before, last_eval) {
+        say!("old task: {b:.4} → {e:.4} ({:+.4}) eval loss, before the first step → step {s}", e - b);
+        write_line(log, serde_json::json!({"old_task": {"before": f32_json(b), "after": f32_json(e), "step": s}}))?;
+    }
     if let (true, Some(dir)) = (done < steps, &saved_ckpt) {
         say!("at step {done} of {steps}; continue with: webtune train --resume {}", dir.display());
     }

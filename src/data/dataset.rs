@@ -44,6 +44,7 @@ pub enum Format {
     Text,
     PromptCompletion,
     TokenIds,
+    Chat,
 }
 
 impl Format {
@@ -56,8 +57,11 @@ impl Format {
         let text = String::from_utf8_lossy(&bytes[..bytes.len().min(1 << 16)]);
         let first = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
         let has = |k: &str| first.contains(&format!("\"{k}\""));
+        let prompt_is_list = first.split("\"prompt\"").nth(1).is_some_and(|r| r.trim_start().trim_start_matches(':').trim_start().starts_with('['));
         if has("input_ids") {
             Format::TokenIds
+        } else if has("messages") || prompt_is_list {
+            Format::Chat
         } else if has("prompt") || has("completion") {
             Format::PromptCompletion
         } else {
@@ -70,6 +74,7 @@ impl Format {
             Format::Text => "text",
             Format::PromptCompletion => "prompt + completion",
             Format::TokenIds => "token ids",
+            Format::Chat => "chat",
         }
     }
 }
@@ -88,6 +93,8 @@ pub struct Dataset {
     pub records: Vec<Record>,
     /// The tokenizer's name (a folder or an upload's name) when the data is text.
     pub tokenizer: Option<String>,
+    /// Chat data: the first record's rendered text and its trained byte spans.
+    pub first_chat: Option<(String, Vec<std::ops::Range<usize>>)>,
 }
 
 /// A reader that fingerprints what passes through it: the size, FNV-1a 64, and the first
@@ -116,6 +123,8 @@ struct LazyEncoder<'t, 'f> {
     tokenizer: &'f dyn Fn() -> Result<(String, &'t Tokenizer), String>,
     name: &'f str,
     used: RefCell<Option<Result<String, String>>>,
+    /// The first chat record's text and spans, and whether any record was chat.
+    first_chat: RefCell<Option<(String, Vec<std::ops::Range<usize>>)>>,
 }
 
 impl records::Encoder for LazyEncoder<'_, '_> {
@@ -125,6 +134,31 @@ impl records::Encoder for LazyEncoder<'_, '_> {
         })?;
         self.used.borrow_mut().get_or_insert(Ok(tok_name));
         tok.try_encode(text).map_err(|e| DataError::Invalid(format!("{}: {e}", self.name)))
+    }
+
+    fn encode_chat(&self, messages: &[serde_json::Value], first_trained: usize) -> Result<records::ChatIds, DataError> {
+        let (tok_name, tok) = (self.tokenizer)().map_err(|why| {
+            DataError::Invalid(format!("{}: chat data needs a tokenizer: {why}", self.name))
+        })?;
+        self.used.borrow_mut().get_or_insert(Ok(tok_name.clone()));
+        if tok.chat_template().is_none() {
+            return Err(DataError::Invalid(format!(
+                "{}: chat data needs a chat template, and the tokenizer {tok_name} has none (no chat_template in \
+                 tokenizer_config.json, no chat_template.jinja); give one with --chat-template FILE",
+                self.name
+            )));
+        }
+        match tok.encode_chat(messages, first_trained) {
+            Ok(c) => {
+                let mut first = self.first_chat.borrow_mut();
+                if first.is_none() {
+                    *first = Some((c.text, c.spans));
+                }
+                Ok(Ok((c.ids, c.labels)))
+            }
+            Err(DataError::Memory(e)) => Err(DataError::Memory(e)),
+            Err(e) => Ok(Err(e.to_string())),
+        }
     }
 
     fn cut(&self, text: &str) -> Option<usize> {
@@ -180,7 +214,7 @@ impl Dataset {
         vocab: usize,
         tokenizer: &dyn Fn() -> Result<(String, &'t Tokenizer), String>,
     ) -> Result<Dataset, DataError> {
-        let enc = LazyEncoder { tokenizer, name, used: RefCell::new(None) };
+        let enc = LazyEncoder { tokenizer, name, used: RefCell::new(None), first_chat: RefCell::new(None) };
         let mut reader = Fingerprinted { inner: src, bytes: 0, fnv: Fnv1a64::default(), head: Vec::new() };
         let records = {
             let mut buffered = std::io::BufReader::with_capacity(1 << 16, &mut reader);
@@ -191,7 +225,9 @@ impl Dataset {
             _ => None,
         };
         let mut records = records;
-        if let (Some(_), Ok((_, tok))) = (&tokenizer, (enc.tokenizer)()) {
+        let first_chat = enc.first_chat.into_inner();
+        // a chat template writes its own special tokens (e.g. Llama 3's BOS): nothing is added
+        if let (Some(_), None, Ok((_, tok))) = (&tokenizer, &first_chat, (enc.tokenizer)()) {
             let prefix = &tok.special_tokens().prefix;
             if let Some(&bad) = prefix.iter().find(|&&t| t as usize >= vocab) {
                 return Err(DataError::Invalid(format!(
@@ -215,6 +251,7 @@ impl Dataset {
             format: Format::detect(name, &reader.head),
             records,
             tokenizer,
+            first_chat,
         })
     }
 
@@ -247,6 +284,34 @@ pub struct Preview {
     pub uses_tokenizer: bool,
     pub first_tokens: Option<Vec<u32>>,
     pub samples: Vec<Sample>,
+    /// Chat data: the first record as the template renders it, trained spans marked.
+    pub rendered: Option<Rendered>,
+}
+
+/// A chat record's rendered text: `marked` wraps each trained span in `[[` `]]`; `spans` are
+/// the trained byte ranges of `text` (start, end).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rendered {
+    pub text: String,
+    pub marked: String,
+    pub spans: Vec<(usize, usize)>,
+}
+
+impl Rendered {
+    pub fn new(text: &str, spans: &[std::ops::Range<usize>]) -> Rendered {
+        let mut marked = String::with_capacity(text.len() + 4 * spans.len());
+        let mut at = 0;
+        for s in spans {
+            marked.push_str(&text[at..s.start]);
+            marked.push_str("[[");
+            marked.push_str(&text[s.clone()]);
+            marked.push_str("]]");
+            at = s.end;
+        }
+        marked.push_str(&text[at..]);
+        Rendered { text: text.to_string(), marked, spans: spans.iter().map(|s| (s.start, s.end)).collect() }
+    }
 }
 
 /// One of the first records: its size, what is trained on, its first ids and text.
@@ -292,6 +357,22 @@ impl Dataset {
             uses_tokenizer: self.tokenizer.is_some(),
             first_tokens: self.records.first().map(|r| r.input_ids.iter().take(32).copied().collect()),
             samples,
+            rendered: self.first_chat.as_ref().map(|(t, s)| Rendered::new(t, s)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dataset_rendered_marks_spans() {
+        let r = Rendered::new("<u>hi</u><a>yo</a><u>q</u><a>é</a>", &[12..18, 29..35]);
+        assert_eq!(r.marked, "<u>hi</u><a>[[yo</a>]]<u>q</u><a>[[é</a>]]");
+        assert_eq!(r.spans, vec![(12, 18), (29, 35)]);
+        assert_eq!(Format::detect("d.jsonl", br#"{"messages": [{"role": "user", "content": "x"}]}"#), Format::Chat);
+        assert_eq!(Format::detect("d.jsonl", br#"{"prompt" : [{"role": "user"}], "completion": []}"#), Format::Chat);
+        assert_eq!(Format::detect("d.jsonl", br#"{"prompt": "[x]", "completion": "y"}"#), Format::PromptCompletion);
     }
 }

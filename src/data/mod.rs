@@ -2,6 +2,7 @@
 //! non-overlapping windows of T+1 tokens -> batches of B windows.
 
 pub mod batch;
+pub mod chat;
 pub mod dataset;
 pub mod records;
 pub mod tokenizer;

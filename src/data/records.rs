@@ -9,6 +9,10 @@
 //!     separately, no separator); prompt tokens get label -100, so the loss is on the completion
 //!     tokens (and the EOS that follows every record) only. A completion that encodes to no
 //!     tokens is an error.
+//!   - `{"messages": [{"role", "content"}, ...]}` (a conversation), or `{"prompt": [messages],
+//!     "completion": [messages]}` (its conversational prompt/completion form): rendered by the
+//!     tokenizer's chat template (see [`crate::data::chat`]), encoded without special tokens added;
+//!     labels -100 except on the assistant turns (of the completion, for the second form).
 //!   - `{"input_ids": [...]}`, optionally with `"labels": [...]` (same length; -100 masks a
 //!     position out of the loss): token ids as they are.
 //!
@@ -20,6 +24,9 @@ use super::DataError;
 use crate::memory;
 use crate::rng::Rng;
 
+/// A conversation's (ids, labels), or why the template refuses the record.
+pub type ChatIds = Result<(Vec<u32>, Vec<i32>), String>;
+
 /// Text -> token ids for a dataset's text records: the model's tokenizer, as records need it.
 pub trait Encoder {
     /// The ids of `text`; an error (no tokenizer, no memory) ends the parse as it is.
@@ -28,6 +35,12 @@ pub trait Encoder {
     /// gives the ids of the whole, or None (then a large text is encoded whole).
     fn cut(&self, _text: &str) -> Option<usize> {
         None
+    }
+    /// A conversation's (ids, labels) through the chat template, training messages from
+    /// `first_trained` on; Err(why) for a record the template refuses; an error (no template)
+    /// ends the parse.
+    fn encode_chat(&self, _messages: &[serde_json::Value], _first_trained: usize) -> Result<ChatIds, DataError> {
+        Err(DataError::Invalid("chat data needs a tokenizer with a chat template".into()))
     }
     /// The tokenizer, for messages.
     fn describe(&self) -> String {
@@ -58,13 +71,17 @@ enum Format {
     Text,
     PromptCompletion,
     Ids,
+    Chat,
 }
 
 impl Format {
-    /// The format an object's fields say (`input_ids` first, then prompt/completion, then text).
+    /// The format an object's fields say (`input_ids` first, then messages or prompt/completion
+    /// (chat when the prompt is a list), then text).
     fn detect(obj: &serde_json::Map<String, serde_json::Value>) -> Option<Format> {
         if obj.contains_key("input_ids") {
             Some(Format::Ids)
+        } else if obj.contains_key("messages") || obj.get("prompt").is_some_and(serde_json::Value::is_array) {
+            Some(Format::Chat)
         } else if obj.contains_key("prompt") || obj.contains_key("completion") {
             Some(Format::PromptCompletion)
         } else if obj.contains_key("text") {
@@ -79,6 +96,7 @@ impl Format {
             Format::Text => "{\"text\"}",
             Format::PromptCompletion => "{\"prompt\", \"completion\"}",
             Format::Ids => "{\"input_ids\"}",
+            Format::Chat => "chat {\"messages\"} (or {\"prompt\": [...], \"completion\": [...]})",
         }
     }
 }
@@ -111,6 +129,46 @@ fn encode_checked(enc: &dyn Encoder, text: &str, what: &str, vocab_size: usize) 
     Ok(Ok(ids))
 }
 
+/// A chat record: `{"messages"}` or `{"prompt": [...], "completion": [...]}` through the template.
+fn chat_record(obj: &serde_json::Map<String, serde_json::Value>, enc: &dyn Encoder, vocab_size: usize) -> Result<Result<Record, String>, DataError> {
+    use super::chat::check_messages;
+    let (messages, first_trained) = if let Some(m) = obj.get("messages") {
+        match check_messages(m, "\"messages\"") {
+            Ok(m) => (m, 0),
+            Err(e) => return Ok(Err(e)),
+        }
+    } else {
+        let (p, c) = match (obj.get("prompt"), obj.get("completion")) {
+            (Some(p), Some(c)) => (p, c),
+            _ => return Ok(Err("a conversational record needs \"prompt\" and \"completion\" lists of messages".into())),
+        };
+        match (check_messages(p, "\"prompt\""), check_messages(c, "\"completion\"")) {
+            (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+            (Ok(mut p), Ok(c)) => {
+                let n = p.len();
+                p.extend(c);
+                (p, n)
+            }
+        }
+    };
+    if !messages.iter().skip(first_trained).any(|m| m.get("role").and_then(serde_json::Value::as_str) == Some("assistant")) {
+        return Ok(Err("the conversation has no assistant message to train on".into()));
+    }
+    let (ids, labels) = match enc.encode_chat(&messages, first_trained)? {
+        Ok(x) => x,
+        Err(e) => return Ok(Err(e)),
+    };
+    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab_size) {
+        return Ok(Err(format!(
+            "the tokenizer gave token id {bad}, out of range: the model's vocab_size is {vocab_size} (does the tokenizer belong to this model?)"
+        )));
+    }
+    if labels.iter().all(|&l| l < 0) {
+        return Ok(Err("no token of the rendered conversation is trained on (the assistant turns render to nothing)".into()));
+    }
+    Ok(Ok(Record { input_ids: ids, labels: Some(labels) }))
+}
+
 fn string_field<'a>(obj: &'a serde_json::Map<String, serde_json::Value>, key: &str) -> Result<&'a str, String> {
     match obj.get(key) {
         None => Err(format!("missing field \"{key}\"")),
@@ -119,7 +177,7 @@ fn string_field<'a>(obj: &'a serde_json::Map<String, serde_json::Value>, key: &s
     }
 }
 
-fn json_kind(v: &serde_json::Value) -> &'static str {
+pub(crate) fn json_kind(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",
@@ -234,8 +292,8 @@ fn parse_lines(src: &mut dyn BufRead, name: &str, vocab_size: usize, encode: Opt
             (Some(_), Some(f), _) => f,
             (Some(_), None, Some((f, _))) => f, // reports the missing field of the file's format below
             (Some(_), None, None) => {
-                let expected =
-                    "expected a record with \"text\", with \"prompt\" and \"completion\", or with \"input_ids\"";
+                let expected = "expected a record with \"text\", with \"prompt\" and \"completion\", with \"messages\", \
+                                or with \"input_ids\"";
                 return Err(err(expected.into()));
             }
         };
@@ -277,6 +335,7 @@ fn parse_lines(src: &mut dyn BufRead, name: &str, vocab_size: usize, encode: Opt
                     }
                 }
             }
+            (Format::Chat, Some(enc)) => chat_record(obj, enc, vocab_size)?,
             (_, None) => Err("missing field \"input_ids\"".to_string()),
         };
         memory::reserve(&mut records, 1, &|| format!("{name}: the records up to line {lineno}"))?;

@@ -178,8 +178,30 @@ async function loadModel(load: (t: Trainer) => Promise<ModelInfo>, source: typeo
   await loadDatasets();
 }
 
+/** A chat record as its template renders it, the trained spans (UTF-8 byte ranges) highlighted. */
+function renderedItem(r: { text: string; spans: [number, number][] }): HTMLLIElement {
+  const li = document.createElement("li");
+  const bytes = new TextEncoder().encode(r.text);
+  const dec = new TextDecoder();
+  let at = 0;
+  for (const [s, e] of r.spans) {
+    li.append(dec.decode(bytes.subarray(at, s)));
+    const m = document.createElement("mark");
+    m.textContent = dec.decode(bytes.subarray(s, e));
+    m.title = "trained on";
+    li.append(m);
+    at = e;
+  }
+  li.append(dec.decode(bytes.subarray(at)), "  (first record through the chat template; highlighted: trained on)");
+  return li;
+}
+
 function showPreview(d: DatasetInfo): void {
   const list = $("dataset-preview");
+  if (d.rendered) {
+    list.replaceChildren(renderedItem(d.rendered));
+    return;
+  }
   list.replaceChildren(
     ...d.samples.map((s) => {
       const li = document.createElement("li");
@@ -600,6 +622,7 @@ function readGenerateOptions(): GenerateOptions | undefined {
       topK: num("topK"),
       topP: num("topP"),
       seed: num("seed"),
+      chat: (form.elements.namedItem("chat") as HTMLInputElement | null)?.checked ?? false,
     });
   } catch (e) {
     markInvalid(form, e, "gen-status");

@@ -66,12 +66,11 @@ export {
 /** Bytes in any of the forms a page has them. */
 export type Bytes = ArrayBuffer | Uint8Array | Blob;
 
-/**
- * A tokenizer: tokenizer.json's contents, or vocab.json + merges.txt; `config` is
- * tokenizer_config.json's (it names the bos / eos tokens), when the model has one.
- */
+/** A tokenizer's files' contents; `config` is tokenizer_config.json (special tokens, chat template) and
+ * `chatTemplate` a Jinja chat template (chat_template.jinja, or the user's) that replaces the config's. */
 export type TokenizerContents = ({ json: string | Bytes } | { vocab: string | Bytes; merges: string | Bytes }) & {
   config?: string | Bytes;
+  chatTemplate?: string | Bytes;
 };
 
 /**
@@ -187,12 +186,13 @@ async function fetchOptional(url: URL): Promise<ArrayBuffer | undefined> {
 }
 
 async function tokenizerSource(t: TokenizerContents, name: string): Promise<TokenizerSource> {
-  const out: TokenizerSource =
+  const src: TokenizerSource =
     "json" in t
       ? { name, json: await toText(t.json) }
       : { name, vocab: await toText(t.vocab), merges: await toText(t.merges) };
-  if (t.config !== undefined) out.config = await toText(t.config);
-  return out;
+  if (t.config !== undefined) src.config = await toText(t.config);
+  if (t.chatTemplate !== undefined) src.chatTemplate = await toText(t.chatTemplate);
+  return src;
 }
 
 async function tokenizerFromFiles(t: TokenizerFiles, folder: string): Promise<TokenizerSource> {

@@ -239,6 +239,9 @@ export interface GenerateOptions {
   adapted: boolean;
   /** Stop after the end-of-text token. */
   stopAtEos: boolean;
+  /** The prompt is a user message: formatted with the tokenizer's chat template (its generation prompt);
+   * generation stops at the template's end-of-turn token too. Needs a tokenizer with a chat template. */
+  chat: boolean;
 }
 
 export const DEFAULT_GENERATE_OPTIONS: Readonly<GenerateOptions> = Object.freeze({
@@ -249,6 +252,7 @@ export const DEFAULT_GENERATE_OPTIONS: Readonly<GenerateOptions> = Object.freeze
   seed: 0,
   adapted: true,
   stopAtEos: true,
+  chat: false,
 } satisfies GenerateOptions);
 
 /** Defaults filled in and checked, as `resolveOptions` does for training. */
@@ -274,7 +278,7 @@ export function resolveGenerateOptions(given: Partial<GenerateOptions> = {}): Ge
   if (typeof o.topP !== "number" || !(o.topP > 0 && o.topP <= 1)) {
     throw new OptionError("topP", `topP ${String(o.topP)} is invalid: it must be in (0, 1] (1 = off)`);
   }
-  for (const f of ["adapted", "stopAtEos"] as const) {
+  for (const f of ["adapted", "stopAtEos", "chat"] as const) {
     if (typeof o[f] !== "boolean") throw new OptionError(f, `${f} must be true or false, found ${String(o[f])}`);
   }
   return o;

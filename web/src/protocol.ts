@@ -33,6 +33,8 @@ export interface EngineInfo {
 export interface TokenizerInfo {
   name: string;
   vocabSize: number;
+  /** The tokenizer has a chat template (chat datasets and `generate({chat: true})` work). */
+  chatTemplate?: boolean;
 }
 
 export interface ModelInfo {
@@ -106,6 +108,9 @@ export interface DatasetInfo {
   firstTokens: number[];
   /** The first three records. */
   samples: DatasetSample[];
+  /** Chat data: the first record as the chat template renders it; `marked` wraps each trained span in
+   * [[ ]], `spans` are the trained [start, end) byte offsets of `text` in UTF-8. */
+  rendered?: { text: string; marked: string; spans: [number, number][] } | null;
 }
 
 export interface RunInfo {
@@ -239,9 +244,11 @@ export interface ExportedModel {
 }
 
 /** Tokenizer file contents: tokenizer.json, or vocab.json + merges.txt. */
-/** A tokenizer's texts; `config` is tokenizer_config.json's (bos / eos tokens), when there is one. */
+/** `config`: tokenizer_config.json's text (special tokens, chat template); `chatTemplate`: a Jinja chat
+ * template's text (chat_template.jinja, or the user's) that replaces the config's. */
 export type TokenizerSource = ({ name: string; json: string } | { name: string; vocab: string; merges: string }) & {
   config?: string;
+  chatTemplate?: string;
 };
 
 /** One weight file of a model: model.safetensors, or one of its shards. */

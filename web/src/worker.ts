@@ -347,8 +347,11 @@ async function handle(id: number, req: Request): Promise<unknown> {
   }
 }
 
-function loadTokenizer(e: Engine, t: { name: string; json?: string; vocab?: string; merges?: string; config?: string }): unknown {
-  return e.loadTokenizer(t.json, t.vocab, t.merges, t.name, t.config);
+function loadTokenizer(
+  e: Engine,
+  t: { name: string; json?: string; vocab?: string; merges?: string; config?: string; chatTemplate?: string },
+): unknown {
+  return e.loadTokenizer(t.json, t.vocab, t.merges, t.name, t.config, t.chatTemplate);
 }
 
 /** Pause or stop the running loop after its current step; stopping a paused run ends it. */

@@ -30,6 +30,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use super::chat::{self, ChatTemplate};
 use super::DataError;
 use added::{AddedToken, AddedVocab, Which};
 use bpe::{Bpe, BpeOptions, BpeScratch};
@@ -107,6 +108,10 @@ pub struct Tokenizer {
     decoder: Option<Decoders>,
     added: AddedVocab,
     special: SpecialTokens,
+    /// tokenizer_config.json's special-token variables for a chat template.
+    chat_vars: std::collections::BTreeMap<String, Value>,
+    /// The chat template of tokenizer_config.json or chat_template.jinja, if any.
+    chat: Option<ChatTemplate>,
 }
 
 /// Reused buffers of one encode call, and what went wrong.
@@ -198,6 +203,8 @@ impl Tokenizer {
             decoder,
             added,
             special: SpecialTokens::default(),
+            chat: None,
+            chat_vars: Default::default(),
         };
         tok.special = SpecialTokens {
             bos: (prefix.len() == 1).then(|| prefix[0]),
@@ -250,6 +257,8 @@ impl Tokenizer {
                 unk: eot,
                 ..SpecialTokens::default()
             },
+            chat: None,
+            chat_vars: Default::default(),
         })
     }
 
@@ -280,11 +289,131 @@ impl Tokenizer {
         };
         self.special = special;
         self.special.refresh_flags();
+        let root: Value = serde_json::from_str(text).map_err(|e| bad(name, format!("not valid JSON: {e}")))?;
+        if let Some(src) = chat::template_of_config(&root, name)? {
+            self.chat = Some(ChatTemplate::new(&src, &format!("{name}: chat_template"), chat::special_vars(&root))?);
+        }
+        self.chat_vars = chat::special_vars(&root);
         Ok(self)
     }
 
+    /// Uses `source` as the chat template (chat_template.jinja, or a `--chat-template` file;
+    /// `name` names it in messages), with the special-token variables of tokenizer_config.json.
+    pub fn with_chat_template(mut self, source: &str, name: &str) -> Result<Tokenizer, DataError> {
+        self.chat = Some(ChatTemplate::new(source, name, self.chat_vars.clone())?);
+        Ok(self)
+    }
+
+    /// The chat template, if the tokenizer has one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat.as_ref()
+    }
+
+    /// The token a chat template ends an assistant turn with: the first token of what it
+    /// renders after an assistant message's content when that is a special token (Llama 3's
+    /// `<|eot_id|>`, Qwen's `<|im_end|>`), else the eos token.
+    pub fn chat_end_of_turn(&self) -> Option<u32> {
+        let after = self.chat.as_ref()?.after_assistant();
+        let first = after.and_then(|a| self.encode(&a).first().copied());
+        first
+            .filter(|id| self.id_to_token(*id).is_some_and(|t| self.added.special.contains(t)))
+            .or(self.special.eos)
+    }
+
+    /// A conversation's ids and labels (-100 for what is not trained on): rendered by the chat
+    /// template, encoded without special tokens added (the template writes them, as
+    /// `apply_chat_template(tokenize=True)`), trained spans mapped to tokens as transformers
+    /// maps its assistant mask (the tokens holding a span's first and last byte, and all between).
+    /// Only messages from `first_trained` on are trained. Returns the text and spans too.
+    pub fn encode_chat(&self, messages: &[Value], first_trained: usize) -> Result<ChatEncoding, DataError> {
+        let t = self.chat.as_ref().ok_or_else(|| {
+            DataError::Invalid(
+                "chat data needs a chat template: the tokenizer has none (tokenizer_config.json's chat_template or \
+                 chat_template.jinja); give one with --chat-template FILE"
+                    .into(),
+            )
+        })?;
+        let eot = self.chat_end_of_turn().and_then(|id| self.id_to_token(id)).map(str::to_string);
+        let (text, spans) = t.trained_spans(messages, first_trained, eot.as_deref())?;
+        let (ids, offsets) = self.encode_with_offsets(&text)?;
+        let mut labels = vec![-100i32; ids.len()];
+        let token_at = |b: usize| offsets.iter().position(|r| r.start <= b && b < r.end);
+        for s in &spans {
+            if let (Some(a), Some(z)) = (token_at(s.start), token_at(s.end - 1)) {
+                for k in a..=z {
+                    labels[k] = ids[k] as i32;
+                }
+            }
+        }
+        Ok(ChatEncoding { ids, labels, text, spans })
+    }
+
+    /// `try_encode` with each token's byte range in `text`. Exact for byte-level pipelines
+    /// (GPT-2, Llama 3, Qwen, SmolLM) on text the normalizer leaves as it is; an error otherwise.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<std::ops::Range<usize>>), DataError> {
+        if !self.pre_tokenizer.has_byte_level() {
+            return Err(DataError::Invalid(
+                "token offsets (chat data) need a byte-level tokenizer (GPT-2, Llama 3, Qwen style); this one is not".into(),
+            ));
+        }
+        let mut ids = Vec::new();
+        let mut offsets = Vec::new();
+        let mut scratch = Scratch::default();
+        for (tok, range) in self.added.find(text, Which::Raw) {
+            if let Some(id) = tok {
+                ids.push(id);
+                offsets.push(range);
+                continue;
+            }
+            if range.is_empty() {
+                continue;
+            }
+            if !self.normalizer.is_empty() {
+                let mut hit = false;
+                if self.normalizer.apply(&text[range.clone()], range.start == 0, &mut hit).text != text[range.clone()] {
+                    return Err(DataError::Invalid(format!(
+                        "the tokenizer's normalizer changes the text at bytes {}..{}, so token offsets (chat data) are not exact",
+                        range.start, range.end
+                    )));
+                }
+            }
+            let before = ids.len();
+            self.encode_segment(text, range.clone(), &mut ids, &mut scratch);
+            let mut at = range.start;
+            for &id in &ids[before..] {
+                let n = match self.added.by_id.get(&id) {
+                    Some(&k) => self.added.tokens[k].form().len(),
+                    None => {
+                        let s = self.id_to_token(id).unwrap_or("");
+                        if s.len() == 6 && s.starts_with("<0x") && s.ends_with('>') {
+                            1
+                        } else {
+                            s.chars().map(|c| usize::from(char_byte(c).is_some())).sum()
+                        }
+                    }
+                };
+                offsets.push(at..at + n);
+                at += n;
+            }
+            if at != range.end {
+                return Err(DataError::Invalid(format!(
+                    "token offsets (chat data): the tokens of bytes {}..{} do not spell them exactly",
+                    range.start, range.end
+                )));
+            }
+        }
+        if let Some(e) = scratch.bpe.memory {
+            return Err(e.into());
+        }
+        if scratch.limit_hit || scratch.pre.limit_hit {
+            return Err(DataError::Invalid("a regex of the tokenizer hit its backtrack limit on this text".to_string()));
+        }
+        Ok((ids, offsets))
+    }
+
     /// The tokenizer of a Hugging Face model folder: tokenizer.json, else vocab.json +
-    /// merges.txt, with tokenizer_config.json applied when present; an error naming the folder
+    /// merges.txt, with tokenizer_config.json applied when present (and chat_template.jinja as the
+    /// chat template when present); an error naming the folder
     /// if there is no tokenizer.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load_dir(dir: &std::path::Path) -> Result<Tokenizer, DataError> {
@@ -307,8 +436,11 @@ impl Tokenizer {
             });
         };
         let config = dir.join("tokenizer_config.json");
-        if config.is_file() {
-            return tok.with_config(&read(&config)?, &config.display().to_string());
+        let mut tok = if config.is_file() { tok.with_config(&read(&config)?, &config.display().to_string())? } else { tok };
+        // transformers prefers chat_template.jinja to tokenizer_config.json's field
+        let jinja = dir.join("chat_template.jinja");
+        if jinja.is_file() {
+            tok = tok.with_chat_template(&read(&jinja)?, &jinja.display().to_string())?;
         }
         Ok(tok)
     }
@@ -402,12 +534,6 @@ impl Tokenizer {
     }
 
     fn encode_into(&self, text: &str, ids: &mut Vec<u32>, scratch: &mut Scratch) {
-        let Scratch {
-            bpe,
-            pre,
-            limit_hit,
-        } = scratch;
-        let model = &self.model;
         for (tok, range) in self.added.find(text, Which::Raw) {
             if let Some(id) = tok {
                 ids.push(id);
@@ -416,25 +542,36 @@ impl Tokenizer {
             if range.is_empty() {
                 continue;
             }
-            let normalized = if self.normalizer.is_empty() {
-                normalizer::Normalized {
-                    text: Cow::Borrowed(&text[range.clone()]),
-                    at_origin: range.start == 0,
-                }
-            } else {
-                self.normalizer.apply(&text[range.clone()], range.start == 0, limit_hit)
-            };
-            let sub: &str = &normalized.text;
-            for (tok2, r2) in self.added.find(sub, Which::Normalized) {
-                match tok2 {
-                    Some(id) => ids.push(id),
-                    None if r2.is_empty() => {}
-                    None => {
-                        let at_origin = normalized.at_origin && r2.start == 0;
-                        self.pre_tokenizer.run(&sub[r2], at_origin, pre, &mut |piece, byte_level| {
-                            model.tokenize(piece, byte_level, ids, bpe)
-                        });
-                    }
+            self.encode_segment(text, range, ids, scratch);
+        }
+    }
+
+    /// The ids of `text[range]`, a part between raw added tokens.
+    fn encode_segment(&self, text: &str, range: std::ops::Range<usize>, ids: &mut Vec<u32>, scratch: &mut Scratch) {
+        let Scratch {
+            bpe,
+            pre,
+            limit_hit,
+        } = scratch;
+        let model = &self.model;
+        let normalized = if self.normalizer.is_empty() {
+            normalizer::Normalized {
+                text: Cow::Borrowed(&text[range.clone()]),
+                at_origin: range.start == 0,
+            }
+        } else {
+            self.normalizer.apply(&text[range.clone()], range.start == 0, limit_hit)
+        };
+        let sub: &str = &normalized.text;
+        for (tok2, r2) in self.added.find(sub, Which::Normalized) {
+            match tok2 {
+                Some(id) => ids.push(id),
+                None if r2.is_empty() => {}
+                None => {
+                    let at_origin = normalized.at_origin && r2.start == 0;
+                    self.pre_tokenizer.run(&sub[r2], at_origin, pre, &mut |piece, byte_level| {
+                        model.tokenize(piece, byte_level, ids, bpe)
+                    });
                 }
             }
         }
@@ -497,6 +634,17 @@ impl Tokenizer {
             None => self.model.vocab_r.get(&id).map(String::as_str),
         }
     }
+}
+
+/// A conversation as [`Tokenizer::encode_chat`] encodes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatEncoding {
+    pub ids: Vec<u32>,
+    /// The token where trained, -100 elsewhere.
+    pub labels: Vec<i32>,
+    /// The rendered text and its trained byte spans.
+    pub text: String,
+    pub spans: Vec<std::ops::Range<usize>>,
 }
 
 /// The model's unknown token id (`model.unk_token`), if it is a token.
