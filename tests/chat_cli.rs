@@ -192,3 +192,39 @@ fn chat_lora_run_matches_peft() {
     // Adam moves an entry whose gradient is at float-noise level by ±lr either way: a few may differ
     assert!(off <= 2, "{off} of {total} adapter entries differ from PEFT's");
 }
+
+/// `train --dry-run` shows a chat record as the template renders it, trained spans marked: the
+/// assistant's reply inside `[[ ]]`, the system and user turns outside, and as many trained tokens
+/// as transformers' assistant mask has (tools/make_chat_peft_fixtures.py); nothing is written.
+#[test]
+fn dry_run_marks_the_trained_spans_of_a_chat_record() {
+    let peft = chat_dir().join("peft");
+    let ex: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(peft.join("expected.json")).unwrap()).unwrap();
+    let llama = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama/llama");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let args = |json: bool| -> Vec<String> {
+        [
+            "train", "--model", &s(&llama.join("model")), "--tokenizer", &s(&tiny().join("tokenizer")), "--chat-template",
+            &s(&chat_dir().join("tiny_marked.jinja")), "--data", &s(&peft.join("records.jsonl")), "--out", &s(&out),
+            "--seq=16", if json { "--dry-run=json" } else { "--dry-run" },
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let v: serde_json::Value = serde_json::from_str(text(&webtune_ok(&args(true)).stdout).trim()).unwrap();
+    let r = &v["data"]["rendered"];
+    let marked = r["marked"].as_str().unwrap();
+    let inside: String = marked.split("[[").skip(1).map(|p| p.split("]]").next().unwrap()).collect();
+    let outside: String = marked.split("[[").enumerate().map(|(i, p)| if i == 0 { p } else { p.split("]]").nth(1).unwrap_or("") }).collect();
+    assert!(inside.contains("it is 4."), "{marked}");
+    for turn in ["be brief", "what is 2+2?"] {
+        assert!(outside.contains(turn) && !inside.contains(turn), "{turn}: {marked}");
+    }
+    let labels: Vec<i64> = serde_json::from_value(ex["records"][0]["labels"].clone()).unwrap();
+    let trained = labels.iter().filter(|&&l| l != -100).count();
+    assert_eq!(v["data"]["samples"][0]["trainedTokens"].as_u64().unwrap() as usize, trained, "{}", v["data"]);
+    let t = text(&webtune_ok(&args(false)).stdout);
+    assert!(t.contains(&format!("trained spans in [[ ]]: {marked:?}")), "{t}");
+    assert!(!out.exists(), "a dry run writes nothing");
+}

@@ -580,6 +580,9 @@ fn preview_lines(label: &str, p: &Preview) -> Vec<String> {
         };
         lines.push(format!("  first record ({} tokens, {} trained on): {body}", s.tokens, s.trained_tokens));
     }
+    if let Some(r) = &p.rendered {
+        lines.push(format!("  as the chat template renders it, trained spans in [[ ]]: {:?}", r.marked));
+    }
     lines
 }
 
