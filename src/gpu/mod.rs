@@ -183,7 +183,7 @@ impl Gpu {
     /// limit): tensors larger than it are split into row chunks, as on a GPU that binds only
     /// that much. For tests and diagnostics; `bytes` must be a positive multiple of 4.
     pub fn limit_binding(&self, bytes: u64) -> Result<(), GpuError> {
-        if bytes < 4 || bytes % 4 != 0 {
+        if bytes < 4 || !bytes.is_multiple_of(4) {
             return Err(GpuError::Invalid(format!(
                 "a binding limit of {bytes} bytes is invalid: it must be a positive multiple of 4"
             )));
