@@ -282,3 +282,70 @@ fn a_limit_below_one_row_is_refused_by_name() {
     assert!(msg.contains("wte.weight") && msg.contains("64") && msg.contains("60"), "{msg}");
     assert!(gpu.limit_binding(6).is_err() && gpu.limit_binding(0).is_err(), "limits must be positive multiples of 4");
 }
+
+/// `webtune train --full` through the binary with `WEBTUNE_MAX_BINDING=7000` (the vocabulary table
+/// in 3 chunks) against the same run without a limit: the model and checkpoint files hold whole
+/// tensors of the same shapes, the weights agree (but for entries AdamW moves by gradient noise,
+/// bounded below), and resuming the limited run from its step-2 checkpoint (moments split back
+/// into chunks) gives the same bytes as the limited run done in one go.
+#[test]
+fn full_fine_tuning_cli_with_a_forced_limit_writes_whole_tensors_and_resumes() {
+    use webtune::train::checkpoint;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let w = gpt2();
+    let model = t.join("model");
+    w.save_dir(&model).unwrap();
+    let mut rng = Rng::new(5);
+    let lines: Vec<String> = (0..8)
+        .map(|_| {
+            let ids: Vec<u32> = (0..30).map(|_| (rng.uniform_in(0.0, 1.0) * VOCAB as f32) as u32 % VOCAB as u32).collect();
+            serde_json::json!({ "input_ids": ids }).to_string()
+        })
+        .collect();
+    let data = t.join("data.jsonl");
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let run = |out: &str, limit: Option<&str>, extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_webtune"));
+        cmd.env_remove("WEBTUNE_MAX_BINDING");
+        if let Some(l) = limit {
+            cmd.env("WEBTUNE_MAX_BINDING", l);
+        }
+        let p = |x: &std::path::Path| x.to_str().unwrap().to_string();
+        cmd.args(["train", "--model", &p(&model), "--data", &p(&data), "--out", &p(&t.join(out)), "--full"]);
+        cmd.args(["--batch", "2", "--seq", "13", "--lr", "1e-3", "--seed", "3", "--steps", "4"]);
+        cmd.args(extra);
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "train {out} failed:\n{}", text(&o.stderr));
+    };
+    // the knob reaches the binary: a limit below a layer's weight refuses the run, naming the tensor
+    let mut small = std::process::Command::new(env!("CARGO_BIN_EXE_webtune"));
+    small.env("WEBTUNE_MAX_BINDING", "1000");
+    small.args(["train", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--out"]);
+    let o = small.args([t.join("refused").to_str().unwrap(), "--full", "--steps", "1", "--seq", "13"]).output().unwrap();
+    let err = text(&o.stderr);
+    assert!(!o.status.success() && err.contains("c_attn.weight") && err.contains("at most 1000 bytes"), "{err}");
+    run("chunked", Some("7000"), &[]);
+    run("whole", None, &[]);
+    run("split", Some("7000"), &["--stop-after", "2", "--save-every", "2"]);
+    let ck = t.join("split").join("checkpoint-2");
+    let moments = checkpoint::read_moments(&ck).unwrap();
+    assert_eq!(moments["wte.weight"].0.shape, [VOCAB, C], "the checkpoint's AdamW m of wte is the whole tensor");
+    assert_eq!(moments["wte.weight"].1.shape, [VOCAB, C]);
+    let mut resume = std::process::Command::new(env!("CARGO_BIN_EXE_webtune"));
+    resume.env("WEBTUNE_MAX_BINDING", "7000").args(["train", "--resume", ck.to_str().unwrap()]);
+    let o = resume.output().unwrap();
+    assert!(o.status.success(), "resume failed:\n{}", text(&o.stderr));
+    let bytes = |d: &str| std::fs::read(t.join(d).join("model.safetensors")).unwrap();
+    assert!(bytes("split") == bytes("chunked"), "resumed with chunks != uninterrupted with chunks");
+    let (a, b) = (Weights::load_dir(&t.join("chunked")).unwrap(), Weights::load_dir(&t.join("whole")).unwrap());
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    let mut noise = 0;
+    for (name, want) in &b.tensors {
+        let got = &a.tensors[name];
+        assert_eq!(got.shape, want.shape, "{name}");
+        noise += got.data.iter().zip(&want.data).filter(|(x, y)| (*x - *y).abs() > 1e-5).count();
+    }
+    // only the key biases (a gradient softmax cancels, so rounding noise) may move differently
+    assert!(noise <= w.config.n_layer * C, "{noise} entries differ by more than 1e-5");
+}
