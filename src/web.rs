@@ -517,9 +517,17 @@ fn control_of(c: &str) -> Result<Control, JsError> {
 #[wasm_bindgen]
 impl Engine {
     /// Opens the WebGPU device (with the adapter's real limits and shader-f16 where offered).
-    pub async fn create() -> Result<Engine, JsError> {
+    /// `max_binding` (bytes; testing and diagnostics) lowers the largest buffer the engine binds, so
+    /// tensors over it are split into row chunks ([`Gpu::limit_binding`]).
+    pub async fn create(max_binding: Option<f64>) -> Result<Engine, JsError> {
         install_panic_hook();
         let gpu = Gpu::new(None).await.map_err(js_err)?;
+        if let Some(bytes) = max_binding {
+            if !(bytes.is_finite() && bytes >= 4.0 && bytes <= u64::MAX as f64 && bytes.fract() == 0.0) {
+                return Err(JsError::new(&format!("maxBinding {bytes} is invalid: it must be a positive multiple of 4 bytes")));
+            }
+            gpu.limit_binding(bytes as u64).map_err(|e| JsError::new(&format!("maxBinding: {e}")))?;
+        }
         Ok(Engine {
             state: RefCell::new(State {
                 gpu,
@@ -551,6 +559,7 @@ impl Engine {
                 "maxComputeWorkgroupStorageSize": r.max_compute_workgroup_storage_size,
                 "maxComputeInvocationsPerWorkgroup": r.max_compute_invocations_per_workgroup,
             },
+            "maxBinding": st.gpu.max_binding(),
             "summary": r.to_string(),
         }))
     }
