@@ -3,7 +3,7 @@
 // 1 MiB token embedding (2048 x 128; its largest other tensor is 256 KiB), so the engine splits the
 // embedding (the tied LM head), its gradient and AdamW state into 3 row chunks. 3 full fine-tuning
 // steps then log the same losses as without the limit, and the exported model.safetensors has the
-// same tensors, shapes and (but for gradient-noise entries, bounded below) values. A maxBinding that
+// same tensors, shapes and values (to 1e-4, but for the key biases, whose gradient is noise). A maxBinding that
 // is not a positive multiple of 4 is refused by name.
 //
 // Needs the built package (tools/build-web.sh) and Chromium.
@@ -67,17 +67,20 @@ test("maxBinding below the embedding: 3 full steps match the run without a limit
   assert.equal(chunked.losses.length, 3);
   chunked.losses.forEach((l, i) => assert.ok(Math.abs(l - whole.losses[i]) <= 1e-5 * Math.abs(whole.losses[i]), `loss ${i + 1}: ${l} vs ${whole.losses[i]}`));
   assert.deepEqual([...chunked.tensors.keys()].sort(), [...whole.tensors.keys()].sort());
-  let noise = 0;
+  // the key biases (c_attn.bias[128..256)) get a gradient softmax cancels, i.e. rounding noise, which
+  // AdamW turns into steps of about lr: those are left out; every other entry agrees to 1e-4
+  let worst = 0;
   let embedding = 0;
   for (const [name, w] of whole.tensors) {
     const c = chunked.tensors.get(name);
     assert.deepEqual(c.shape, w.shape, name);
-    for (let i = 0; i < w.data.length; i++) if (Math.abs(c.data[i] - w.data[i]) > 1e-5) noise++;
+    const keyBias = (i) => name.endsWith("attn.c_attn.bias") && i >= 128 && i < 256;
+    for (let i = 0; i < w.data.length; i++) if (!keyBias(i)) worst = Math.max(worst, Math.abs(c.data[i] - w.data[i]));
     if (name.endsWith("wte.weight")) embedding = c.data.length;
   }
   assert.equal(embedding, 2048 * 128, "the embedding came back whole");
-  t.diagnostic(`${noise} entries differ by more than 1e-5 (the key biases' gradient is rounding noise)`);
-  assert.ok(noise <= 4 * 128, `${noise} entries differ by more than 1e-5`);
+  t.diagnostic(`largest difference outside the key biases: ${worst.toExponential(2)}`);
+  assert.ok(worst <= 1e-4, `largest difference ${worst}`);
 });
 
 test("a maxBinding that is not a positive multiple of 4 is refused by name", { timeout: TRAIN_TIMEOUT }, async () => {
