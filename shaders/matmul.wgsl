@@ -1,15 +1,23 @@
-// Batched, strided matmul: C = alpha * op(A) · op(B) + beta * C (+ bias[n] per row).
+// Batched, strided matmul: C = alpha * op(A) · op(B) + beta * C (+ bias[n] per row), and
+// optionally D = gelu_new(C) of the same values (the GELU epilogue).
 //
-// Tiles: an 8x8 workgroup computes a 64x64 block of C, each thread an 8x8 block held
-// in sixteen vec4 registers (rows ty*4.. and 32+ty*4.., columns tx*4.. and 32+tx*4..);
-// K advances in steps of 16 through two shared tiles stored k-major as vec4s
-// (As[k][m/4], Bs[k][n/4]), so per k the inner product reads two vec4s of A and two
-// of B and does 64 fused multiply-adds with them.
+// One template, many kernels: src/kernels/matmul.rs owns every value below and generates
+// the unrolled parts (BODY, SHARED below) for one tile configuration:
+// - a WX x WY workgroup computes a BM x BN block of C (BM = TM * WY, BN = TN * WX); each
+//   thread holds TM x TN results in vec4 registers;
+// - staged tiles (for GPUs) copy BK-deep slices of A and B into workgroup memory, k-major as
+//   vec4s, and each thread reads its operands there; direct tiles (no workgroup memory, no
+//   barriers: what a CPU adapter such as lavapipe runs best) read A and B straight from the
+//   buffers, with row and column indices clamped into the matrix so no load needs a branch.
+// The workgroup's x dimension (which CPU drivers such as lavapipe run as SIMD lanes) runs
+// along n, or along m for narrow products (LANES_M).
+// Every configuration computes each element of C the same way: acc = 0, then
+// acc = fma(op(A)[i, kk], op(B)[kk, j], acc) for kk = 0, 1, .., k-1 in order (a staged tile
+// also adds exact zeros past k, which leave acc unchanged), then the epilogue below. So all
+// configurations give bit-identical results and the autotuner's choice never changes a run.
 //
-// Layout and tile sizes are template placeholders that src/kernels/matmul.rs fills (it owns
-// the values): TA = A stored [k, m]; TB = B stored [n, k]; BM x BN = the tile of C, BK = its
-// K step. The thread layout below is written for BM = BN = 64, BK = 16. Any m, n, k (odd, 1) is handled:
-// loads outside the matrix read 0 and stores outside it are skipped.
+// TA = A stored [k, m]; TB = B stored [n, k]. Any m, n, k (odd, 1) is handled: loads outside
+// the matrix are clamped or read 0 and stores outside it are skipped.
 //
 // Workgroups: one per (batch, tile row, tile column), linear id wid.x + wid.y * nwg.x
 // over a 2D grid (so more than 65535 of them work); tile column varies fastest.
@@ -17,6 +25,8 @@
 const TA: bool = {{TA}};
 const TB: bool = {{TB}};
 
+const WX: u32 = {{WX}}u;
+const WY: u32 = {{WY}}u;
 const BM: u32 = {{BM}}u;
 const BN: u32 = {{BN}}u;
 const BK: u32 = {{BK}}u;
@@ -44,40 +54,51 @@ struct Params {
     has_bias: u32,
     alpha: f32,
     beta: f32,
+    d_off: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+// A and B are bound as array<f32>, or as array<vec4<f32>> (a4, b4) when the host has checked
+// that every vec4 the kernel loads is aligned (VA, VB); a_at / b_at read one element either way.
+{{A_DECL}}
+{{B_DECL}}
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
+// The GELU epilogue's output D (binding 5), declared only in its variants: browsers refuse a
+// dispatch that binds one buffer to two writable bindings, so the others have no binding 5.
+{{D_DECL}}
 
-var<workgroup> As: array<vec4<f32>, BK * BM / 4u>; // [BK][BM / 4]
-var<workgroup> Bs: array<vec4<f32>, BK * BN / 4u>; // [BK][BN / 4]
+{{SHARED}}
 
-// A[row, col] of op(A) (row < m, col = k index), 0 outside.
+// op(A)[row, kk], 0 outside the matrix (staged tiles).
 fn load_a(base: u32, row: u32, kk: u32) -> f32 {
     if (row < p.m && kk < p.k) {
         if (TA) {
-            return a[base + kk * p.lda + row];
+            return a_at(base + kk * p.lda + row);
         }
-        return a[base + row * p.lda + kk];
+        return a_at(base + row * p.lda + kk);
     }
     return 0.0;
 }
 
-// op(B)[kk, col] (col < n), 0 outside.
+// op(B)[kk, col], 0 outside the matrix (staged tiles).
 fn load_b(base: u32, kk: u32, col: u32) -> f32 {
     if (col < p.n && kk < p.k) {
         if (TB) {
-            return b[base + col * p.ldb + kk];
+            return b_at(base + col * p.ldb + kk);
         }
-        return b[base + kk * p.ldb + col];
+        return b_at(base + kk * p.ldb + col);
     }
     return 0.0;
 }
 
-// C[row, col] = alpha * v + beta * C[row, col] (+ bias[col]), inside the matrix only.
+// HF gelu_new, as shaders/gelu.wgsl computes it.
+fn gelu(v: f32) -> f32 {
+    let u = clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), -15.0, 15.0);
+    return 0.5 * v * (1.0 + tanh(u));
+}
+
+// C[row, col] = alpha * v + beta * C[row, col] (+ bias[col]) (D[row, col] = gelu of it).
 fn store1(idx: u32, col: u32, v: f32) {
     var x = p.alpha * v;
     if (p.beta != 0.0) {
@@ -87,8 +108,10 @@ fn store1(idx: u32, col: u32, v: f32) {
         x += bias[col];
     }
     c[idx] = x;
+    {{D_STORE}}
 }
 
+// Columns col..col+3 of one row, inside the matrix only.
 fn store4(base: u32, row: u32, col: u32, v: vec4<f32>) {
     if (row >= p.m) {
         return;
@@ -106,7 +129,7 @@ fn store4(base: u32, row: u32, col: u32, v: vec4<f32>) {
     if (col + 2u < p.n) { store1(r + 2u, col + 2u, v.z); }
 }
 
-@compute @workgroup_size(8, 8)
+@compute @workgroup_size({{WG}})
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let id = wid.x + wid.y * nwg.x;
@@ -122,89 +145,8 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let a_base = p.a_off + outer * p.a_so + inner * p.a_si;
     let b_base = p.b_off + outer * p.b_so + inner * p.b_si;
     let c_base = p.c_off + outer * p.c_so + inner * p.c_si;
+    let tx = {{TX}}; // thread along n
+    let ty = {{TY}}; // thread along m
 
-    let tx = lid3.x; // columns n0 + tx*4 .. +3 and n0 + 32 + tx*4 .. +3
-    let ty = lid3.y; // rows m0 + ty*4 .. +3 and m0 + 32 + ty*4 .. +3
-
-    // c<i><j>: row i of this thread's 8 (0-3 low half, 4-7 high half), column half j.
-    var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0);
-    var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
-    var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0);
-    var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
-    var c40 = vec4<f32>(0.0); var c41 = vec4<f32>(0.0);
-    var c50 = vec4<f32>(0.0); var c51 = vec4<f32>(0.0);
-    var c60 = vec4<f32>(0.0); var c61 = vec4<f32>(0.0);
-    var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
-
-    for (var k0 = 0u; k0 < p.k; k0 += BK) {
-        // Each tile is 256 vec4 slots; each of the 64 threads fills 4.
-        for (var r = 0u; r < 4u; r++) {
-            let slot = lid + r * 64u;
-            // A tile (BM x BK) into As[kk][row / 4][row % 4].
-            if (TA) {
-                // stored [k, m]: 16 threads read 64 consecutive m of one k.
-                let kk = slot / 16u;
-                let row = m0 + (slot % 16u) * 4u;
-                As[slot] = vec4<f32>(load_a(a_base, row, k0 + kk), load_a(a_base, row + 1u, k0 + kk),
-                                     load_a(a_base, row + 2u, k0 + kk), load_a(a_base, row + 3u, k0 + kk));
-            } else {
-                // stored [m, k]: 4 threads read 16 consecutive k of one row.
-                let row = slot / 4u;
-                let kq = (slot % 4u) * 4u;
-                let s = row / 4u;
-                let q = row % 4u;
-                As[(kq + 0u) * 16u + s][q] = load_a(a_base, m0 + row, k0 + kq);
-                As[(kq + 1u) * 16u + s][q] = load_a(a_base, m0 + row, k0 + kq + 1u);
-                As[(kq + 2u) * 16u + s][q] = load_a(a_base, m0 + row, k0 + kq + 2u);
-                As[(kq + 3u) * 16u + s][q] = load_a(a_base, m0 + row, k0 + kq + 3u);
-            }
-            // B tile (BK x BN) into Bs[kk][col / 4][col % 4].
-            if (TB) {
-                // stored [n, k]: 4 threads read 16 consecutive k of one column.
-                let col = slot / 4u;
-                let kq = (slot % 4u) * 4u;
-                let s = col / 4u;
-                let q = col % 4u;
-                Bs[(kq + 0u) * 16u + s][q] = load_b(b_base, k0 + kq, n0 + col);
-                Bs[(kq + 1u) * 16u + s][q] = load_b(b_base, k0 + kq + 1u, n0 + col);
-                Bs[(kq + 2u) * 16u + s][q] = load_b(b_base, k0 + kq + 2u, n0 + col);
-                Bs[(kq + 3u) * 16u + s][q] = load_b(b_base, k0 + kq + 3u, n0 + col);
-            } else {
-                // stored [k, n]: 16 threads read 64 consecutive n of one k.
-                let kk = slot / 16u;
-                let col = n0 + (slot % 16u) * 4u;
-                Bs[slot] = vec4<f32>(load_b(b_base, k0 + kk, col), load_b(b_base, k0 + kk, col + 1u),
-                                     load_b(b_base, k0 + kk, col + 2u), load_b(b_base, k0 + kk, col + 3u));
-            }
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
-            let a0 = As[kk * 16u + ty];
-            let a1 = As[kk * 16u + ty + 8u];
-            let b0 = Bs[kk * 16u + tx];
-            let b1 = Bs[kk * 16u + tx + 8u];
-            c00 = fma(vec4<f32>(a0.x), b0, c00); c01 = fma(vec4<f32>(a0.x), b1, c01);
-            c10 = fma(vec4<f32>(a0.y), b0, c10); c11 = fma(vec4<f32>(a0.y), b1, c11);
-            c20 = fma(vec4<f32>(a0.z), b0, c20); c21 = fma(vec4<f32>(a0.z), b1, c21);
-            c30 = fma(vec4<f32>(a0.w), b0, c30); c31 = fma(vec4<f32>(a0.w), b1, c31);
-            c40 = fma(vec4<f32>(a1.x), b0, c40); c41 = fma(vec4<f32>(a1.x), b1, c41);
-            c50 = fma(vec4<f32>(a1.y), b0, c50); c51 = fma(vec4<f32>(a1.y), b1, c51);
-            c60 = fma(vec4<f32>(a1.z), b0, c60); c61 = fma(vec4<f32>(a1.z), b1, c61);
-            c70 = fma(vec4<f32>(a1.w), b0, c70); c71 = fma(vec4<f32>(a1.w), b1, c71);
-        }
-        workgroupBarrier();
-    }
-
-    let r0 = m0 + ty * 4u;
-    let r1 = r0 + 32u;
-    let col0 = n0 + tx * 4u;
-    let col1 = col0 + 32u;
-    store4(c_base, r0, col0, c00); store4(c_base, r0, col1, c01);
-    store4(c_base, r0 + 1u, col0, c10); store4(c_base, r0 + 1u, col1, c11);
-    store4(c_base, r0 + 2u, col0, c20); store4(c_base, r0 + 2u, col1, c21);
-    store4(c_base, r0 + 3u, col0, c30); store4(c_base, r0 + 3u, col1, c31);
-    store4(c_base, r1, col0, c40); store4(c_base, r1, col1, c41);
-    store4(c_base, r1 + 1u, col0, c50); store4(c_base, r1 + 1u, col1, c51);
-    store4(c_base, r1 + 2u, col0, c60); store4(c_base, r1 + 2u, col1, c61);
-    store4(c_base, r1 + 3u, col0, c70); store4(c_base, r1 + 3u, col1, c71);
+{{BODY}}
 }

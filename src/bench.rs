@@ -5,12 +5,19 @@
 //!   the prepared dispatch into one encoder, submits once and waits for a one-element
 //!   readback, so per-submit overhead is amortised; the time per product is the
 //!   sample's time / reps, and GFLOP/s = 2·m·n·k / median time.
+//!   The tile each product runs is the one the tuner picks on this device
+//!   ([`tile_for`]; its [`name`](crate::kernels::matmul::Tile::name) in the report).
 //! - Training: a random-init GPT-2 of the given shape, [`Trainer`] steps with a
 //!   constant learning rate on random tokens. After `warmup` steps, `steps` steps are
 //!   timed one by one (each waited for, no readback) for the median and mean, then
 //!   `steps` more are queued back to back with one readback at the end ("pipelined",
 //!   as `webtune train` runs them). Memory is the bytes of the tensors webtune
 //!   allocates for the run (weights, activations, gradients, AdamW state).
+//! - Generation: a model (random preset or a model folder), greedy KV-cached decoding of
+//!   one sequence. Prefill = one `generate` call asking for 1 new token (the batched forward
+//!   over the prompt, its last logits row read back); decode = the extra time of a call asking
+//!   for `new_tokens` + 1, per extra token (one N = 1 step program and one logits readback
+//!   each). Medians over `iters` calls of each.
 
 use std::time::Instant;
 
@@ -18,7 +25,8 @@ use serde::Serialize;
 
 use crate::data::{Batcher, Record, TokenStream};
 use crate::gpu::{AdapterReport, Gpu, GpuError, Program};
-use crate::kernels::matmul::{matmul, Matmul};
+use crate::generate::{Generator, SampleConfig};
+use crate::kernels::matmul::{matmul, tile_for, Matmul};
 use crate::model::{ModelGpu, Trainable};
 use crate::model::{ModelConfig, Weights, Linear, LoraAdapter, LoraConfig};
 use crate::train::{AdamWConfig, TrainConfig, Trainer};
@@ -177,6 +185,9 @@ pub struct MatmulResult {
     pub m: usize,
     pub n: usize,
     pub k: usize,
+    /// The kernel tile the tuner chose for this product on this device
+    /// ([`Tile::name`](crate::kernels::matmul::Tile::name)).
+    pub tile: String,
     /// Products recorded per sample.
     pub reps: usize,
     /// Seconds per product of each timed sample (sample time / reps).
@@ -270,6 +281,7 @@ pub fn bench_matmul(
                 m,
                 n,
                 k,
+                tile: tile_for(gpu, &spec).name(),
                 reps,
                 samples_s,
                 median_s,
@@ -629,6 +641,93 @@ pub fn bench_train(gpu: &Gpu, tb: &TrainBench) -> Result<TrainResult, BenchError
 }
 
 // ---------------------------------------------------------------------------------------
+// Generation
+
+/// What the generation bench runs.
+#[derive(Clone, Debug)]
+pub struct GenerateBench {
+    /// Shown in the report (a preset name or the model folder).
+    pub name: String,
+    pub weights: Weights,
+    /// Prompt tokens (random ids) and tokens decoded after it; together at most n_positions.
+    pub prompt: usize,
+    pub new_tokens: usize,
+    /// Timed calls of each kind (the medians are reported); one untimed call first.
+    pub iters: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GenerateResult {
+    pub name: String,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub vocab: usize,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    /// Median seconds of a call that prefills the prompt and returns 1 token.
+    pub prefill_s: f64,
+    /// prompt_tokens / prefill_s
+    pub prefill_tokens_per_s: f64,
+    /// Median seconds per decoded token after the first.
+    pub decode_s_per_token: f64,
+    /// 1 / decode_s_per_token
+    pub decode_tokens_per_s: f64,
+}
+
+/// Times prefill and decoding (see the module doc).
+pub fn bench_generate(gpu: &Gpu, gb: &GenerateBench) -> Result<GenerateResult, BenchError> {
+    let cfg = &gb.weights.config;
+    if gb.prompt == 0 || gb.new_tokens == 0 || gb.iters == 0 {
+        return Err(BenchError::Invalid("--prompt, --new-tokens and --iters must be at least 1".into()));
+    }
+    let max_len = gb.prompt + gb.new_tokens + 1;
+    if max_len > cfg.n_positions {
+        return Err(BenchError::Invalid(format!(
+            "--prompt {} + --new-tokens {} + 1 is more than the model's n_positions {}",
+            gb.prompt, gb.new_tokens, cfg.n_positions
+        )));
+    }
+    let model = ModelGpu::new(gpu, &gb.weights, None, Trainable::None)?;
+    let mut generator = Generator::new(gpu, &model, max_len)?;
+    let mut rng = crate::rng::Rng::new(7);
+    let prompt: Vec<u32> = (0..gb.prompt).map(|_| rng.below(cfg.vocab_size) as u32).collect();
+    let mut call = |new: usize| -> Result<f64, BenchError> {
+        let sc = SampleConfig { max_new_tokens: new, temperature: 0.0, stop_at_eos: false, ..SampleConfig::default() };
+        let t0 = Instant::now();
+        let out = pollster::block_on(generator.generate(gpu, &model, &prompt, &sc))?;
+        let secs = t0.elapsed().as_secs_f64();
+        gpu.check()?;
+        if out.len() != new {
+            return Err(BenchError::Invalid(format!("generation returned {} tokens, not {new}", out.len())));
+        }
+        Ok(secs)
+    };
+    call(2)?; // compiles and allocates
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    for _ in 0..gb.iters {
+        let one = call(1)?;
+        let many = call(gb.new_tokens + 1)?;
+        prefill.push(one);
+        decode.push((many - one).max(0.0) / gb.new_tokens as f64);
+    }
+    let (prefill_s, decode_s) = (median(&prefill), median(&decode));
+    Ok(GenerateResult {
+        name: gb.name.clone(),
+        n_layer: cfg.n_layer,
+        n_embd: cfg.n_embd,
+        n_head: cfg.n_head,
+        vocab: cfg.vocab_size,
+        prompt_tokens: gb.prompt,
+        new_tokens: gb.new_tokens,
+        prefill_s,
+        prefill_tokens_per_s: gb.prompt as f64 / prefill_s,
+        decode_s_per_token: decode_s,
+        decode_tokens_per_s: 1.0 / decode_s,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
 // Report
 
 #[derive(Clone, Debug, Serialize)]
@@ -636,6 +735,7 @@ pub struct Report {
     pub machine: Machine,
     pub matmul: Vec<MatmulResult>,
     pub train: Vec<TrainResult>,
+    pub generate: Vec<GenerateResult>,
 }
 
 impl Report {
@@ -644,6 +744,7 @@ impl Report {
             machine: Machine::of(&gpu.report),
             matmul: Vec::new(),
             train: Vec::new(),
+            generate: Vec::new(),
         }
     }
 
@@ -670,17 +771,18 @@ impl Report {
             m.adapter, m.backend, m.device_type, m.driver, m.cpu_threads, m.webtune_version, m.profile
         );
         if !self.matmul.is_empty() {
-            s += "\n| matmul | m x n x k | reps | median ms | GFLOP/s |\n| --- | --- | --- | --- | --- |\n";
+            s += "\n| matmul | m x n x k | reps | median ms | GFLOP/s | tile |\n| --- | --- | --- | --- | --- | --- |\n";
             for r in &self.matmul {
                 s += &format!(
-                    "| {:?} | {}x{}x{} | {} | {:.3} | {:.1} |\n",
+                    "| {:?} | {}x{}x{} | {} | {:.3} | {:.1} | {} |\n",
                     r.layout,
                     r.m,
                     r.n,
                     r.k,
                     r.reps,
                     1e3 * r.median_s,
-                    r.gflops
+                    r.gflops,
+                    r.tile
                 );
             }
         }
@@ -709,6 +811,26 @@ impl Report {
                     r.pipelined_tokens_per_s,
                     r.gflops,
                     r.tensor_bytes as f64 / (1u64 << 20) as f64
+                );
+            }
+        }
+        if !self.generate.is_empty() {
+            s += "\n| generate | L/C/H/V | prompt | new | prefill ms | prefill tokens/s | decode ms/token | decode tokens/s |\n";
+            s += "| --- | --- | --- | --- | --- | --- | --- | --- |\n";
+            for r in &self.generate {
+                s += &format!(
+                    "| {} | {}/{}/{}/{} | {} | {} | {:.1} | {:.0} | {:.2} | {:.1} |\n",
+                    r.name,
+                    r.n_layer,
+                    r.n_embd,
+                    r.n_head,
+                    r.vocab,
+                    r.prompt_tokens,
+                    r.new_tokens,
+                    1e3 * r.prefill_s,
+                    r.prefill_tokens_per_s,
+                    1e3 * r.decode_s_per_token,
+                    r.decode_tokens_per_s
                 );
             }
         }

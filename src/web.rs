@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
-use crate::data::dataset::{fnv1a64, hex};
+use crate::data::dataset::{hex, Fnv1a64};
 use crate::data::{Batcher, Dataset, Tokenizer};
 use crate::flags::Style;
 use crate::generate::{sample_text, Generator, Prompt, SampleConfig};
@@ -511,6 +511,96 @@ fn control_of(c: &str) -> Result<Control, JsError> {
     }
 }
 
+/// The most a wasm32 page can address: the weights (as f32) and the files they came from must fit.
+const WASM_MEMORY: u64 = 4 << 30;
+
+/// Refuses a model that cannot fit before anything is allocated for it: its f32 weights (plus the
+/// files, already in memory) against wasm32's 4 GiB (an allocation past it would trap the engine).
+/// `files_bytes` is the size of the weight files given. (A tensor over the GPU's storage binding
+/// limit is split into row chunks if it is a vocabulary table, else refused when a run or generation
+/// plans its buffers, naming the tensor.)
+fn check_model_fits(cfg: &crate::model::ModelConfig, config_name: &str, files_bytes: u64) -> Result<(), JsError> {
+    let params = crate::model::weights::param_count(cfg);
+    let what = || {
+        format!(
+            "{config_name}: a {} model of {} layers, width {}, vocab {} ({} parameters)",
+            cfg.model_type,
+            cfg.n_layer,
+            cfg.n_embd,
+            cfg.vocab_size,
+            params.map_or("too many".to_string(), |n| n.to_string())
+        )
+    };
+    // (params is None when the count passes usize: 4 Gi parameters on wasm32, 16 GiB as f32)
+    let need = params.and_then(crate::memory::bytes_of::<f32>).and_then(|b| b.checked_add(files_bytes));
+    match need {
+        Some(b) if b <= WASM_MEMORY => {}
+        _ => {
+            return Err(JsError::new(&format!(
+                "{} needs {} for its f32 weights and files, more than the 4 GiB a browser page's WebAssembly memory holds",
+                what(),
+                need.map_or("more than 16 GiB".to_string(), crate::memory::human)
+            )))
+        }
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Loads the model from config.json and its weight files (`(name, bytes)`, names as messages
+    /// give them) and makes it the current one.
+    fn set_model(&self, config_json: &str, name: &str, files: &[(&str, &[u8])]) -> Result<JsValue, JsError> {
+        let mut st = self.state.try_borrow_mut().map_err(|_| JsError::new(BUSY))?;
+        let config_name = format!("{name}/config.json");
+        let cfg = crate::model::ModelConfig::from_json(config_json, &config_name).map_err(js_err)?;
+        let files_bytes: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+        check_model_fits(&cfg, &config_name, files_bytes)?;
+        let weights = Weights::from_shards(config_json, &config_name, files).map_err(js_err)?;
+        let c = &weights.config;
+        let parameters: usize = weights.tensors.values().map(|t| t.data.len()).sum();
+        let mut h = Fnv1a64::default();
+        for (_, b) in files {
+            h.update(b);
+        }
+        let fnv = hex(h.0);
+        let info = ModelInfo::of(c, name, name, files_bytes, Some(fnv.clone()));
+        let family = match c.family {
+            crate::model::Family::Gpt2 => "gpt2",
+            crate::model::Family::Llama => "llama",
+        };
+        let shown = json!({
+            "name": name,
+            "modelType": c.model_type,
+            "family": family,
+            "nLayer": c.n_layer,
+            "nHead": c.n_head,
+            "nKvHead": c.n_kv_head,
+            "headDim": c.head_dim,
+            "nEmbd": c.n_embd,
+            "intermediate": c.intermediate,
+            "vocabSize": c.vocab_size,
+            "nPositions": c.n_positions,
+            "eosTokenId": c.eos_token_id,
+            "eosTokenIds": c.eos_token_ids,
+            "bosTokenId": c.bos_token_id,
+            "tiedEmbeddings": !weights.tensors.contains_key("lm_head.weight"),
+            "parameters": parameters,
+            "weightsBytes": files_bytes,
+            "files": files.len(),
+            "fingerprint": fnv,
+            "loraTargets": lora::valid_targets(c.family),
+        });
+        st.run = None;
+        st.infer = None;
+        st.dataset = None;
+        st.eval_dataset = None;
+        st.init_adapter = None;
+        st.tokenizer = None;
+        st.model = Some(Model { weights, info });
+        to_js(&shown)
+    }
+}
+
 // Async methods hold the state's RefCell borrow across GPU awaits on purpose: every method
 // takes it with `try_borrow*`, so a call that overlaps another fails with BUSY instead of panicking.
 #[allow(clippy::await_holding_refcell_ref)]
@@ -564,48 +654,50 @@ impl Engine {
         }))
     }
 
-    /// Loads a Hugging Face GPT-2 model from the text of config.json and the bytes of
-    /// model.safetensors (f32, f16 or bf16). `name` (e.g. the folder) prefixes messages.
-    /// Replaces the model, tokenizer, adapter, data and run loaded before. Returns the model's shape.
+    /// Loads a Hugging Face model (GPT-2, Llama, Qwen2, Qwen3) from the text of config.json and
+    /// the bytes of model.safetensors (f32, f16 or bf16). `name` (e.g. the folder) prefixes
+    /// messages. Replaces the model, tokenizer, adapter, data and run loaded before. Returns the
+    /// model's shape (see [`Engine::load_model_shards`]).
     #[wasm_bindgen(js_name = loadModel)]
     pub fn load_model(&self, config_json: &str, safetensors: &[u8], name: &str) -> Result<JsValue, JsError> {
-        let mut st = self.state.try_borrow_mut().map_err(|_| JsError::new(BUSY))?;
-        let weights = Weights::from_bytes(
-            config_json,
-            &format!("{name}/config.json"),
-            safetensors,
-            &format!("{name}/model.safetensors"),
-        )
-        .map_err(js_err)?;
-        let c = &weights.config;
-        let parameters: usize = weights.tensors.values().map(|t| t.data.len()).sum();
-        let fnv = hex(fnv1a64(safetensors));
-        let info = ModelInfo::of(c, name, name, safetensors.len() as u64, Some(fnv.clone()));
-        let shown = json!({
-            "name": name,
-            "nLayer": c.n_layer,
-            "nHead": c.n_head,
-            "nEmbd": c.n_embd,
-            "vocabSize": c.vocab_size,
-            "nPositions": c.n_positions,
-            "eosTokenId": c.eos_token_id,
-            "parameters": parameters,
-            "fingerprint": fnv,
-            "modelType": c.model_type,
-            "loraTargets": lora::valid_targets(c.family),
-        });
-        st.run = None;
-        st.infer = None;
-        st.dataset = None;
-        st.eval_dataset = None;
-        st.init_adapter = None;
-        st.tokenizer = None;
-        st.model = Some(Model { weights, info });
-        to_js(&shown)
+        let file = format!("{name}/model.safetensors");
+        self.set_model(config_json, name, &[(file.as_str(), safetensors)])
+    }
+
+    /// Loads a sharded checkpoint: config.json's text and the safetensors files that
+    /// model.safetensors.index.json lists, `names[i]` being the file name of `shards[i]` (the
+    /// package checks the list against the index). One file named model.safetensors is the
+    /// unsharded case. Returns `{name, modelType, family, nLayer, nHead, nKvHead, headDim, nEmbd,
+    /// intermediate, vocabSize, nPositions, eosTokenId, eosTokenIds, bosTokenId, tiedEmbeddings,
+    /// parameters, weightsBytes, files, fingerprint, loraTargets}`.
+    #[wasm_bindgen(js_name = loadModelShards)]
+    pub fn load_model_shards(
+        &self,
+        config_json: &str,
+        names: Vec<String>,
+        shards: Vec<js_sys::Uint8Array>,
+        name: &str,
+    ) -> Result<JsValue, JsError> {
+        if names.len() != shards.len() {
+            return Err(JsError::new(&format!(
+                "loadModelShards: {} file names for {} files",
+                names.len(),
+                shards.len()
+            )));
+        }
+        if shards.is_empty() {
+            return Err(JsError::new(&format!("{name}: no weight files given (model.safetensors, or the shards its index lists)")));
+        }
+        let bytes: Vec<Vec<u8>> = shards.iter().map(|s| s.to_vec()).collect();
+        let files: Vec<(String, &[u8])> =
+            names.iter().zip(&bytes).map(|(n, b)| (format!("{name}/{n}"), b.as_slice())).collect();
+        let files: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), *b)).collect();
+        self.set_model(config_json, name, &files)
     }
 
     /// Loads the model's tokenizer (for text data and generation): tokenizer.json's text, or
-    /// vocab.json + merges.txt. Needs the model first (its vocabulary must hold every token).
+    /// vocab.json + merges.txt, and tokenizer_config.json's text when given (its bos / eos / pad /
+    /// unk tokens). Needs the model first (its vocabulary must hold every token).
     /// Returns `{name, vocabSize}`.
     #[wasm_bindgen(js_name = loadTokenizer)]
     pub fn load_tokenizer(
@@ -614,6 +706,7 @@ impl Engine {
         vocab_json: Option<String>,
         merges_txt: Option<String>,
         name: &str,
+        tokenizer_config_json: Option<String>,
     ) -> Result<JsValue, JsError> {
         let mut st = self.state.try_borrow_mut().map_err(|_| JsError::new(BUSY))?;
         let vocab_size = st
@@ -627,6 +720,10 @@ impl Engine {
             (Some(j), _, _) => Tokenizer::from_json(&j, &format!("{name}/tokenizer.json")).map_err(js_err)?,
             (None, Some(v), Some(m)) => Tokenizer::from_vocab_merges(&v, &m, name).map_err(js_err)?,
             _ => return Err(JsError::new("give tokenizer.json, or vocab.json and merges.txt")),
+        };
+        let tok = match tokenizer_config_json {
+            Some(c) => tok.with_config(&c, &format!("{name}/tokenizer_config.json")).map_err(js_err)?,
+            None => tok,
         };
         if tok.vocab_size() > vocab_size {
             return Err(JsError::new(&format!(

@@ -3,8 +3,9 @@
 //! numbers worked out by hand. Timings themselves are never asserted.
 mod common;
 use common::*;
-use webtune::bench::{self, Layout, MatmulBench, Mode, TrainBench};
-use webtune::model::{Family, ModelConfig, LoraConfig};
+use webtune::bench::{self, GenerateBench, Layout, MatmulBench, Mode, TrainBench};
+use webtune::kernels::matmul::{all_tiles, tile_for, Matmul};
+use webtune::model::{Family, LoraConfig, ModelConfig, Weights};
 
 fn close(what: &str, got: f64, want: f64) {
     assert!(
@@ -103,6 +104,13 @@ fn matmul_bench_reports_consistent_numbers() {
             (layout, 33, 17, 9, 2, 3)
         );
         assert_eq!(r.flops, 10_098);
+        let spec = match layout {
+            Layout::NN => Matmul::new(33, 17, 9),
+            Layout::NT => Matmul::new(33, 17, 9).tb(),
+            Layout::TN => Matmul::new(33, 17, 9).ta(),
+        };
+        assert_eq!(r.tile, tile_for(&gpu, &spec).name());
+        assert!(all_tiles().iter().any(|t| t.name() == r.tile), "{}", r.tile);
         let (lo, hi) = r
             .samples_s
             .iter()
@@ -149,6 +157,22 @@ fn train_bench_reports_consistent_numbers() {
 }
 
 #[test]
+fn generate_bench_reports_consistent_numbers() {
+    let gpu = gpu();
+    let gb = GenerateBench { name: "micro".into(), weights: Weights::random(&micro(), 3), prompt: 3, new_tokens: 4, iters: 2 };
+    let r = bench::bench_generate(&gpu, &gb).unwrap();
+    assert_eq!((r.name.as_str(), r.n_layer, r.n_embd, r.n_head, r.vocab), ("micro", 1, 8, 2, 16));
+    assert_eq!((r.prompt_tokens, r.new_tokens), (3, 4));
+    assert!(r.prefill_s > 0.0 && r.decode_s_per_token > 0.0, "{r:?}");
+    close("prefill tokens/s", r.prefill_tokens_per_s, 3.0 / r.prefill_s);
+    close("decode tokens/s", r.decode_tokens_per_s, 1.0 / r.decode_s_per_token);
+    // prompt + new tokens + 1 must fit n_positions (8).
+    let too_long = GenerateBench { new_tokens: 5, ..gb };
+    let e = bench::bench_generate(&gpu, &too_long).unwrap_err().to_string();
+    assert!(e.contains("--prompt 3 + --new-tokens 5 + 1 is more than the model's n_positions 8"), "{e}");
+}
+
+#[test]
 fn cli_writes_a_json_report() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
@@ -179,13 +203,18 @@ fn cli_writes_a_json_report() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("| NT | 9x7x5 | 1 |") && stdout.contains("LoRA r8") && stdout.contains("| full |"),
+        stdout.contains("| NT | 9x7x5 | 1 |") && stdout.contains("LoRA r8") && stdout.contains("| full |")
+            && stdout.contains("| generate |"),
         "{stdout}"
     );
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(!v["machine"]["adapter"].as_str().unwrap().is_empty());
     assert_eq!(v["matmul"].as_array().unwrap().len(), 3);
     assert_eq!(v["matmul"][0]["flops"], 630);
+    assert!(!v["matmul"][0]["tile"].as_str().unwrap().is_empty());
+    // Generation on the same model: n_positions 8 leaves a 3-token prompt and 4 new tokens.
+    let g = &v["generate"][0];
+    assert_eq!((g["prompt_tokens"].as_u64(), g["new_tokens"].as_u64()), (Some(3), Some(4)));
     let train = v["train"].as_array().unwrap();
     assert_eq!(train.len(), 2);
     assert_eq!(

@@ -1,4 +1,4 @@
-//! `webtune bench`: measures matmul GFLOP/s and training steps (src/bench.rs does the work).
+//! `webtune bench`: measures matmul GFLOP/s, training steps and generation (src/bench.rs does the work).
 
 use std::path::PathBuf;
 
@@ -7,13 +7,13 @@ use webtune::gpu::Gpu;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// What to measure: matmul, train or all
-    #[arg(long, default_value = "all", value_parser = ["matmul", "train", "all"])]
+    /// What to measure: matmul, train, generate or all
+    #[arg(long, default_value = "all", value_parser = ["matmul", "train", "generate", "all"])]
     what: String,
     /// Matmul sizes: S (S x S x S) or MxNxK, comma-separated [CPU adapter: 256,512,1024; GPU: 1024,2048,4096]
     #[arg(long, value_delimiter = ',')]
     sizes: Vec<String>,
-    /// Timed matmul samples per size and layout (the median is reported)
+    /// Timed samples per matmul size and layout, and of each generation call (at most 5); medians are reported
     #[arg(long, default_value_t = 5)]
     iters: usize,
     /// Matmul products recorded per sample (default: enough for ~50 ms)
@@ -52,6 +52,15 @@ pub struct BenchArgs {
     /// Untimed training steps first
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Generation: prompt tokens [16, at most half the model's n_positions]
+    #[arg(long)]
+    prompt: Option<usize>,
+    /// Generation: tokens decoded after the prompt [32, at most what n_positions leaves]
+    #[arg(long)]
+    new_tokens: Option<usize>,
+    /// Generation: a model folder (config.json, model.safetensors) instead of the random preset
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// Also write the results (with the machine) as JSON here
     #[arg(long)]
     json: Option<PathBuf>,
@@ -75,7 +84,7 @@ pub fn run(adapter: Option<&str>, a: BenchArgs) -> Result<(), String> {
     let gpu = Gpu::new_blocking(adapter).map_err(|e| e.to_string())?;
     let mut report = wb::Report::new(&gpu);
     eprintln!("bench on {}", gpu.report);
-    if a.what != "train" {
+    if a.what == "matmul" || a.what == "all" {
         let shapes = match shapes.is_empty() {
             true => wb::default_matmul_sizes(&gpu.report).into_iter().map(|s| (s, s, s)).collect(),
             false => shapes,
@@ -87,7 +96,7 @@ pub fn run(adapter: Option<&str>, a: BenchArgs) -> Result<(), String> {
         };
         report.matmul = wb::bench_matmul(&gpu, &cfg, &mut show).map_err(err)?;
     }
-    if a.what != "matmul" {
+    if a.what == "train" || a.what == "all" {
         let name = if custom { format!("{} (custom)", p.name) } else { p.name.to_string() };
         let (batch, seq) = (a.batch.unwrap_or(p.batch), a.seq.unwrap_or(p.seq));
         for m in &a.mode {
@@ -99,6 +108,32 @@ pub fn run(adapter: Option<&str>, a: BenchArgs) -> Result<(), String> {
             eprintln!("train {name} {m} {batch}x{seq}: median {ms:.1} ms/step, {tps:.0} tokens/s");
             report.train.push(r);
         }
+    }
+    if a.what == "generate" || a.what == "all" {
+        let (name, weights) = match &a.model {
+            Some(dir) => {
+                let w = webtune::model::Weights::load_dir(dir).map_err(|e| e.to_string())?;
+                (dir.display().to_string(), w)
+            }
+            None => {
+                let name = if custom { format!("{} (custom)", p.name) } else { p.name.to_string() };
+                (name, webtune::model::Weights::random(&config, 0))
+            }
+        };
+        let room = weights.config.n_positions.saturating_sub(1);
+        let prompt = a.prompt.unwrap_or(16.min(room / 2)).max(1);
+        let new_tokens = a.new_tokens.unwrap_or(32.min(room.saturating_sub(prompt))).max(1);
+        let gb = wb::GenerateBench { name, weights, prompt, new_tokens, iters: a.iters.clamp(1, 5) };
+        let r = wb::bench_generate(&gpu, &gb).map_err(err)?;
+        eprintln!(
+            "generate {}: prefill {} tokens {:.1} ms, decode {:.2} ms/token ({:.1} tokens/s)",
+            r.name,
+            r.prompt_tokens,
+            1e3 * r.prefill_s,
+            1e3 * r.decode_s_per_token,
+            r.decode_tokens_per_s
+        );
+        report.generate.push(r);
     }
     println!("{}", report.table());
     if let Some(path) = &a.json {

@@ -9,9 +9,11 @@
 mod program;
 pub mod shaders;
 mod tensor;
+mod tune;
 
 pub use program::{Dispatch, Kernel, Program};
 pub use tensor::Tensor;
+pub use tune::Tuning;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -85,6 +87,10 @@ pub struct Gpu {
     allocated: std::cell::Cell<u64>,
     /// A lower binding limit than the device's, set by [`Gpu::limit_binding`] (tests, diagnostics).
     binding_cap: std::cell::Cell<Option<u64>>,
+    /// Whether [`Gpu::kernel_trusted`] drops wgpu's runtime checks (native only).
+    trusted: bool,
+    /// Kernel variants chosen by measuring or by table (src/gpu/tune.rs).
+    tune: tune::TuneCache,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -141,13 +147,15 @@ impl Gpu {
         Ok(Gpu {
             device,
             queue,
-            report,
             limits,
             modules: RefCell::new(HashMap::new()),
             kernels: RefCell::new(HashMap::new()),
             first_error,
             allocated: std::cell::Cell::new(0),
             binding_cap: std::cell::Cell::new(None),
+            trusted: trusted_modules(),
+            tune: tune::TuneCache::new(&report),
+            report,
         })
     }
 
@@ -291,6 +299,28 @@ impl Gpu {
     /// reflected only the first time. `key` names the shader variant (file name plus any
     /// template parameters, e.g. "matmul:nt"); `constants` set `override`s.
     pub fn kernel(&self, key: &str, source: &dyn Fn() -> String, entry: &str, constants: &[(&str, f64)]) -> Kernel {
+        self.kernel_with(key, source, entry, constants, false)
+    }
+
+    /// [`kernel`](Self::kernel) for a shader whose every buffer index, loop and division the
+    /// host has checked before each dispatch it prepares: natively its module is created
+    /// without wgpu's runtime checks (bounds checks, loop bounding, division guards), which
+    /// otherwise keep drivers from unrolling and keeping accumulators in registers. Browsers
+    /// keep their checks (WebGPU has no trusted modules); `WEBTUNE_SHADER_CHECKS=on` keeps
+    /// them natively too.
+    pub fn kernel_trusted(&self, key: &str, source: &dyn Fn() -> String, entry: &str, constants: &[(&str, f64)]) -> Kernel {
+        self.kernel_with(key, source, entry, constants, self.trusted)
+    }
+
+    /// Records an error found while preparing work (a bug in webtune, such as a shape that
+    /// reaches past a tensor): [`check`](Self::check) reports it, like the device's own errors.
+    pub fn report_error(&self, msg: String) {
+        if let Ok(mut slot) = self.first_error.lock() {
+            slot.get_or_insert(msg);
+        }
+    }
+
+    fn kernel_with(&self, key: &str, source: &dyn Fn() -> String, entry: &str, constants: &[(&str, f64)], trusted: bool) -> Kernel {
         let mut kkey = format!("{key}::{entry}");
         for (k, v) in constants {
             kkey.push_str(&format!(":{k}={v}"));
@@ -298,7 +328,7 @@ impl Gpu {
         if let Some(k) = self.kernels.borrow().get(&kkey) {
             return k.clone();
         }
-        let (module, used) = self.module(key, source, entry);
+        let (module, used) = self.module(key, source, entry, trusted);
         let writable = module.1.as_ref().map(shaders::writable_bindings).unwrap_or_default();
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&kkey),
@@ -314,16 +344,20 @@ impl Gpu {
     }
 
     /// The module of shader variant `key` (compiled once) and the group-0 bindings `entry` uses.
-    fn module(&self, key: &str, source: &dyn Fn() -> String, entry: &str) -> (Rc<Module>, Vec<u32>) {
+    fn module(&self, key: &str, source: &dyn Fn() -> String, entry: &str, trusted: bool) -> (Rc<Module>, Vec<u32>) {
         let module = match self.modules.borrow().get(key) {
             Some(m) => m.clone(),
             None => {
                 let text = source();
                 let naga = shaders::parse(&text);
-                let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(key),
-                    source: wgpu::ShaderSource::Wgsl(text.into()),
-                });
+                let desc = wgpu::ShaderModuleDescriptor { label: Some(key), source: wgpu::ShaderSource::Wgsl(text.into()) };
+                let module = if trusted {
+                    // SAFETY: only kernels whose every index, loop bound and divisor the host checks
+                    // before preparing a dispatch ask for this (see `kernel_trusted`).
+                    unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+                } else {
+                    self.device.create_shader_module(desc)
+                };
                 Rc::new(Module(module, naga))
             }
         };
@@ -356,6 +390,18 @@ impl Gpu {
         {
             let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
         }
+    }
+}
+
+/// Natively, trusted modules unless `WEBTUNE_SHADER_CHECKS=on`; never in a browser.
+fn trusted_modules() -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        !matches!(std::env::var("WEBTUNE_SHADER_CHECKS").as_deref(), Ok("on") | Ok("1"))
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        false
     }
 }
 

@@ -33,7 +33,8 @@ const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 
 impl Gpu {
     fn raw_buffer(&self, label: &str, elems: usize) -> Result<wgpu::Buffer, GpuError> {
-        let bytes = (elems.max(4) as u64).saturating_mul(4);
+        // Whole vec4s, so a kernel may bind any tensor as array<vec4<f32>>.
+        let bytes = (elems.max(4) as u64).saturating_mul(4).checked_next_multiple_of(16).unwrap_or(u64::MAX);
         self.check_binding(label, bytes)?;
         self.allocated.set(self.allocated.get() + bytes);
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {

@@ -12,13 +12,15 @@ use super::{Family, LoraAdapter, ModelConfig, Weights};
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
 use crate::kernels::attention::AttentionDecode;
 
-/// A model on the GPU.
+/// A model on the GPU. Made once per run and kept in place, so its variants are not boxed.
+#[allow(clippy::large_enum_variant)]
 pub enum ModelGpu {
     Gpt2(Gpt2Gpu),
     Llama(LlamaGpu),
 }
 
-/// The activations of one (B, T) shape of a model.
+/// The activations of one (B, T) shape of a model (made once per shape and kept in place).
+#[allow(clippy::large_enum_variant)]
 pub enum Acts {
     Gpt2(gpt2::Activations),
     Llama(llama::Activations),

@@ -240,7 +240,11 @@ impl ModelConfig {
             || c.vocab_size.checked_mul(c.n_embd).is_none()
             || c.n_head.checked_mul(c.head_dim).is_none();
         if too_big {
-            return Err(err("the sizes it gives overflow".into()));
+            return Err(err(format!(
+                "the sizes it gives overflow this build's {}-bit sizes: a model this large cannot be loaded here{}",
+                usize::BITS,
+                if usize::BITS < 64 { " (a browser page's WebAssembly memory holds at most 4 GiB)" } else { "" }
+            )));
         }
         Ok(c)
     }

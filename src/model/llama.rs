@@ -5,7 +5,7 @@
 //!
 //! A block: x → RMSNorm → q, k, v projections (+ Qwen2's biases) → (Qwen3: RMSNorm per head of
 //! q and k) → rotary embedding of q and k → causal grouped-query attention → o projection →
-//! + x → RMSNorm → gate, up projections → silu(gate)·up → down projection → + residual.
+//! \+ x → RMSNorm → gate, up projections → silu(gate)·up → down projection → + residual.
 //! Linear layers are nn.Linear (weight [out, in]); every one can carry a LoRA adapter.
 
 use super::head::{head_logits, Io};

@@ -136,7 +136,15 @@ function describeModel(m: ModelInfo): string {
   const tok = m.tokenizer
     ? `tokenizer: ${m.tokenizer.vocabSize.toLocaleString("en")} tokens`
     : "no tokenizer (token-id data only, no generation)";
-  return `${m.name}: ${m.nLayer} layers, ${m.nEmbd} wide, ${m.nHead} heads, vocab ${m.vocabSize}, ${m.nPositions} positions, ${params} parameters; ${tok}`;
+  // grouped-query attention (fewer key/value heads) and a head_dim other than width / heads are shown
+  const kv = m.nKvHead !== m.nHead ? `, ${m.nKvHead} kv head${m.nKvHead === 1 ? "" : "s"}` : "";
+  const hd = m.headDim * m.nHead !== m.nEmbd ? `, head_dim ${m.headDim}` : "";
+  const family = m.family === "llama" && m.modelType !== "llama" ? `${m.modelType}, Llama family` : m.modelType;
+  const files = m.files > 1 ? `, ${m.files} weight files` : "";
+  return (
+    `${m.name}: ${m.nLayer} layers, ${m.nEmbd} wide, ${m.nHead} heads${kv}${hd}, vocab ${m.vocabSize.toLocaleString("en")}, ` +
+    `${m.nPositions} positions, ${params} parameters (${family}${files}); ${tok}`
+  );
 }
 
 /** Forgets the run shown on the page (a new model or dataset ends it). */
@@ -244,7 +252,12 @@ async function handleFiles(files: NamedFile[]): Promise<void> {
       status("model-status", message(e), "error");
     }
   } else if (!groups.adapter && groups.datasets.length === 0) {
-    status("model-status", groups.problems[0] ?? "no model among these files: give config.json and model.safetensors", "error");
+    status(
+      "model-status",
+      groups.problems[0] ??
+        "no model among these files: give config.json and model.safetensors (or model.safetensors.index.json and its shards)",
+      "error",
+    );
     return;
   } else if (groups.problems.length > 0) {
     status("model-status", groups.problems.join("\n"), "error");

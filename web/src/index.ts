@@ -1,10 +1,19 @@
-// webtune in the browser: fine-tune a GPT-2-family model (LoRA or every weight) on the user's GPU
+// webtune in the browser: fine-tune a GPT-2, Llama, Qwen2 or Qwen3 model (LoRA or every weight) on the user's GPU
 // (WebGPU), evaluate it, generate text with it, and keep the run in the browser's storage so it
 // survives a reload. The engine (Rust compiled to wasm, WGSL shaders) runs in a module Web
 // Worker; this class is the page's handle on it. Every method returns a promise; engine errors
 // reject it with the engine's message, and the worker stays usable for the next call.
 
-import { type AdapterFiles, type ModelFiles, type NamedFile, type TokenizerFiles, filePath, groupFiles } from "./files.js";
+import {
+  type AdapterFiles,
+  type ModelFiles,
+  type NamedFile,
+  type TokenizerFiles,
+  filePath,
+  groupFiles,
+  indexShards,
+  shardsOf,
+} from "./files.js";
 import { type GenerateOptions, type TrainOptions, resolveGenerateOptions, resolveOptions } from "./options.js";
 import {
   type AdapterInfo,
@@ -27,6 +36,7 @@ import {
   type TokenizerInfo,
   type TokenizerSource,
   type TrainResult,
+  type WeightFile,
   errorMessage,
 } from "./protocol.js";
 
@@ -55,17 +65,31 @@ export {
 /** Bytes in any of the forms a page has them. */
 export type Bytes = ArrayBuffer | Uint8Array | Blob;
 
-/** A tokenizer: tokenizer.json's contents, or vocab.json + merges.txt. */
-export type TokenizerContents = { json: string | Bytes } | { vocab: string | Bytes; merges: string | Bytes };
+/**
+ * A tokenizer: tokenizer.json's contents, or vocab.json + merges.txt; `config` is
+ * tokenizer_config.json's (it names the bos / eos tokens), when the model has one.
+ */
+export type TokenizerContents = ({ json: string | Bytes } | { vocab: string | Bytes; merges: string | Bytes }) & {
+  config?: string | Bytes;
+};
 
 /**
- * A model: the files' contents (with the tokenizer's, for text data and generation), a
- * folder's files (from a file input or a drop; tokenizer.json or vocab.json + merges.txt are
- * picked up), or the URL of a folder that holds config.json and model.safetensors (and
- * tokenizer.json, fetched when there: or give `tokenizerUrl`, the tokenizer's folder).
+ * A model: the files' contents (`weights`: model.safetensors, or the shards of a sharded
+ * checkpoint as `[{name, bytes}]` — the files model.safetensors.index.json lists — with the
+ * tokenizer's, for text data and generation), a folder's files (from a file input or a drop:
+ * model.safetensors or model.safetensors.index.json + its shards; tokenizer.json or vocab.json +
+ * merges.txt, and tokenizer_config.json, are picked up), or the URL of a folder that holds
+ * config.json and model.safetensors or model.safetensors.index.json and its shards (and
+ * tokenizer.json / tokenizer_config.json, fetched when there: or give `tokenizerUrl`, the
+ * tokenizer's folder).
  */
 export type ModelSource =
-  | { config: string | Bytes; weights: Bytes; tokenizer?: TokenizerContents; name?: string }
+  | {
+      config: string | Bytes;
+      weights: Bytes | readonly { name: string; bytes: Bytes }[];
+      tokenizer?: TokenizerContents;
+      name?: string;
+    }
   | Iterable<NamedFile>
   | ArrayLike<NamedFile>
   | { url: string | URL; tokenizerUrl?: string | URL; name?: string };
@@ -168,15 +192,52 @@ async function fetchOptional(url: URL): Promise<ArrayBuffer | undefined> {
 }
 
 async function tokenizerSource(t: TokenizerContents, name: string): Promise<TokenizerSource> {
-  return "json" in t
-    ? { name, json: await toText(t.json) }
-    : { name, vocab: await toText(t.vocab), merges: await toText(t.merges) };
+  const out: TokenizerSource =
+    "json" in t
+      ? { name, json: await toText(t.json) }
+      : { name, vocab: await toText(t.vocab), merges: await toText(t.merges) };
+  if (t.config !== undefined) out.config = await toText(t.config);
+  return out;
 }
 
 async function tokenizerFromFiles(t: TokenizerFiles, folder: string): Promise<TokenizerSource> {
-  return "json" in t
-    ? { name: folder, json: await t.json.text() }
-    : { name: folder, vocab: await t.vocab.text(), merges: await t.merges.text() };
+  const out: TokenizerSource =
+    "json" in t
+      ? { name: folder, json: await t.json.text() }
+      : { name: folder, vocab: await t.vocab.text(), merges: await t.merges.text() };
+  if (t.config) out.config = await t.config.text();
+  return out;
+}
+
+/** The tokenizer files in a folder at `base` (tokenizer.json, with tokenizer_config.json when there). */
+async function tokenizerFromUrl(base: URL, name: string, required: boolean): Promise<TokenizerSource | undefined> {
+  const url = new URL("tokenizer.json", base);
+  const [t, c] = await Promise.all([
+    required ? fetchBytes(url) : fetchOptional(url),
+    fetchOptional(new URL("tokenizer_config.json", base)),
+  ]);
+  if (!t) return undefined;
+  const out: TokenizerSource = { name, json: new TextDecoder().decode(t) };
+  if (c) out.config = new TextDecoder().decode(c);
+  return out;
+}
+
+/** A model folder's weight files at `base`: model.safetensors, else the shards its index lists. */
+async function weightsFromUrl(base: URL): Promise<WeightFile[]> {
+  const single = await fetchOptional(new URL("model.safetensors", base));
+  if (single) return [{ name: "model.safetensors", bytes: single }];
+  const indexUrl = new URL("model.safetensors.index.json", base);
+  const index = await fetchOptional(indexUrl);
+  if (!index) {
+    throw new EngineError(`${base.href}: neither model.safetensors nor model.safetensors.index.json is there (HTTP 404)`);
+  }
+  let names: string[];
+  try {
+    names = indexShards(new TextDecoder().decode(index), indexUrl.href);
+  } catch (e) {
+    throw new EngineError(errorMessage(e));
+  }
+  return Promise.all(names.map(async (name) => ({ name, bytes: await fetchBytes(new URL(name, base)) })));
 }
 
 function isFileList(src: unknown): src is Iterable<NamedFile> | ArrayLike<NamedFile> {
@@ -283,44 +344,61 @@ export class Trainer {
   }
 
   /**
-   * Loads a Hugging Face GPT-2 model (config.json + model.safetensors in f32, f16 or bf16) and,
-   * when given, its tokenizer (needed for text data and generation).
+   * Loads a Hugging Face model — GPT-2, Llama (Llama 2 / 3, SmolLM2, TinyLlama), Qwen2 or Qwen3:
+   * config.json and model.safetensors or the shards model.safetensors.index.json lists, in f32,
+   * f16 or bf16 — and, when given, its tokenizer (needed for text data and generation). A folder
+   * whose files do not make one model (a shard the index lists missing, two models' files
+   * mixed) is refused with a message naming the file.
    */
   async loadModel(src: ModelSource): Promise<ModelInfo> {
     let name: string;
     let config: string;
-    let weights: ArrayBuffer;
+    let weights: WeightFile[];
     let tokenizer: TokenizerSource | undefined;
     if (isFileList(src)) {
       const groups = groupFiles(Array.from(src as ArrayLike<NamedFile>));
       const m: ModelFiles | undefined = groups.model;
       if (!m) {
         throw new EngineError(
-          groups.problems[0] ?? "no model among these files: give config.json and model.safetensors",
+          groups.problems[0] ??
+            "no model among these files: give config.json and model.safetensors (or model.safetensors.index.json and its shards)",
         );
       }
       name = m.folder;
       config = await m.config.text();
-      weights = await m.weights.arrayBuffer();
+      let files = m.weights;
+      if (m.index) {
+        try {
+          files = shardsOf(await m.index.text(), filePath(m.index), m.weights);
+        } catch (e) {
+          throw new EngineError(errorMessage(e));
+        }
+      }
+      weights = await Promise.all(files.map(async (f) => ({ name: f.name, bytes: await f.arrayBuffer() })));
       if (m.tokenizer) tokenizer = await tokenizerFromFiles(m.tokenizer, m.folder);
     } else if ("url" in src) {
       const base = folderUrl(src.url);
       name = src.name ?? (base.pathname.split("/").filter(Boolean).pop() || "model");
+      const explicit = src.tokenizerUrl !== undefined;
       const tokBase = src.tokenizerUrl === undefined ? base : folderUrl(src.tokenizerUrl);
       const [c, w, t] = await Promise.all([
         fetchBytes(new URL("config.json", base)),
-        fetchBytes(new URL("model.safetensors", base)),
-        src.tokenizerUrl === undefined
-          ? fetchOptional(new URL("tokenizer.json", tokBase))
-          : fetchBytes(new URL("tokenizer.json", tokBase)),
+        weightsFromUrl(base),
+        tokenizerFromUrl(tokBase, name, explicit),
       ]);
       config = new TextDecoder().decode(c);
       weights = w;
-      if (t) tokenizer = { name, json: new TextDecoder().decode(t) };
+      tokenizer = t;
     } else {
       name = src.name ?? "model";
       config = await toText(src.config);
-      weights = await toArrayBuffer(src.weights);
+      const w = src.weights;
+      if (w instanceof ArrayBuffer || w instanceof Uint8Array || (typeof Blob !== "undefined" && w instanceof Blob)) {
+        weights = [{ name: "model.safetensors", bytes: await toArrayBuffer(w) }];
+      } else {
+        const list = w as readonly { name: string; bytes: Bytes }[];
+        weights = await Promise.all(list.map(async (f) => ({ name: f.name, bytes: await toArrayBuffer(f.bytes) })));
+      }
       if (src.tokenizer) tokenizer = await tokenizerSource(src.tokenizer, name);
     }
     this.model = undefined;
@@ -343,8 +421,8 @@ export class Trainer {
       t = await tokenizerFromFiles(groups.tokenizer, filePath(first).split("/").slice(0, -1).join("/") || "tokenizer");
     } else if ("url" in src) {
       const base = folderUrl(src.url);
-      const json = new TextDecoder().decode(await fetchBytes(new URL("tokenizer.json", base)));
-      t = { name: src.name ?? (base.pathname.split("/").filter(Boolean).pop() || "tokenizer"), json };
+      const name = src.name ?? (base.pathname.split("/").filter(Boolean).pop() || "tokenizer");
+      t = (await tokenizerFromUrl(base, name, true)) as TokenizerSource;
     } else {
       t = await tokenizerSource(src, src.name ?? "tokenizer");
     }

@@ -41,16 +41,31 @@ export interface ModelInfo {
   name: string;
   /** config.json's model_type: "gpt2", "llama", "qwen2" or "qwen3". */
   modelType: string;
+  /** How its blocks are built: "gpt2", or "llama" (Llama, Qwen2, Qwen3). */
+  family: "gpt2" | "llama";
   /** The PEFT target names its linear layers answer to ("all-linear" included). */
   loraTargets: string[];
   nLayer: number;
+  /** Attention heads, and key/value heads (fewer with grouped-query attention; GPT-2: the same). */
   nHead: number;
+  nKvHead: number;
+  headDim: number;
   nEmbd: number;
+  /** The MLP's inner width. */
+  intermediate: number;
   vocabSize: number;
   nPositions: number;
+  /** The first end-of-text id, and every id that ends generation. */
   eosTokenId: number;
+  eosTokenIds: number[];
+  bosTokenId: number;
+  /** The LM head is the token embedding (no lm_head.weight). */
+  tiedEmbeddings: boolean;
   parameters: number;
-  /** FNV-1a 64 of model.safetensors (a checkpoint checks the model by it). */
+  /** Bytes of the weight files, and how many there were (1, or the shards). */
+  weightsBytes: number;
+  files: number;
+  /** FNV-1a 64 of the weight files, in order (a checkpoint checks the model by it). */
   fingerprint: string;
   /** The tokenizer loaded with it, if any. */
   tokenizer?: TokenizerInfo;
@@ -215,7 +230,16 @@ export interface ExportedModel {
 }
 
 /** Tokenizer file contents: tokenizer.json, or vocab.json + merges.txt. */
-export type TokenizerSource = { name: string; json: string } | { name: string; vocab: string; merges: string };
+/** A tokenizer's texts; `config` is tokenizer_config.json's (bos / eos tokens), when there is one. */
+export type TokenizerSource = ({ name: string; json: string } | { name: string; vocab: string; merges: string }) & {
+  config?: string;
+};
+
+/** One weight file of a model: model.safetensors, or one of its shards. */
+export interface WeightFile {
+  name: string;
+  bytes: ArrayBuffer;
+}
 
 /** Handlers that shape a run besides its options. */
 export interface RunControl {
@@ -228,7 +252,7 @@ export interface RunControl {
 /** What the page asks of the worker. */
 export type Request =
   | { type: "create"; storage: { name: string; backend: StorageKind | "auto" }; maxBinding?: number }
-  | { type: "loadModel"; name: string; config: string; weights: ArrayBuffer; tokenizer?: TokenizerSource }
+  | { type: "loadModel"; name: string; config: string; weights: WeightFile[]; tokenizer?: TokenizerSource }
   | { type: "loadTokenizer"; tokenizer: TokenizerSource }
   | { type: "loadAdapter"; name: string; config: string; weights: ArrayBuffer }
   | { type: "clearAdapter" }
@@ -289,6 +313,7 @@ export function isControl(r: Request | Control): r is Control {
 export function transferables(r: Request | Control): ArrayBuffer[] {
   switch (r.type) {
     case "loadModel":
+      return [...new Set(r.weights.map((w) => w.bytes))]; // (a buffer may be listed only once)
     case "loadAdapter":
       return [r.weights];
     case "loadDataset":

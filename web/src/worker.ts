@@ -270,7 +270,12 @@ async function handle(id: number, req: Request): Promise<unknown> {
     case "loadModel": {
       run = undefined;
       const e = requireEngine();
-      const info = e.loadModel(req.config, new Uint8Array(req.weights), req.name) as Record<string, unknown>;
+      const info = e.loadModelShards(
+        req.config,
+        req.weights.map((w) => w.name),
+        req.weights.map((w) => new Uint8Array(w.bytes)),
+        req.name,
+      ) as Record<string, unknown>;
       if (req.tokenizer) info.tokenizer = loadTokenizer(e, req.tokenizer);
       return info;
     }
@@ -342,8 +347,8 @@ async function handle(id: number, req: Request): Promise<unknown> {
   }
 }
 
-function loadTokenizer(e: Engine, t: { name: string; json?: string; vocab?: string; merges?: string }): unknown {
-  return e.loadTokenizer(t.json, t.vocab, t.merges, t.name);
+function loadTokenizer(e: Engine, t: { name: string; json?: string; vocab?: string; merges?: string; config?: string }): unknown {
+  return e.loadTokenizer(t.json, t.vocab, t.merges, t.name, t.config);
 }
 
 /** Pause or stop the running loop after its current step; stopping a paused run ends it. */

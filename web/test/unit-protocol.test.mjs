@@ -31,7 +31,7 @@ test("results pair with their requests, even out of order", async () => {
     const delay = req.type === "loadModel" ? 30 : 0;
     setTimeout(() => reply({ kind: "result", value: { echo: req.type } }), delay);
   });
-  const a = rpc.call({ type: "loadModel", name: "m", config: "{}", weights: new ArrayBuffer(8) });
+  const a = rpc.call({ type: "loadModel", name: "m", config: "{}", weights: [{ name: "model.safetensors", bytes: new ArrayBuffer(8) }] });
   const b = rpc.call({ type: "clearAdapter" });
   assert.deepEqual(await b, { echo: "clearAdapter" });
   assert.deepEqual(await a, { echo: "loadModel" });
@@ -101,7 +101,9 @@ test("a crash is fatal: the call rejects, onFatal fires; failAll rejects what wa
 
 test("which buffers move, and which requests are out of band", () => {
   const w = new ArrayBuffer(4);
-  assert.deepEqual(transferables({ type: "loadModel", name: "m", config: "{}", weights: w }), [w]);
+  const shards = [new ArrayBuffer(4), new ArrayBuffer(4)];
+  const weights = shards.map((bytes, i) => ({ name: `model-0000${i + 1}-of-00002.safetensors`, bytes }));
+  assert.deepEqual(transferables({ type: "loadModel", name: "m", config: "{}", weights }), shards);
   assert.deepEqual(transferables({ type: "loadAdapter", name: "a", config: "{}", weights: w }), [w]);
   assert.deepEqual(transferables({ type: "loadDataset", name: "d", bytes: w, seq: 1 }), [w]);
   assert.deepEqual(transferables({ type: "export" }), []);
