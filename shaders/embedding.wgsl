@@ -5,12 +5,27 @@
 //              atomics and a fixed summation order; workgroups past unique_count return)
 //   dwpe_add:  dwpe[s, :] += sum over b of dx[b*t + s, :]              (one workgroup per position)
 // A token id >= vocab reads as a zero row and gets no gradient (the data layer rejects them).
+//
+// A table larger than one storage binding is stored as row chunks and each entry point runs once
+// per chunk: wte / dwte then hold rows row0 .. row0 + rows of the whole table, and a token row
+// is written (or its gradient added) only by the chunk that holds its id. The last chunk (tail
+// = 1) also writes the rows whose id lies past it (as zero rows), so every output row is written
+// exactly once. One chunk holding the whole table is row0 = 0, rows = vocab, tail = 1.
 
 struct Params {
     n: u32,      // B * T token rows
     t: u32,
     c: u32,
-    vocab: u32,
+    rows: u32,   // rows of this chunk of wte / dwte
+    row0: u32,   // the chunk's first row in the whole table
+    tail: u32,   // 1 for the last chunk
+    _pad0: u32,
+    _pad1: u32,
+}
+
+// Whether this chunk writes token row `tok`, and (when it lies in the chunk) where its row starts.
+fn owns(tok: u32) -> bool {
+    return tok >= p.row0 && (tok - p.row0 < p.rows || p.tail != 0u);
 }
 
 const WG: u32 = 256u;
@@ -39,12 +54,15 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         return;
     }
     let tok = tokens[r];
+    if (!owns(tok)) {
+        return;
+    }
     let pos = (r % p.t) * p.c;
     let base = r * p.c;
     for (var j = lid; j < p.c; j += WG) {
         var v = 0.0;
-        if (tok < p.vocab) {
-            v = wte[tok * p.c + j];
+        if (tok - p.row0 < p.rows) {
+            v = wte[(tok - p.row0) * p.c + j];
         }
         if (POSITIONS) {
             v += wpe[pos + j];
@@ -61,12 +79,12 @@ fn dwte_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         return;
     }
     let tok = unique[u];
-    if (tok >= p.vocab) {
+    if (tok < p.row0 || tok - p.row0 >= p.rows) {
         return;
     }
     let k0 = offsets[u];
     let k1 = offsets[u + 1u];
-    let row = tok * p.c;
+    let row = (tok - p.row0) * p.c;
     for (var j = lid; j < p.c; j += WG) {
         var s = 0.0;
         for (var k = k0; k < k1; k++) {
@@ -106,12 +124,15 @@ fn forward_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         return;
     }
     let tok = tokens[r];
+    if (!owns(tok)) {
+        return;
+    }
     let at = pos[0] + r;
     let base = r * p.c;
     for (var j = lid; j < p.c; j += WG) {
         var v = 0.0;
-        if (tok < p.vocab) {
-            v = wte[tok * p.c + j];
+        if (tok - p.row0 < p.rows) {
+            v = wte[(tok - p.row0) * p.c + j];
         }
         if (POSITIONS && at < p.t) {
             v += wpe[at * p.c + j];

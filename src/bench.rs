@@ -451,10 +451,11 @@ impl TrainBench {
     }
 
     /// Refuses a bench whose plan does not fit `limits`, with the batch and seq that would.
+    /// The plan is made for that device (its binding limit splits vocabulary tables into rows).
     pub fn check_fits(&self, limits: &DeviceLimits) -> Result<MemoryPlan, BenchError> {
-        let p = self.plan()?;
-        plan::check(&p, &self.config, &self.spec(), &self.plan_context(), limits, crate::flags::Style::Cli)
-            .map_err(crate::Error::from)?;
+        let ctx = PlanContext { max_binding: Some(limits.max_binding), ..self.plan_context() };
+        let p = MemoryPlan::of(&self.config, &self.spec(), &ctx).map_err(crate::Error::from)?;
+        plan::check(&p, &self.config, &self.spec(), &ctx, limits, crate::flags::Style::Cli).map_err(crate::Error::from)?;
         Ok(p)
     }
 }

@@ -18,7 +18,7 @@ use crate::data::Tokenizer;
 use crate::flags::Style;
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
 use crate::kernels::attention::{Attention, AttentionDecode};
-use crate::kernels::matmul::{matmul, Matmul};
+use crate::model::head::head_logits;
 use crate::model::{ModelConfig, ModelGpu};
 use crate::rng::Rng;
 
@@ -209,7 +209,7 @@ impl Generator {
         let (step, bufs) = model.decode_program(gpu, &dims, &caches, &token, &pos, &logits)?;
         Ok(Generator {
             max_len,
-            model_id: model.head().value.buffer.clone(),
+            model_id: model.head().parts[0].value.buffer.clone(),
             dims,
             caches,
             token,
@@ -248,7 +248,7 @@ impl Generator {
         cfg: &SampleConfig,
     ) -> Result<Vec<u32>, GpuError> {
         let mc = model.config();
-        if model.head().value.buffer != self.model_id {
+        if model.head().parts[0].value.buffer != self.model_id {
             return Err(invalid("generate: the model is not the one this Generator was made for".into()));
         }
         if prompt.is_empty() {
@@ -284,8 +284,7 @@ impl Generator {
             let mut prog = Program::new();
             model.forward(gpu, &mut prog, &a, false);
             model.store_prompt(gpu, &mut prog, &a, &self.dims, &self.caches, &self.pos, len);
-            let last_row = Matmul { a_offset: (len - 1) * c, ..Matmul::new(1, v, c).tb() };
-            matmul(gpu, &mut prog, &last_row, &a.io().lnf, &model.head().value, &self.logits, None);
+            head_logits(gpu, &mut prog, &a.io().lnf, len - 1, model.head(), &self.logits, 1, v, c);
             prog.run(gpu);
             gpu.read(&self.logits).await?
         };

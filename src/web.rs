@@ -532,7 +532,8 @@ const WASM_MEMORY: u64 = 4 << 30;
 /// Refuses a model that cannot fit before anything is allocated for it: its f32 weights (plus the
 /// files, already in memory) against wasm32's 4 GiB (an allocation past it would trap the engine).
 /// `files_bytes` is the size of the weight files given. (A tensor over the GPU's storage binding
-/// limit is refused when a run or generation plans its buffers, naming the tensor.)
+/// limit is split into row chunks if it is a vocabulary table, else refused when a run or generation
+/// plans its buffers, naming the tensor.)
 fn check_model_fits(cfg: &crate::model::ModelConfig, config_name: &str, files_bytes: u64) -> Result<(), JsError> {
     let params = crate::model::weights::param_count(cfg);
     let what = || {
@@ -621,9 +622,17 @@ impl Engine {
 #[wasm_bindgen]
 impl Engine {
     /// Opens the WebGPU device (with the adapter's real limits and shader-f16 where offered).
-    pub async fn create() -> Result<Engine, JsError> {
+    /// `max_binding` (bytes; testing and diagnostics) lowers the largest buffer the engine binds, so
+    /// tensors over it are split into row chunks ([`Gpu::limit_binding`]).
+    pub async fn create(max_binding: Option<f64>) -> Result<Engine, JsError> {
         install_panic_hook();
         let gpu = Gpu::new(None).await.map_err(js_err)?;
+        if let Some(bytes) = max_binding {
+            if !(bytes.is_finite() && bytes >= 4.0 && bytes <= u64::MAX as f64 && bytes.fract() == 0.0) {
+                return Err(JsError::new(&format!("maxBinding {bytes} is invalid: it must be a positive multiple of 4 bytes")));
+            }
+            gpu.limit_binding(bytes as u64).map_err(|e| JsError::new(&format!("maxBinding: {e}")))?;
+        }
         Ok(Engine {
             state: RefCell::new(State {
                 gpu,
@@ -655,6 +664,7 @@ impl Engine {
                 "maxComputeWorkgroupStorageSize": r.max_compute_workgroup_storage_size,
                 "maxComputeInvocationsPerWorkgroup": r.max_compute_invocations_per_workgroup,
             },
+            "maxBinding": st.gpu.max_binding(),
             "summary": r.to_string(),
         }))
     }

@@ -218,3 +218,49 @@ fn cross_entropy_all_ignored() {
     assert_eq!(gpu.read_blocking(&tlogits).unwrap(), vec![0.0; n * v]);
     assert_eq!(gpu.read_blocking(&tloss).unwrap(), vec![0.0]);
 }
+
+/// The head weight and its gradient as row chunks (vocabulary 101 in chunks of 37, 37, 27; 13 rows
+/// of logits at a time over n = 30): loss, dh and dW match the reference; the logits columns are
+/// the same products as one buffer's, so the loss is the same bits.
+#[test]
+fn lm_head_loss_with_row_chunked_weight() {
+    use webtune::kernels::cross_entropy::lm_head_loss_chunked;
+    use webtune::kernels::RowChunk;
+    let gpu = gpu();
+    let (n, c, v, chunk) = (30usize, 19usize, 101usize, 13usize);
+    let h = rand_vec(n * c, 41);
+    let wte = rand_vec(v * c, 42);
+    let tg = targets(n, v, 43);
+    let dwte0 = rand_vec(v * c, 44);
+    let th = gpu.upload("h", &[n, c], &h).unwrap();
+    let ttg = gpu.upload_u32("targets", &[n], &as_u32(&tg)).unwrap();
+    let tscale = gpu.upload("scale", &[1], &[scale_of(&tg)]).unwrap();
+    let tlogits = gpu.zeros("logits", &[chunk, v]).unwrap();
+    let tlosses = gpu.zeros("losses", &[n]).unwrap();
+    let tloss = gpu.zeros("loss", &[1]).unwrap();
+    let tdh = gpu.upload("dh", &[n, c], &vec![5.0; n * c]).unwrap();
+    let bounds = [0usize, 37, 74, v];
+    let parts: Vec<_> = bounds.windows(2).map(|r| gpu.upload("w", &[r[1] - r[0], c], &wte[r[0] * c..r[1] * c]).unwrap()).collect();
+    let grads: Vec<_> = bounds.windows(2).map(|r| gpu.upload("dw", &[r[1] - r[0], c], &dwte0[r[0] * c..r[1] * c]).unwrap()).collect();
+    let chunks = RowChunk::list(&parts.iter().collect::<Vec<_>>(), c);
+    let gchunks = RowChunk::list(&grads.iter().collect::<Vec<_>>(), c);
+    let d = LmHeadLoss { n, c, v, chunk, backward: true };
+    let mut prog = Program::new();
+    lm_head_loss_chunked(&gpu, &mut prog, &d, &th, &chunks, &ttg, &tscale, &tlogits, &tlosses, &tloss, Some(&tdh), Some(&gchunks));
+    prog.run(&gpu);
+    let (want_loss, want_dh, want_dwte) = ops::lm_head_loss(&h, &wte, &tg, c, v);
+    assert_close("loss", &gpu.read_blocking(&tloss).unwrap(), &[want_loss], RTOL, ATOL);
+    assert_close("dh", &gpu.read_blocking(&tdh).unwrap(), &want_dh, RTOL, ATOL);
+    let got: Vec<f32> = grads.iter().flat_map(|g| gpu.read_blocking(g).unwrap()).collect();
+    let want: Vec<f32> = dwte0.iter().zip(&want_dwte).map(|(a, b)| a + b).collect();
+    assert_close("dwte", &got, &want, RTOL, ATOL);
+    // one buffer, same rows: the same loss bits
+    let whole = gpu.upload("wte", &[v, c], &wte).unwrap();
+    let loss1 = gpu.zeros("loss1", &[1]).unwrap();
+    let losses1 = gpu.zeros("losses1", &[n]).unwrap();
+    let fwd = LmHeadLoss { backward: false, ..d };
+    let mut prog = Program::new();
+    lm_head_loss(&gpu, &mut prog, &fwd, &th, &whole, &ttg, &tscale, &tlogits, &losses1, &loss1, None, None);
+    prog.run(&gpu);
+    assert!(gpu.read_blocking(&losses1).unwrap() == gpu.read_blocking(&tlosses).unwrap(), "per-row losses differ");
+}

@@ -173,3 +173,67 @@ fn without_positions_forward_and_backward_match_reference() {
         assert_close(&format!("dwte c={c}"), &gpu.read_blocking(&dwte).unwrap(), &add(&dwte0, &gw), 1e-5, 1e-5);
     }
 }
+
+/// The table (and its gradient) stored as row chunks of 40, 40 and 17 rows (the model's split of a
+/// table over the binding limit): forward, forward_at and the backward match the reference, ids
+/// past the table (97, 200) read as zero rows in the last chunk's dispatch, and every output row is
+/// written once (x starts as NaN, so a row no chunk writes would show).
+#[test]
+fn row_chunked_table_matches_reference() {
+    use webtune::kernels::RowChunk;
+    let gpu = gpu();
+    let (b, t, c) = (2usize, 9usize, 7usize);
+    let n = b * t;
+    let mut toks = tokens(n, 21);
+    toks[3] = 97;
+    toks[11] = 200;
+    toks[4] = 39;
+    toks[5] = 40;
+    toks[6] = 80;
+    let wte = rand_vec(VOCAB * c, 22);
+    let wpe = rand_vec(t * c, 23);
+    let dx = rand_vec(n * c, 24);
+    let bounds = [0usize, 40, 80, VOCAB];
+    let parts: Vec<_> = bounds
+        .windows(2)
+        .map(|r| gpu.upload("wte chunk", &[r[1] - r[0], c], &wte[r[0] * c..r[1] * c]).unwrap())
+        .collect();
+    let grads: Vec<_> = bounds.windows(2).map(|r| gpu.zeros("dwte chunk", &[r[1] - r[0], c]).unwrap()).collect();
+    let chunks = RowChunk::list(&parts.iter().collect::<Vec<_>>(), c);
+    let gchunks = RowChunk::list(&grads.iter().collect::<Vec<_>>(), c);
+    assert_eq!(chunks.iter().map(|ch| (ch.row0, ch.rows)).collect::<Vec<_>>(), [(0, 40), (40, 40), (80, 17)]);
+    let tt = gpu.upload_u32("tokens", &[n], &toks).unwrap();
+    let twpe = gpu.upload("wpe", &[t, c], &wpe).unwrap();
+    let x = gpu.upload("x", &[n, c], &vec![f32::NAN; n * c]).unwrap();
+    let x_at = gpu.upload("x_at", &[n, c], &vec![f32::NAN; n * c]).unwrap();
+    let pos = gpu.upload_u32("pos", &[1], &[0]).unwrap();
+    let tdx = gpu.upload("dx", &[n, c], &dx).unwrap();
+    let dwpe = gpu.zeros("dwpe", &[t, c]).unwrap();
+    let index = TokenIndexBuffers::new(&gpu, n).unwrap();
+    index.write(&gpu, &TokenIndex::build(&toks));
+    let mut prog = Program::new();
+    embedding::embedding_forward_chunked(&gpu, &mut prog, &tt, &chunks, Some(&twpe), &x, b, t, c);
+    // forward_at over one sequence of n rows, positions 0.. (wpe has t rows: later ones read as 0)
+    embedding::embedding_forward_at_chunked(&gpu, &mut prog, &tt, &pos, &chunks, None, &x_at, n, c);
+    embedding::embedding_backward_chunked(&gpu, &mut prog, &tdx, &index, &gchunks, Some(&dwpe), b, t, c);
+    prog.run(&gpu);
+    // the reference indexes the table directly: give it zero rows up to the largest id
+    let wide = 201;
+    let mut padded = wte.clone();
+    padded.resize(wide * c, 0.0);
+    let want = ops::embedding_forward(&toks, &padded, &wpe, b, t, c);
+    assert_close("chunked x", &gpu.read_blocking(&x).unwrap(), &want, 0.0, 0.0);
+    let want_at = ops::embedding_forward(&toks, &padded, &vec![0.0; n * c], 1, n, c);
+    assert_close("chunked x (forward_at)", &gpu.read_blocking(&x_at).unwrap(), &want_at, 0.0, 0.0);
+    let (mut gw, gp) = ops::embedding_backward(&dx, &toks, b, t, c, wide);
+    gw.truncate(VOCAB * c);
+    let got: Vec<f32> = grads.iter().flat_map(|g| gpu.read_blocking(g).unwrap()).collect();
+    assert_close("chunked dwte", &got, &gw, 1e-5, 1e-5);
+    assert_close("chunked dwpe", &gpu.read_blocking(&dwpe).unwrap(), &gp, 1e-5, 1e-5);
+    // the same bits as one buffer (the same summation order per row)
+    let one = gpu.zeros("dwte", &[VOCAB, c]).unwrap();
+    let mut prog = Program::new();
+    embedding::embedding_backward(&gpu, &mut prog, &tdx, &index, &one, None, b, t, c);
+    prog.run(&gpu);
+    assert!(gpu.read_blocking(&one).unwrap() == got, "chunked dwte differs from one buffer's");
+}

@@ -83,38 +83,68 @@ fn the_plan_is_what_a_run_allocates() {
         let w = Weights::load_dir(&fixture(c.model)).unwrap();
         let data = dataset(&fixture(c.data), w.config.vocab_size);
         let eval = c.eval_data.map(|e| dataset(&fixture(e), w.config.vocab_size));
-        let planned = Run::prepare(inputs(&w, c, &data, eval.as_ref()), None).unwrap().plan;
-        assert!(planned.entries.iter().all(|e| e.class != MemoryClass::Other), "{what}");
-        assert_eq!(planned.by_class().iter().any(|(c, _)| *c == MemoryClass::Eval), c.spec.eval_split.is_some() || c.eval_data.is_some(), "{what}");
-
-        let (n0, bytes0) = (gpu.allocations().len(), gpu.allocated_bytes());
-        let mut run = Run::new(&gpu, inputs(&w, c, &data, eval.as_ref()), None, false).unwrap();
-        let ev = pollster::block_on(run.step(&gpu, &|| Control::Run)).unwrap();
-        assert_eq!(ev.step, 1);
-        if run.evaluator.is_some() {
-            assert!(pollster::block_on(run.evaluate(&gpu)).unwrap().unwrap().loss.is_finite(), "{what}");
-        }
-        let made = gpu.allocations()[n0..].to_vec();
-        let mut got: Rows = made.iter().map(|a| (a.label.clone(), a.class, a.bytes)).collect();
-        got.sort();
-        let want = rows_of_plan(&planned);
-        let only = |x: &Rows, y: &Rows| -> Rows { x.iter().filter(|r| !y.contains(r)).cloned().collect() };
-        assert!(
-            got == want,
-            "{what}: only on the GPU: {:?}; only in the plan: {:?}",
-            only(&got, &want),
-            only(&want, &got)
-        );
-        assert_eq!(gpu.allocated_bytes() - bytes0, planned.total(), "{what}");
-        // the totals per class, as the dry run prints them
-        for (class, bytes) in planned.by_class() {
-            let sum: u64 = made.iter().filter(|a| a.class == class).map(|a| a.bytes).sum();
-            assert_eq!(sum, bytes, "{what}: {}", class.name());
-        }
-        // the largest tensor is the largest binding any kernel gets
-        let largest = made.iter().map(|a| a.bytes).max().unwrap();
-        assert_eq!(planned.largest().unwrap().bytes, largest, "{what}");
+        plan_equals_allocations(&gpu, &w, c, &data, eval.as_ref(), &what);
     }
+}
+
+/// A binding limit that only the vocabulary tables exceed (`Gpu::limit_binding`, 7000 bytes; a
+/// random Qwen2-style model, vocab 301 × 16, untied head): the plan splits them into the row
+/// chunks the run uploads (109, 109 and 83 rows), with their gradients and AdamW moments, and caps
+/// the head's logits block, tensor by tensor as the GPU records them, LoRA and full.
+#[test]
+fn the_plan_splits_vocabulary_tables_as_the_run_does() {
+    let gpu = Gpu::new_blocking(None).unwrap();
+    gpu.limit_binding(7000).unwrap();
+    let cfg = serde_json::json!({
+        "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "vocab_size": 301, "hidden_size": 16,
+        "intermediate_size": 40, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+        "max_position_embeddings": 32, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": false,
+        "bos_token_id": 300, "eos_token_id": 300,
+    });
+    let w = Weights::random(&webtune::model::ModelConfig::from_json(&cfg.to_string(), "test config").unwrap(), 8);
+    let data = dataset(&fixture("tiny/data.jsonl"), 301);
+    for full in [false, true] {
+        let c = Case { model: "random", data: "tiny/data.jsonl", spec: RunSpec { steps: 3, batch: 2, seq: 13, full, ..RunSpec::default() }, eval_data: None, init_adapter: None };
+        let mut p = Run::prepare(inputs(&w, &c, &data, None), None).unwrap();
+        p.check_fits(&DeviceLimits::of(&gpu)).unwrap();
+        let chunks: Vec<&str> = p.plan.entries.iter().filter(|e| e.name.starts_with("embed_tokens.weight rows")).map(|e| e.name.as_str()).collect();
+        assert_eq!(chunks, ["embed_tokens.weight rows 0..109", "embed_tokens.weight rows 109..218", "embed_tokens.weight rows 218..301"]);
+        assert!(p.plan.largest().unwrap().bytes <= 7000, "every tensor fits the limit");
+        plan_equals_allocations(&gpu, &w, &c, &data, None, &format!("split tables, full {full}"));
+    }
+}
+
+/// Runs `c` (Run::new and one step, an evaluation where it has eval data) and compares what the
+/// GPU recorded with the plan made for that GPU, tensor by tensor, per class and in total.
+fn plan_equals_allocations(gpu: &Gpu, w: &Weights, c: &Case, data: &Dataset, eval: Option<&Dataset>, what: &str) {
+    let mut prepared = Run::prepare(inputs(w, c, data, eval), None).unwrap();
+    prepared.check_fits(&DeviceLimits::of(gpu)).unwrap();
+    let planned = prepared.plan;
+    assert!(planned.entries.iter().all(|e| e.class != MemoryClass::Other), "{what}");
+    assert_eq!(planned.by_class().iter().any(|(c, _)| *c == MemoryClass::Eval), c.spec.eval_split.is_some() || c.eval_data.is_some(), "{what}");
+
+    let (n0, bytes0) = (gpu.allocations().len(), gpu.allocated_bytes());
+    let mut run = Run::new(gpu, inputs(w, c, data, eval), None, false).unwrap();
+    let ev = pollster::block_on(run.step(gpu, &|| Control::Run)).unwrap();
+    assert_eq!(ev.step, 1);
+    if run.evaluator.is_some() {
+        assert!(pollster::block_on(run.evaluate(gpu)).unwrap().unwrap().loss.is_finite(), "{what}");
+    }
+    let made = gpu.allocations()[n0..].to_vec();
+    let mut got: Rows = made.iter().map(|a| (a.label.clone(), a.class, a.bytes)).collect();
+    got.sort();
+    let want = rows_of_plan(&planned);
+    let only = |x: &Rows, y: &Rows| -> Rows { x.iter().filter(|r| !y.contains(r)).cloned().collect() };
+    assert!(got == want, "{what}: only on the GPU: {:?}; only in the plan: {:?}", only(&got, &want), only(&want, &got));
+    assert_eq!(gpu.allocated_bytes() - bytes0, planned.total(), "{what}");
+    // the totals per class, as the dry run prints them
+    for (class, bytes) in planned.by_class() {
+        let sum: u64 = made.iter().filter(|a| a.class == class).map(|a| a.bytes).sum();
+        assert_eq!(sum, bytes, "{what}: {}", class.name());
+    }
+    // the largest tensor is the largest binding any kernel gets
+    let largest = made.iter().map(|a| a.bytes).max().unwrap();
+    assert_eq!(planned.largest().unwrap().bytes, largest, "{what}");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! `webtune info`: the GPU adapters this machine offers and the one webtune would use; with
 //! `--model DIR`, what webtune reads in a model folder (family, shape, parameters) and whether its
-//! largest tensor fits one binding of that GPU.
+//! tensors are larger than one binding of that GPU (the vocabulary tables are then split into row chunks).
 
 use std::path::PathBuf;
 
@@ -44,14 +44,40 @@ pub fn run(adapter: Option<&str>, a: InfoArgs) -> Result<(), String> {
     }
     let tied = if w.tensors.contains_key("lm_head.weight") { "untied head" } else { "head tied to the embedding" };
     println!("  {params} parameters ({tied}), eos {:?}, bos {}", c.eos_token_ids, c.bos_token_id);
-    let (name, largest) =
-        w.tensors.iter().map(|(n, t)| (n.as_str(), 4 * t.data.len() as u64)).max_by_key(|x| x.1).unwrap_or(("", 0));
-    let limit = gpu.report.max_storage_buffer_binding_size;
-    println!(
-        "  largest tensor {name}: {:.1} MiB in f32; this GPU binds at most {:.1} MiB per buffer{}",
-        largest as f64 / (1 << 20) as f64,
-        limit as f64 / (1 << 20) as f64,
-        if largest > limit { " (it does not fit)" } else { "" }
-    );
+    let limit = gpu.max_binding();
+    let mib = |b: u64| match b {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} bytes"),
+    };
+    let forced = if gpu.binding_limited() { " (lowered by WEBTUNE_MAX_BINDING)" } else { "" };
+    println!("  this GPU binds at most {} per buffer{forced}", mib(limit));
+    // the vocabulary tables are stored as row chunks when over the limit; nothing else is split
+    let chunkable = [c.embedding_name(), "lm_head.weight"];
+    let mut over = 0;
+    for (name, t) in &w.tensors {
+        let bytes = 4 * t.data.len() as u64;
+        if bytes <= limit {
+            continue;
+        }
+        over += 1;
+        match (chunkable.contains(&name.as_str()), &t.shape[..]) {
+            (true, &[rows, cols]) => match gpu.rows_per_binding(name, rows, cols) {
+                Ok(per) => println!(
+                    "  {name}: {} in f32, split into {} row chunks of at most {per} rows (its gradient and AdamW state too)",
+                    mib(bytes),
+                    rows.div_ceil(per)
+                ),
+                Err(e) => println!("  {name}: does not fit: {e}"),
+            },
+            _ => println!("  {name}: {} in f32 does not fit one binding (only the vocabulary tables are split)", mib(bytes)),
+        }
+    }
+    if over == 0 {
+        let largest = w.tensors.iter().map(|(n, t)| (n.as_str(), 4 * t.data.len() as u64)).max_by_key(|x| x.1);
+        if let Some((name, bytes)) = largest {
+            println!("  every tensor fits one binding (largest {name}: {} in f32)", mib(bytes));
+        }
+    }
     Ok(())
 }

@@ -592,7 +592,7 @@ fn preview_lines(label: &str, p: &Preview) -> Vec<String> {
 fn dry_run(gpu: &Gpu, input: RunInputs<'_>, resume: Option<&Checkpoint>, sets: &DrySets<'_>, json: bool) -> Result<(), String> {
     let info = input.model.clone();
     let seq = input.spec.seq;
-    let p = Run::prepare(input, resume).map_err(|e| e.to_string())?;
+    let mut p = Run::prepare(input, resume).map_err(|e| e.to_string())?;
     let limits = DeviceLimits::of(gpu);
     let refusal = p.check_fits(&limits).err().map(|e| e.to_string());
     let cfg = p.config();

@@ -158,6 +158,8 @@ pub struct Gpu {
     class: std::cell::Cell<MemoryClass>,
     /// The GPU memory webtune may use, when the user says (`--gpu-memory`); wgpu does not tell.
     budget: std::cell::Cell<Option<u64>>,
+    /// A lower binding limit than the device's, set by [`Gpu::limit_binding`] (tests, diagnostics).
+    binding_cap: std::cell::Cell<Option<u64>>,
     /// Whether [`Gpu::kernel_trusted`] drops wgpu's runtime checks (native only).
     trusted: bool,
     /// Kernel variants chosen by measuring or by table (src/gpu/tune.rs).
@@ -226,6 +228,7 @@ impl Gpu {
             ledger: RefCell::new(Vec::new()),
             class: std::cell::Cell::new(MemoryClass::Other),
             budget: std::cell::Cell::new(None),
+            binding_cap: std::cell::Cell::new(None),
             trusted: trusted_modules(),
             tune: tune::TuneCache::new(&report),
             report,
@@ -265,12 +268,68 @@ impl Gpu {
         self.budget.set(bytes);
     }
 
-    /// Opens a device, honouring `WEBTUNE_ADAPTER` where the platform has an environment.
+    /// Opens a device, honouring `WEBTUNE_ADAPTER` where the platform has an environment, and
+    /// `WEBTUNE_MAX_BINDING` (bytes; a testing and diagnostic knob): a binding limit below the
+    /// device's, so tensors are split into row chunks as on a GPU that binds that little.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new_blocking(adapter_filter: Option<&str>) -> Result<Gpu, GpuError> {
         let env = std::env::var("WEBTUNE_ADAPTER").ok();
         let filter = adapter_filter.or(env.as_deref()).filter(|s| !s.is_empty());
-        pollster::block_on(Gpu::new(filter))
+        let cap = match std::env::var("WEBTUNE_MAX_BINDING") {
+            Ok(s) if !s.trim().is_empty() => Some(s.trim().parse::<u64>().map_err(|_| {
+                GpuError::Invalid(format!("WEBTUNE_MAX_BINDING '{s}' is not a number of bytes"))
+            })?),
+            _ => None,
+        };
+        let gpu = pollster::block_on(Gpu::new(filter))?;
+        if let Some(bytes) = cap {
+            gpu.limit_binding(bytes)?;
+        }
+        Ok(gpu)
+    }
+
+    /// Lowers the largest buffer this engine binds to `bytes` (never above the device's own
+    /// limit): tensors larger than it are split into row chunks, as on a GPU that binds only
+    /// that much. For tests and diagnostics; `bytes` must be a positive multiple of 4.
+    pub fn limit_binding(&self, bytes: u64) -> Result<(), GpuError> {
+        if bytes < 4 || !bytes.is_multiple_of(4) {
+            return Err(GpuError::Invalid(format!(
+                "a binding limit of {bytes} bytes is invalid: it must be a positive multiple of 4"
+            )));
+        }
+        self.binding_cap.set(Some(bytes));
+        Ok(())
+    }
+
+    /// The most bytes one storage buffer may hold here: the device's storage-binding and buffer
+    /// limits, and a lower limit set with [`Gpu::limit_binding`].
+    pub fn max_binding(&self) -> u64 {
+        let device = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        self.binding_cap.get().map_or(device, |cap| cap.min(device))
+    }
+
+    /// Whether the binding limit was lowered below the device's with [`Gpu::limit_binding`].
+    pub fn binding_limited(&self) -> bool {
+        self.binding_cap.get().is_some_and(|cap| {
+            cap < self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+        })
+    }
+
+    /// Rows per chunk when a [rows, cols] f32 tensor `what` is stored as row chunks of at most
+    /// [`max_binding`](Self::max_binding) bytes each (all `rows` when it fits one buffer). Fails,
+    /// naming `what`, when not even one row fits.
+    pub fn rows_per_binding(&self, what: &str, rows: usize, cols: usize) -> Result<usize, GpuError> {
+        let limit = self.max_binding();
+        let row_bytes = 4 * cols.max(1) as u64;
+        if row_bytes > limit {
+            return Err(GpuError::TooLarge {
+                what: format!("one row of {what} ({cols} values)"),
+                bytes: row_bytes,
+                limit,
+                kind: "storage binding",
+            });
+        }
+        Ok(((limit / row_bytes).min(usize::MAX as u64) as usize).clamp(1, rows.max(1)))
     }
 
     /// Every adapter the platform offers, as reports (for `webtune info`).
@@ -410,7 +469,7 @@ impl Gpu {
 
     /// Fails with a clear message if one buffer of `bytes` cannot be bound on this GPU.
     pub fn check_binding(&self, what: &str, bytes: u64) -> Result<(), GpuError> {
-        let limit = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        let limit = self.max_binding();
         if bytes > limit {
             return Err(GpuError::TooLarge { what: what.into(), bytes, limit, kind: "storage binding" });
         }

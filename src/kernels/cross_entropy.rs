@@ -2,6 +2,7 @@
 //! matmul kernel), computed in row chunks so the [n, V] logits never exist.
 
 use super::matmul::{matmul, Matmul};
+use super::RowChunk;
 use crate::gpu::shaders::{reduce_lib, Template};
 use crate::gpu::{grid, Gpu, Program, Tensor};
 
@@ -133,9 +134,37 @@ pub fn lm_head_loss(
     dh: Option<&Tensor>,
     dwte: Option<&Tensor>,
 ) {
+    let dwte = dwte.map(|g| RowChunk::whole(g, d.c));
+    let wte = RowChunk::whole(wte, d.c);
+    lm_head_loss_chunked(gpu, prog, d, h, &wte, targets, scale, logits, losses, loss, dh, dwte.as_ref().map(|g| &g[..]));
+}
+
+/// [`lm_head_loss`] with the head weight (and its gradient) stored as row chunks, consecutive
+/// from row 0 ([`RowChunk::list`]; `dwte`'s chunks have `wte`'s rows). Each row chunk's logits
+/// are still [rows, V] in `logits`: vocabulary chunk j fills columns row0_j.. of them
+/// (logits[:, v0..v1] = h·W_jᵀ), so cross-entropy is unchanged; then dh = Σ_j dlogits[:, v0..v1]·W_j
+/// and dW_j += dlogits[:, v0..v1]ᵀ·h. The logits and dW are the same bits as with one chunk; dh
+/// sums the vocabulary in chunk order, so it can differ from one chunk's in the last bits.
+#[allow(clippy::too_many_arguments)]
+pub fn lm_head_loss_chunked(
+    gpu: &Gpu,
+    prog: &mut Program,
+    d: &LmHeadLoss,
+    h: &Tensor,
+    wte: &[RowChunk],
+    targets: &Tensor,
+    scale: &Tensor,
+    logits: &Tensor,
+    losses: &Tensor,
+    loss: &Tensor,
+    dh: Option<&Tensor>,
+    dwte: Option<&[RowChunk]>,
+) {
     let (n, c, v) = (d.n, d.c, d.v);
     let chunk = d.chunk.clamp(1, n.max(1));
-    debug_assert!(h.len() >= n * c && wte.len() >= v * c && targets.len() >= n && losses.len() >= n);
+    debug_assert!(h.len() >= n * c && targets.len() >= n && losses.len() >= n);
+    debug_assert!(wte.iter().map(|w| w.rows).sum::<usize>() == v && wte.iter().all(|w| w.t.len() >= w.rows * c));
+    debug_assert!(dwte.is_none_or(|g| g.len() == wte.len() && g.iter().zip(wte).all(|(g, w)| g.row0 == w.row0 && g.rows == w.rows)));
     debug_assert!(
         logits.len() >= chunk * v,
         "lm_head_loss: logits scratch smaller than chunk * v"
@@ -143,23 +172,36 @@ pub fn lm_head_loss(
     let mut r0 = 0;
     while r0 < n {
         let rows = chunk.min(n - r0);
-        // logits[rows, v] = h[r0.., c] · wteᵀ
-        let mut fwd = Matmul::new(rows, v, c).tb();
-        fwd.a_offset = r0 * c;
-        matmul(gpu, prog, &fwd, h, wte, logits, None);
+        for w in wte {
+            // logits[rows, v0..v1] = h[r0.., c] · W_jᵀ
+            let mut fwd = Matmul::new(rows, w.rows, c).tb();
+            fwd.a_offset = r0 * c;
+            fwd.c_offset = w.row0;
+            fwd.ldc = v;
+            matmul(gpu, prog, &fwd, h, w.t, logits, None);
+        }
         cross_entropy_rows(gpu, prog, v, r0, rows, d.backward, logits, targets, scale, losses);
         if d.backward {
             if let Some(dh) = dh {
-                // dh[r0.., c] = dlogits[rows, v] · wte[v, c]
-                let mut bwd = Matmul::new(rows, c, v);
-                bwd.c_offset = r0 * c;
-                matmul(gpu, prog, &bwd, logits, wte, dh, None);
+                for (j, w) in wte.iter().enumerate() {
+                    // dh[r0.., c] (+)= dlogits[rows, v0..v1] · W_j[v1 - v0, c]
+                    let mut bwd = Matmul::new(rows, c, w.rows);
+                    bwd.a_offset = w.row0;
+                    bwd.lda = v;
+                    bwd.c_offset = r0 * c;
+                    let bwd = if j == 0 { bwd } else { bwd.accumulate() };
+                    matmul(gpu, prog, &bwd, logits, w.t, dh, None);
+                }
             }
             if let Some(dwte) = dwte {
-                // dwte[v, c] += dlogitsᵀ · h[r0.., c]
-                let mut dw = Matmul::new(v, c, rows).ta().accumulate();
-                dw.b_offset = r0 * c;
-                matmul(gpu, prog, &dw, logits, h, dwte, None);
+                for g in dwte {
+                    // dW_j[v1 - v0, c] += dlogits[rows, v0..v1]ᵀ · h[r0.., c]
+                    let mut dw = Matmul::new(g.rows, c, rows).ta().accumulate();
+                    dw.a_offset = g.row0;
+                    dw.lda = v;
+                    dw.b_offset = r0 * c;
+                    matmul(gpu, prog, &dw, logits, h, g.t, None);
+                }
             }
         }
         r0 += rows;

@@ -7,6 +7,7 @@
 //! (B·T workgroups); those past the uploaded unique count return at once.
 
 use crate::gpu::shaders::Template;
+use super::RowChunk;
 use crate::gpu::{grid, Gpu, GpuError, Program, Tensor};
 
 const SRC: &str = include_str!("../../shaders/embedding.wgsl");
@@ -38,7 +39,26 @@ struct Params {
     n: u32,
     t: u32,
     c: u32,
-    vocab: u32,
+    rows: u32,
+    row0: u32,
+    tail: u32,
+    pad: [u32; 2],
+}
+
+impl Params {
+    /// For chunk `j` of `chunks` (the last one also writes the rows of ids past the table).
+    fn chunk(n: usize, t: usize, c: usize, chunks: &[RowChunk], j: usize) -> Params {
+        let ch = &chunks[j];
+        Params {
+            n: n as u32,
+            t: t as u32,
+            c: c as u32,
+            rows: ch.rows as u32,
+            row0: ch.row0 as u32,
+            tail: (j + 1 == chunks.len()) as u32,
+            pad: [0; 2],
+        }
+    }
 }
 
 /// tokens: u32 tensor [B*T]; x[b,t,:] = wte[tokens[b,t],:] (+ wpe[t,:] when the model has learned
@@ -57,25 +77,40 @@ pub fn embedding_forward(
     t: usize,
     c: usize,
 ) {
+    embedding_forward_chunked(gpu, prog, tokens, &RowChunk::whole(wte, c), wpe, x, b, t, c);
+}
+
+/// [`embedding_forward`] over a table stored as row chunks (consecutive, from row 0; the
+/// vocabulary is their rows together): one dispatch per chunk, each writing the rows whose
+/// token it holds (the last also those past the table, as zero rows).
+#[allow(clippy::too_many_arguments)]
+pub fn embedding_forward_chunked(
+    gpu: &Gpu,
+    prog: &mut Program,
+    tokens: &Tensor,
+    wte: &[RowChunk],
+    wpe: Option<&Tensor>,
+    x: &Tensor,
+    b: usize,
+    t: usize,
+    c: usize,
+) {
     let n = b * t;
     debug_assert!(tokens.len() >= n && x.len() >= n * c && wpe.is_none_or(|w| w.len() >= t * c));
     if n == 0 || c == 0 {
         return;
     }
     let k = kernel(gpu, wpe.is_some(), "forward");
-    let params = Params {
-        n: n as u32,
-        t: t as u32,
-        c: c as u32,
-        vocab: (wte.len() / c) as u32,
-    };
-    prog.push(gpu.dispatch(
-        "embedding.forward",
-        &k,
-        super::bytes_of(&params),
-        &[(1, &tokens.buffer), (2, &wte.buffer), (3, &wpe.unwrap_or(wte).buffer), (4, &x.buffer)],
-        grid(n as u32),
-    ));
+    for (j, ch) in wte.iter().enumerate() {
+        let params = Params::chunk(n, t, c, wte, j);
+        prog.push(gpu.dispatch(
+            "embedding.forward",
+            &k,
+            super::bytes_of(&params),
+            &[(1, &tokens.buffer), (2, &ch.t.buffer), (3, &wpe.unwrap_or(ch.t).buffer), (4, &x.buffer)],
+            grid(n as u32),
+        ));
+    }
 }
 
 /// Positions grouped by token (CSR): the positions of `unique[i]` are
@@ -170,39 +205,54 @@ pub fn embedding_backward(
     t: usize,
     c: usize,
 ) {
+    embedding_backward_chunked(gpu, prog, dx, index, &RowChunk::whole(dwte, c), dwpe, b, t, c);
+}
+
+/// [`embedding_backward`] into a gradient stored as row chunks: one dispatch per chunk, each
+/// adding the rows of the tokens it holds, in the same order as one dispatch would (so the
+/// result is the same bits).
+#[allow(clippy::too_many_arguments)]
+pub fn embedding_backward_chunked(
+    gpu: &Gpu,
+    prog: &mut Program,
+    dx: &Tensor,
+    index: &TokenIndexBuffers,
+    dwte: &[RowChunk],
+    dwpe: Option<&Tensor>,
+    b: usize,
+    t: usize,
+    c: usize,
+) {
     let n = b * t;
     debug_assert!(index.n >= n && dx.len() >= n * c && dwpe.is_none_or(|w| w.len() >= t * c));
     if n == 0 || c == 0 {
         return;
     }
-    let params = Params {
-        n: n as u32,
-        t: t as u32,
-        c: c as u32,
-        vocab: (dwte.len() / c) as u32,
-    };
-    let p = super::bytes_of(&params);
     let k = kernel(gpu, dwpe.is_some(), "dwte_add");
-    prog.push(gpu.dispatch(
-        "embedding.dwte_add",
-        &k,
-        p,
-        &[
-            (5, &dx.buffer),
-            (6, &index.unique_count.buffer),
-            (7, &index.unique.buffer),
-            (8, &index.offsets.buffer),
-            (9, &index.positions.buffer),
-            (10, &dwte.buffer),
-        ],
-        grid(n as u32),
-    ));
+    for (j, ch) in dwte.iter().enumerate() {
+        let params = Params::chunk(n, t, c, dwte, j);
+        prog.push(gpu.dispatch(
+            "embedding.dwte_add",
+            &k,
+            super::bytes_of(&params),
+            &[
+                (5, &dx.buffer),
+                (6, &index.unique_count.buffer),
+                (7, &index.unique.buffer),
+                (8, &index.offsets.buffer),
+                (9, &index.positions.buffer),
+                (10, &ch.t.buffer),
+            ],
+            grid(n as u32),
+        ));
+    }
     let Some(dwpe) = dwpe else { return };
+    let params = Params { n: n as u32, t: t as u32, c: c as u32, rows: 0, row0: 0, tail: 0, pad: [0; 2] };
     let k = kernel(gpu, true, "dwpe_add");
     prog.push(gpu.dispatch(
         "embedding.dwpe_add",
         &k,
-        p,
+        super::bytes_of(&params),
         &[(5, &dx.buffer), (11, &dwpe.buffer)],
         grid(t as u32),
     ));
@@ -223,28 +273,41 @@ pub fn embedding_forward_at(
     n: usize,
     c: usize,
 ) {
+    embedding_forward_at_chunked(gpu, prog, tokens, pos, &RowChunk::whole(wte, c), wpe, x, n, c);
+}
+
+/// [`embedding_forward_at`] over a table stored as row chunks (one dispatch per chunk).
+#[allow(clippy::too_many_arguments)]
+pub fn embedding_forward_at_chunked(
+    gpu: &Gpu,
+    prog: &mut Program,
+    tokens: &Tensor,
+    pos: &Tensor,
+    wte: &[RowChunk],
+    wpe: Option<&Tensor>,
+    x: &Tensor,
+    n: usize,
+    c: usize,
+) {
     debug_assert!(tokens.len() >= n && x.len() >= n * c && !pos.is_empty());
     if n == 0 || c == 0 {
         return;
     }
     let k = kernel(gpu, wpe.is_some(), "forward_at");
-    let params = Params {
-        n: n as u32,
-        t: (wpe.map_or(0, |w| w.len()) / c) as u32,
-        c: c as u32,
-        vocab: (wte.len() / c) as u32,
-    };
-    prog.push(gpu.dispatch(
-        "embedding.forward_at",
-        &k,
-        super::bytes_of(&params),
-        &[
-            (1, &tokens.buffer),
-            (2, &wte.buffer),
-            (3, &wpe.unwrap_or(wte).buffer),
-            (4, &x.buffer),
-            (12, &pos.buffer),
-        ],
-        grid(n as u32),
-    ));
+    for (j, ch) in wte.iter().enumerate() {
+        let params = Params::chunk(n, wpe.map_or(0, |w| w.len()) / c, c, wte, j);
+        prog.push(gpu.dispatch(
+            "embedding.forward_at",
+            &k,
+            super::bytes_of(&params),
+            &[
+                (1, &tokens.buffer),
+                (2, &ch.t.buffer),
+                (3, &wpe.unwrap_or(ch.t).buffer),
+                (4, &x.buffer),
+                (12, &pos.buffer),
+            ],
+            grid(n as u32),
+        ));
+    }
 }

@@ -18,6 +18,9 @@
 //!   and the row stride. WebGPU forbids binding one buffer both read-only and read-write
 //!   in one dispatch, so an output view must lie in another buffer than the inputs
 //!   (unless the kernel says it works in place).
+//! - A matrix larger than one storage binding (a big vocabulary's embedding or LM head, its
+//!   gradient) is a list of [`RowChunk`]s, each its own buffer holding a run of whole rows;
+//!   the kernels that meet such a matrix take the list and dispatch once per chunk.
 
 pub mod attention;
 pub mod cross_entropy;
@@ -33,6 +36,36 @@ pub mod rope;
 pub mod swiglu;
 
 use crate::gpu::Tensor;
+
+/// Rows `row0 .. row0 + rows` of a row-major matrix stored as several buffers (row chunks),
+/// packed in `t` ([rows, cols]). A matrix in one buffer is one chunk ([`RowChunk::whole`]).
+#[derive(Clone, Copy)]
+pub struct RowChunk<'a> {
+    pub t: &'a Tensor,
+    pub row0: usize,
+    pub rows: usize,
+}
+
+impl<'a> RowChunk<'a> {
+    /// A whole [rows, cols] matrix in one buffer, as a list of one chunk.
+    pub fn whole(t: &'a Tensor, cols: usize) -> [RowChunk<'a>; 1] {
+        [RowChunk { t, row0: 0, rows: t.len() / cols.max(1) }]
+    }
+
+    /// Consecutive chunks (the tensors' rows, `cols` wide) starting at row 0.
+    pub fn list(tensors: &[&'a Tensor], cols: usize) -> Vec<RowChunk<'a>> {
+        let mut row0 = 0;
+        tensors
+            .iter()
+            .map(|&t| {
+                let rows = t.len() / cols.max(1);
+                let chunk = RowChunk { t, row0, rows };
+                row0 += rows;
+                chunk
+            })
+            .collect()
+    }
+}
 
 /// A row-major matrix inside a tensor: row i starts at element `offset + i * ld`.
 #[derive(Clone, Copy)]

@@ -5,7 +5,7 @@
 
 use super::gpt2::{self, Gpt2Gpu};
 use super::head::Io;
-use super::linear::{Param, Trainable};
+use super::linear::{Param, RowParam, Trainable};
 use super::llama::{self, LlamaGpu};
 use super::lora::LoraConfig;
 use super::{Family, LoraAdapter, ModelConfig, Weights};
@@ -59,7 +59,7 @@ impl ModelGpu {
     }
 
     /// The LM head weight [V, C] (the token embedding when tied).
-    pub fn head(&self) -> &Param {
+    pub fn head(&self) -> &RowParam {
         each!(self, m => m.head())
     }
 

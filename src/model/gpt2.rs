@@ -6,14 +6,13 @@
 //! Nothing here runs anything: the calls push prepared dispatches onto a [`Program`]
 //! that the trainer (or `logits`) records into one command encoder per step.
 
-use super::linear::{lora_scratch, LinearParams, Param, Trainable};
+use super::linear::{join_parts, lora_scratch, LinearParams, Param, RowParam, Trainable};
 use super::lora::LoraConfig;
 use super::{HostTensor, Linear, LoraAdapter, ModelConfig, Weights};
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
-use super::head::Io;
+use super::head::{head_logits, Io};
 use crate::kernels::attention::{self, Attention, AttentionDecode, Qkv};
 use crate::kernels::embedding;
-use crate::kernels::matmul::{matmul, Matmul};
 use crate::kernels::{gelu, layernorm, residual};
 
 /// GPT-2's tensors outside the blocks: those before them (the embeddings) and after (the final norm).
@@ -60,12 +59,13 @@ pub struct Gpt2Gpu {
     pub config: ModelConfig,
     pub trainable: Trainable,
     pub lora_config: Option<LoraConfig>,
-    pub wte: Param,
+    /// [V, C], row-chunked when larger than one binding.
+    pub wte: RowParam,
     pub wpe: Param,
     pub blocks: Vec<Block>,
     pub ln_f: (Param, Param),
     /// Only for checkpoints with an untied head; otherwise the head is `wte`.
-    pub lm_head: Option<Param>,
+    pub lm_head: Option<RowParam>,
 }
 
 impl Gpt2Gpu {
@@ -92,14 +92,14 @@ impl Gpt2Gpu {
             });
         }
         let lm_head = match w.tensors.get("lm_head.weight") {
-            Some(t) => Some(Param::new(gpu, "lm_head.weight", t, full)?),
+            Some(t) => Some(RowParam::new(gpu, "lm_head.weight", t, full)?),
             None => None,
         };
         Ok(Gpt2Gpu {
             config: cfg.clone(),
             trainable,
             lora_config: adapter.map(|a| a.config.clone()),
-            wte: p("wte.weight")?,
+            wte: RowParam::new(gpu, "wte.weight", w.get("wte.weight"), full)?,
             wpe: p("wpe.weight")?,
             blocks,
             ln_f: (p("ln_f.weight")?, p("ln_f.bias")?),
@@ -108,7 +108,7 @@ impl Gpt2Gpu {
     }
 
     /// The head weight [V, C]: the untied `lm_head` if there is one, else `wte`.
-    pub fn head(&self) -> &Param {
+    pub fn head(&self) -> &RowParam {
         self.lm_head.as_ref().unwrap_or(&self.wte)
     }
 
@@ -142,13 +142,14 @@ impl Gpt2Gpu {
                 })
                 .collect(),
             ln_f: ln(&self.ln_f),
-            lm_head: self.lm_head.as_ref().map(Param::frozen),
+            lm_head: self.lm_head.as_ref().map(RowParam::frozen),
         }
     }
 
     /// Every parameter, base tensors in checkpoint order, then the head, then LoRA pairs.
     pub fn params(&self) -> Vec<&Param> {
-        let mut v = vec![&self.wte, &self.wpe];
+        let mut v: Vec<&Param> = self.wte.parts.iter().collect();
+        v.push(&self.wpe);
         for b in &self.blocks {
             v.extend([&b.ln_1.0, &b.ln_1.1]);
             for (i, lin) in b.linears().into_iter().enumerate() {
@@ -159,7 +160,7 @@ impl Gpt2Gpu {
             }
         }
         v.extend([&self.ln_f.0, &self.ln_f.1]);
-        v.extend(self.lm_head.as_ref());
+        v.extend(self.lm_head.iter().flat_map(|h| &h.parts));
         for b in &self.blocks {
             for lin in b.linears() {
                 v.extend(lin.lora_params());
@@ -175,14 +176,14 @@ impl Gpt2Gpu {
 
     /// Reads the base weights back (e.g. after full fine-tuning).
     pub async fn download_weights(&self, gpu: &Gpu) -> Result<Weights, GpuError> {
-        let mut tensors = std::collections::BTreeMap::new();
+        let mut list = Vec::new();
         for p in self.params() {
             if p.name.contains(".lora_") {
                 continue;
             }
-            tensors.insert(p.name.clone(), HostTensor::new(&p.value.shape, gpu.read(&p.value).await?));
+            list.push((p.name.clone(), HostTensor::new(&p.value.shape, gpu.read(&p.value).await?)));
         }
-        Ok(Weights { config: self.config.clone(), tensors })
+        Ok(Weights { config: self.config.clone(), tensors: join_parts(list).into_iter().collect() })
     }
 
     /// Reads the adapter back, if the model has one.
@@ -300,7 +301,7 @@ impl Activations {
             None
         };
         Ok(Activations {
-            io: Io::new(gpu, b, t, c, v, backward, backward && m.wte.grad.is_some(), head_bytes)?,
+            io: Io::new(gpu, b, t, c, v, backward, backward && m.wte.is_trained(), head_bytes)?,
             x0: z("x0", &[n, c])?,
             tmp: z("tmp", &[n, c])?,
             layers,
@@ -317,7 +318,7 @@ impl Gpt2Gpu {
         let cfg = &self.config;
         let (b, t, c, n, eps) = (a.io.b, a.io.t, cfg.n_embd, a.io.b * a.io.t, cfg.layer_norm_epsilon);
         let dims = Attention::mha(b, t, c, cfg.n_head);
-        embedding::embedding_forward(gpu, prog, &a.io.tokens, &self.wte.value, Some(&self.wpe.value), &a.x0, b, t, c); // x0 [N, C]
+        embedding::embedding_forward_chunked(gpu, prog, &a.io.tokens, &self.wte.values(), Some(&self.wpe.value), &a.x0, b, t, c); // x0 [N, C]
         for (l, (blk, la)) in self.blocks.iter().zip(&a.layers).enumerate() {
             let x = if l == 0 { &a.x0 } else { &a.layers[l - 1].x_out }; // [N, C]
             layernorm::layernorm_forward(gpu, prog, x, &blk.ln_1.0.value, &blk.ln_1.1.value, &la.ln1, &la.ln1_mean, &la.ln1_rstd, n, c, eps);
@@ -367,8 +368,8 @@ impl Gpt2Gpu {
             layernorm::layernorm_backward(gpu, prog, &g.dln, x, &blk.ln_1.0.value, &la.ln1_mean, &la.ln1_rstd, &g.dresid, true, ln_grads(&blk.ln_1), n, c);
         }
         // dresid is now d x0
-        if let (Some(dwte), Some(dwpe), Some(ix)) = (&self.wte.grad, &self.wpe.grad, &a.io.token_index) {
-            embedding::embedding_backward(gpu, prog, &g.dresid, ix, dwte, Some(dwpe), b, t, c);
+        if let (Some(dwte), Some(dwpe), Some(ix)) = (self.wte.grads(), &self.wpe.grad, &a.io.token_index) {
+            embedding::embedding_backward_chunked(gpu, prog, &g.dresid, ix, &dwte, Some(dwpe), b, t, c);
         }
     }
 
@@ -412,7 +413,7 @@ impl Gpt2Gpu {
         let norm = |p: &mut Program, x: &Tensor, (w, bias): &(Param, Param)| {
             layernorm::layernorm_forward(gpu, p, x, &w.value, &bias.value, &ln, &mean, &rstd, 1, c, eps)
         };
-        embedding::embedding_forward_at(gpu, p, token, pos, &self.wte.value, Some(&self.wpe.value), &x, 1, c); // x [1, C]
+        embedding::embedding_forward_at_chunked(gpu, p, token, pos, &self.wte.values(), Some(&self.wpe.value), &x, 1, c); // x [1, C]
         for (blk, (kc, vc)) in self.blocks.iter().zip(caches) {
             norm(p, &x, &blk.ln_1); // ln [1, C]
             blk.c_attn.forward(gpu, p, &ln, &qkv, xa_, 1); // qkv [1, 3C]
@@ -428,7 +429,7 @@ impl Gpt2Gpu {
             residual::add_forward(gpu, p, &x_mid, &tmp, &x); // x [1, C]: the block output
         }
         norm(p, &x, &self.ln_f); // ln [1, C]
-        matmul(gpu, p, &Matmul::new(1, v, c).tb(), &ln, &self.head().value, logits, None); // logits [V]
+        head_logits(gpu, p, &ln, 0, self.head(), logits, 1, v, c); // logits [V]
         Ok((prog, vec![x, x_mid, ln, mean, rstd, qkv, atty, tmp, fc, fc_gelu, xa]))
     }
 
@@ -451,7 +452,7 @@ impl Gpt2Gpu {
         a.io.write_batch(gpu, tokens, &vec![-100; tokens.len()]);
         let mut prog = Program::new();
         self.forward(gpu, &mut prog, &a);
-        matmul(gpu, &mut prog, &Matmul::new(b * t, v, self.config.n_embd).tb(), &a.io.lnf, &self.head().value, &out, None);
+        head_logits(gpu, &mut prog, &a.io.lnf, 0, self.head(), &out, b * t, v, self.config.n_embd);
         prog.run(gpu);
         gpu.read(&out).await
     }

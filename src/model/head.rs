@@ -2,10 +2,11 @@
 //! scale, the embedding backward's token index) and the chunked LM head + cross-entropy over
 //! the final norm's output (the B×T×vocab logits never exist).
 
-use super::linear::Param;
+use super::linear::RowParam;
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
 use crate::kernels::cross_entropy::{self, LmHeadLoss};
 use crate::kernels::embedding::{self, TokenIndexBuffers};
+use crate::kernels::matmul::{matmul, Matmul};
 
 /// The batch in, the loss out.
 pub struct Io {
@@ -39,7 +40,9 @@ impl Io {
         head_bytes: u64,
     ) -> Result<Io, GpuError> {
         let n = b * t;
-        let chunk = cross_entropy::chunk_rows(n, v, head_bytes);
+        // the [chunk, V] logits block is one buffer: it must fit a binding too
+        gpu.check_binding("one row of the LM head's logits", 4 * v as u64)?;
+        let chunk = cross_entropy::chunk_rows(n, v, head_bytes.min(gpu.max_binding()));
         let z = |name: &str, shape: &[usize]| gpu.zeros(name, shape);
         Ok(Io {
             b,
@@ -76,21 +79,35 @@ impl Io {
 
     /// LM head + cross-entropy over `lnf`: loss [1], losses [N]; with `dlnf`, d lnf [N, C] is
     /// written there and the head's weight gradient accumulated.
-    pub fn head_loss(&self, gpu: &Gpu, prog: &mut Program, head: &Param, dlnf: Option<&Tensor>) {
+    pub fn head_loss(&self, gpu: &Gpu, prog: &mut Program, head: &RowParam, dlnf: Option<&Tensor>) {
         let dh = if self.head.backward { dlnf } else { None };
-        cross_entropy::lm_head_loss(
+        let dhead = head.grads().filter(|_| dh.is_some());
+        cross_entropy::lm_head_loss_chunked(
             gpu,
             prog,
             &self.head,
             &self.lnf,
-            &head.value,
+            &head.values(),
             &self.targets,
             &self.scale,
             &self.logits,
             &self.losses,
             &self.loss,
             dh,
-            head.grad.as_ref().filter(|_| dh.is_some()),
+            dhead.as_deref(),
         );
+    }
+}
+
+/// logits [n, V] = x[x_row0.., C] (n rows) · headᵀ, one matmul per row chunk of the head (each
+/// fills its columns of the logits). Inference: generation's last row and `logits`.
+#[allow(clippy::too_many_arguments)]
+pub fn head_logits(gpu: &Gpu, prog: &mut Program, x: &Tensor, x_row0: usize, head: &RowParam, logits: &Tensor, n: usize, v: usize, c: usize) {
+    for w in head.values() {
+        let mut mm = Matmul::new(n, w.rows, c).tb();
+        mm.a_offset = x_row0 * c;
+        mm.c_offset = w.row0;
+        mm.ldc = v;
+        matmul(gpu, prog, &mm, x, w.t, logits, None);
     }
 }

@@ -9,7 +9,7 @@ use super::lora::LoraModule;
 use super::{HostTensor, Linear, Weights};
 use crate::gpu::{Gpu, GpuError, MemoryClass, Program, Tensor};
 use crate::kernels::matmul::{matmul, Matmul};
-use crate::kernels::reduce;
+use crate::kernels::{reduce, RowChunk};
 
 /// What is trained: nothing (inference), the LoRA adapter, or every tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +41,92 @@ impl Param {
     pub fn frozen(&self) -> Param {
         Param { name: self.name.clone(), value: self.value.shared(), grad: None }
     }
+}
+
+/// A [rows, cols] parameter that may be larger than one storage binding (a vocabulary's embedding
+/// or LM head): stored as row chunks of at most [`Gpu::max_binding`] bytes each, one part when it
+/// fits. Each part is a [`Param`] of its own named like the whole (with its own gradient), so
+/// AdamW, the gradient norm and the gradient clears treat the chunks as parameters; everything
+/// that writes a file joins them back ([`join_parts`]), so files keep the whole tensor.
+pub struct RowParam {
+    pub name: String,
+    /// [rows, cols] of the whole tensor.
+    pub shape: Vec<usize>,
+    /// Consecutive row chunks from row 0, each [rows_j, cols].
+    pub parts: Vec<Param>,
+}
+
+impl RowParam {
+    /// Uploads `t` ([rows, cols]) as row chunks of at most the GPU's binding limit each; fails,
+    /// naming the tensor, when not even one row fits a binding.
+    pub fn new(gpu: &Gpu, name: &str, t: &HostTensor, trainable: bool) -> Result<RowParam, GpuError> {
+        let (rows, cols) = match t.shape[..] {
+            [rows, cols] if rows * cols == t.data.len() => (rows, cols),
+            _ => return Err(GpuError::Invalid(format!("{name}: shape {:?} is not a [rows, cols] matrix", t.shape))),
+        };
+        let per = gpu.rows_per_binding(name, rows, cols)?;
+        if per >= rows {
+            return Ok(RowParam { name: name.to_string(), shape: t.shape.clone(), parts: vec![Param::new(gpu, name, t, trainable)?] });
+        }
+        let mut parts = Vec::with_capacity(rows.div_ceil(per));
+        for r0 in (0..rows).step_by(per) {
+            let r1 = (r0 + per).min(rows);
+            let label = format!("{name} rows {r0}..{r1}");
+            let class = if trainable { MemoryClass::Trainable } else { MemoryClass::Weights };
+            let value = gpu.in_class(class, || gpu.upload(&label, &[r1 - r0, cols], &t.data[r0 * cols..r1 * cols]))?;
+            let grad = match trainable {
+                true => Some(gpu.in_class(MemoryClass::Gradients, || gpu.zeros(&format!("grad {label}"), &[r1 - r0, cols]))?),
+                false => None,
+            };
+            parts.push(Param { name: name.to_string(), value, grad });
+        }
+        Ok(RowParam { name: name.to_string(), shape: t.shape.clone(), parts })
+    }
+
+    /// The same tensor without gradients (the buffers are shared, nothing is copied).
+    pub fn frozen(&self) -> RowParam {
+        RowParam { name: self.name.clone(), shape: self.shape.clone(), parts: self.parts.iter().map(Param::frozen).collect() }
+    }
+
+    pub fn cols(&self) -> usize {
+        self.shape.get(1).copied().unwrap_or(1)
+    }
+
+    /// The value's chunks, for the kernels.
+    pub fn values(&self) -> Vec<RowChunk<'_>> {
+        RowChunk::list(&self.parts.iter().map(|p| &p.value).collect::<Vec<_>>(), self.cols())
+    }
+
+    /// The gradient's chunks (the values' rows), when trained.
+    pub fn grads(&self) -> Option<Vec<RowChunk<'_>>> {
+        let grads: Option<Vec<&Tensor>> = self.parts.iter().map(|p| p.grad.as_ref()).collect();
+        grads.map(|g| RowChunk::list(&g, self.cols()))
+    }
+
+    pub fn is_trained(&self) -> bool {
+        self.parts.iter().all(|p| p.grad.is_some())
+    }
+
+    /// Whether the tensor is split over more than one buffer.
+    pub fn is_chunked(&self) -> bool {
+        self.parts.len() > 1
+    }
+}
+
+/// Joins consecutive entries of the same name (the row chunks of one [`RowParam`], in order)
+/// into one tensor, concatenating their rows; other entries pass through unchanged.
+pub fn join_parts(list: Vec<(String, HostTensor)>) -> Vec<(String, HostTensor)> {
+    let mut out: Vec<(String, HostTensor)> = Vec::with_capacity(list.len());
+    for (name, t) in list {
+        match out.last_mut() {
+            Some((last, whole)) if *last == name && !t.shape.is_empty() && whole.shape.len() == t.shape.len() && whole.shape[1..] == t.shape[1..] => {
+                whole.shape[0] += t.shape[0];
+                whole.data.extend_from_slice(&t.data);
+            }
+            _ => out.push((name, t)),
+        }
+    }
+    out
 }
 
 /// The LoRA pair of one linear layer: A [r, in], B [out, r].

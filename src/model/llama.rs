@@ -8,14 +8,13 @@
 //! \+ x → RMSNorm → gate, up projections → silu(gate)·up → down projection → + residual.
 //! Linear layers are nn.Linear (weight [out, in]); every one can carry a LoRA adapter.
 
-use super::head::Io;
-use super::linear::{lora_scratch, LinearParams, Param, Trainable};
+use super::head::{head_logits, Io};
+use super::linear::{join_parts, lora_scratch, LinearParams, Param, RowParam, Trainable};
 use super::lora::LoraConfig;
 use super::{HostTensor, Linear, LoraAdapter, ModelConfig, Weights};
 use crate::gpu::{Gpu, GpuError, MemoryClass, Program, Tensor};
 use crate::kernels::attention::{self, Attention, AttentionDecode, Qkv};
 use crate::kernels::embedding;
-use crate::kernels::matmul::{matmul, Matmul};
 use crate::kernels::rmsnorm::{self, RmsNorm};
 use crate::kernels::rope::{self, Positions, Rope};
 use crate::kernels::{residual, swiglu, View};
@@ -70,11 +69,12 @@ pub struct LlamaGpu {
     pub config: ModelConfig,
     pub trainable: Trainable,
     pub lora_config: Option<LoraConfig>,
-    pub embed: Param,
+    /// [V, C], row-chunked when larger than one binding.
+    pub embed: RowParam,
     pub blocks: Vec<Block>,
     pub norm: Param,
     /// Only for untied checkpoints; otherwise the head is the embedding.
-    pub lm_head: Option<Param>,
+    pub lm_head: Option<RowParam>,
     /// cos/sin of every position up to n_positions [P, D] (model::rope).
     pub rope_table: Tensor,
 }
@@ -111,7 +111,7 @@ impl LlamaGpu {
             });
         }
         let lm_head = match w.tensors.get("lm_head.weight") {
-            Some(t) => Some(Param::new(gpu, "lm_head.weight", t, full)?),
+            Some(t) => Some(RowParam::new(gpu, "lm_head.weight", t, full)?),
             None => None,
         };
         let rope = cfg.rope.as_ref().ok_or_else(|| GpuError::Invalid("a Llama-family config without RoPE".into()))?;
@@ -122,7 +122,7 @@ impl LlamaGpu {
             config: cfg.clone(),
             trainable,
             lora_config: adapter.map(|a| a.config.clone()),
-            embed: p("embed_tokens.weight")?,
+            embed: RowParam::new(gpu, "embed_tokens.weight", w.get("embed_tokens.weight"), full)?,
             blocks,
             norm: p("norm.weight")?,
             lm_head,
@@ -131,7 +131,7 @@ impl LlamaGpu {
     }
 
     /// The head weight [V, C]: the untied `lm_head` if there is one, else the embedding.
-    pub fn head(&self) -> &Param {
+    pub fn head(&self) -> &RowParam {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
@@ -164,14 +164,14 @@ impl LlamaGpu {
                 })
                 .collect(),
             norm: self.norm.frozen(),
-            lm_head: self.lm_head.as_ref().map(Param::frozen),
+            lm_head: self.lm_head.as_ref().map(RowParam::frozen),
             rope_table: self.rope_table.shared(),
         }
     }
 
     /// Every parameter, base tensors in checkpoint order, then the head, then LoRA pairs.
     pub fn params(&self) -> Vec<&Param> {
-        let mut v = vec![&self.embed];
+        let mut v: Vec<&Param> = self.embed.parts.iter().collect();
         for b in &self.blocks {
             v.push(&b.input_norm);
             for lin in b.linears() {
@@ -185,7 +185,7 @@ impl LlamaGpu {
             }
         }
         v.push(&self.norm);
-        v.extend(self.lm_head.as_ref());
+        v.extend(self.lm_head.iter().flat_map(|h| &h.parts));
         for b in &self.blocks {
             for lin in b.linears() {
                 v.extend(lin.lora_params());
@@ -201,14 +201,14 @@ impl LlamaGpu {
 
     /// Reads the base weights back (e.g. after full fine-tuning).
     pub async fn download_weights(&self, gpu: &Gpu) -> Result<Weights, GpuError> {
-        let mut tensors = std::collections::BTreeMap::new();
+        let mut list = Vec::new();
         for p in self.params() {
             if p.name.contains(".lora_") {
                 continue;
             }
-            tensors.insert(p.name.clone(), HostTensor::new(&p.value.shape, gpu.read(&p.value).await?));
+            list.push((p.name.clone(), HostTensor::new(&p.value.shape, gpu.read(&p.value).await?)));
         }
-        Ok(Weights { config: self.config.clone(), tensors })
+        Ok(Weights { config: self.config.clone(), tensors: join_parts(list).into_iter().collect() })
     }
 
     /// Reads the adapter back, if the model has one.
@@ -361,7 +361,7 @@ impl Activations {
             None
         };
         Ok(Activations {
-            io: Io::new(gpu, b, t, c, cfg.vocab_size, backward, backward && m.embed.grad.is_some(), head_bytes)?,
+            io: Io::new(gpu, b, t, c, cfg.vocab_size, backward, backward && m.embed.is_trained(), head_bytes)?,
             x0: z("x0", &[n, c])?,
             tmp: z("tmp", &[n, c])?,
             layers,
@@ -391,7 +391,7 @@ impl LlamaGpu {
         let norm = RmsNorm { n, heads: 1, c, eps };
         let (rope_q, rope_k) = self.ropes(n, t);
         let dims = self.attention(b, t);
-        embedding::embedding_forward(gpu, prog, &a.io.tokens, &self.embed.value, None, &a.x0, b, t, c); // x0 [N, C]
+        embedding::embedding_forward_chunked(gpu, prog, &a.io.tokens, &self.embed.values(), None, &a.x0, b, t, c); // x0 [N, C]
         for (l, (blk, la)) in self.blocks.iter().zip(&a.layers).enumerate() {
             let x = if l == 0 { &a.x0 } else { &a.layers[l - 1].x_out }; // [N, C]
             let lo = &la.lora;
@@ -476,8 +476,8 @@ impl LlamaGpu {
             rmsnorm::rmsnorm_backward(gpu, prog, &norm, View::rows(&g.dln, c), View::rows(x, c), &blk.input_norm.value, &la.rstd1, View::rows(&g.dresid, c), true, blk.input_norm.grad.as_ref());
         }
         // dresid is now d x0
-        if let (Some(dembed), Some(ix)) = (&self.embed.grad, &a.io.token_index) {
-            embedding::embedding_backward(gpu, prog, &g.dresid, ix, dembed, None, b, t, c);
+        if let (Some(dembed), Some(ix)) = (self.embed.grads(), &a.io.token_index) {
+            embedding::embedding_backward_chunked(gpu, prog, &g.dresid, ix, &dembed, None, b, t, c);
         }
     }
 
@@ -522,7 +522,7 @@ impl LlamaGpu {
         let norm = RmsNorm { n: 1, heads: 1, c, eps };
         let (rope_q, rope_k) = (Rope { n: 1, heads: cfg.n_head, head_dim: hd, t: 1 }, Rope { n: 1, heads: cfg.n_kv_head, head_dim: hd, t: 1 });
         let at = Positions::At(pos);
-        embedding::embedding_forward_at(gpu, p, token, pos, &self.embed.value, None, &x, 1, c); // x [1, C]
+        embedding::embedding_forward_at_chunked(gpu, p, token, pos, &self.embed.values(), None, &x, 1, c); // x [1, C]
         for (blk, (kc, vc)) in self.blocks.iter().zip(caches) {
             rmsnorm::rmsnorm_forward(gpu, p, &norm, View::rows(&x, c), &blk.input_norm.value, View::rows(&ln, c), &rstd);
             match &blk.qk_norm {
@@ -553,7 +553,7 @@ impl LlamaGpu {
             residual::add_forward(gpu, p, &x_mid, &tmp, &x); // x [1, C]: the block output
         }
         rmsnorm::rmsnorm_forward(gpu, p, &norm, View::rows(&x, c), &self.norm.value, View::rows(&ln, c), &rstd);
-        matmul(gpu, p, &Matmul::new(1, v, c).tb(), &ln, &self.head().value, logits, None); // logits [V]
+        head_logits(gpu, p, &ln, 0, self.head(), logits, 1, v, c); // logits [V]
         Ok((prog, vec![x, x_mid, ln, rstd, q, k, val, att, tmp, q_pre, k_pre, q_rstd, k_rstd, gate, up, h, xa]))
     }
 
@@ -575,7 +575,7 @@ impl LlamaGpu {
         a.io.write_batch(gpu, tokens, &vec![-100; tokens.len()]);
         let mut prog = Program::new();
         self.forward(gpu, &mut prog, &a);
-        matmul(gpu, &mut prog, &Matmul::new(b * t, v, self.config.n_embd).tb(), &a.io.lnf, &self.head().value, &out, None);
+        head_logits(gpu, &mut prog, &a.io.lnf, 0, self.head(), &out, b * t, v, self.config.n_embd);
         prog.run(gpu);
         gpu.read(&out).await
     }

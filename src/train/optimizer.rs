@@ -7,6 +7,7 @@ use super::TrainError;
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
 use crate::kernels::optimizer::{self, AdamWParams, AdamWStep, GradNorm};
 use crate::model::ModelGpu;
+use crate::model::linear::join_parts;
 use crate::model::HostTensor;
 
 /// The user's optimiser settings (PyTorch defaults but for weight decay).
@@ -86,25 +87,26 @@ impl Optimizer {
         gpu.write(&self.step_params, &AdamWStep::new(h, self.step).as_f32s());
     }
 
-    /// Reads AdamW's moments back: (trained tensor name, m, v) in `ModelGpu::trained` order.
+    /// Reads AdamW's moments back: (trained tensor name, m, v) in `ModelGpu::trained` order, a
+    /// row-chunked tensor's chunks joined into one (so the file has the whole tensor's shape).
     /// `model` must be the model this optimizer was made for.
     pub async fn read_moments(
         &self,
         gpu: &Gpu,
         model: &ModelGpu,
     ) -> Result<Vec<(String, HostTensor, HostTensor)>, GpuError> {
-        let mut out = Vec::with_capacity(self.moments.len());
+        let (mut ms, mut vs) = (Vec::with_capacity(self.moments.len()), Vec::with_capacity(self.moments.len()));
         for (p, (m, v)) in model.trained().into_iter().zip(&self.moments) {
-            let hm = HostTensor::new(&m.shape, gpu.read(m).await?);
-            let hv = HostTensor::new(&v.shape, gpu.read(v).await?);
-            out.push((p.name.clone(), hm, hv));
+            ms.push((p.name.clone(), HostTensor::new(&m.shape, gpu.read(m).await?)));
+            vs.push((p.name.clone(), HostTensor::new(&v.shape, gpu.read(v).await?)));
         }
-        Ok(out)
+        Ok(join_parts(ms).into_iter().zip(join_parts(vs)).map(|((name, m), (_, v))| (name, m, v)).collect())
     }
 
     /// Continues from saved state: AdamW's step count (`step` updates taken) and (m, v) for every
-    /// trained tensor of `model`, by name. Every trained tensor needs its pair with its shape, and
-    /// no other name may appear; `what` names the source in messages.
+    /// trained tensor of `model`, by name (a row-chunked tensor's moments are split over its
+    /// chunks). Every trained tensor needs its pair with its shape, and no other name may appear;
+    /// `what` names the source in messages.
     pub fn restore(
         &mut self,
         gpu: &Gpu,
@@ -117,23 +119,40 @@ impl Optimizer {
         if let Some(extra) = moments.keys().find(|k| !trained.iter().any(|p| &p.name == *k)) {
             return Err(TrainError::Invalid(format!("{what}: AdamW state for '{extra}', which this run does not train")));
         }
-        for (p, (m, v)) in trained.iter().zip(&self.moments) {
-            let (hm, hv) = moments
-                .get(&p.name)
-                .ok_or_else(|| TrainError::Invalid(format!("{what}: no AdamW state for '{}'", p.name)))?;
-            for (t, h, kind) in [(m, hm, "m"), (v, hv, "v")] {
-                if h.shape != t.shape || h.data.len() != t.len() {
+        // Each trained part's first row in its whole tensor, and the whole tensors' shapes.
+        let mut row0 = Vec::with_capacity(trained.len());
+        let mut whole: Vec<(String, Vec<usize>)> = Vec::new();
+        for p in &trained {
+            let shape = &p.value.shape;
+            match whole.last_mut() {
+                Some((name, w)) if *name == p.name && !shape.is_empty() && w.len() == shape.len() && w[1..] == shape[1..] => {
+                    row0.push(w[0]);
+                    w[0] += shape[0];
+                }
+                _ => {
+                    row0.push(0);
+                    whole.push((p.name.clone(), shape.clone()));
+                }
+            }
+        }
+        for (name, shape) in &whole {
+            let (hm, hv) =
+                moments.get(name).ok_or_else(|| TrainError::Invalid(format!("{what}: no AdamW state for '{name}'")))?;
+            for (h, kind) in [(hm, "m"), (hv, "v")] {
+                if &h.shape != shape || h.data.len() != shape.iter().product::<usize>() {
                     return Err(TrainError::Invalid(format!(
-                        "{what}: AdamW {kind} of '{}' has shape {:?} but the tensor is {:?}",
-                        p.name, h.shape, t.shape
+                        "{what}: AdamW {kind} of '{name}' has shape {:?} but the tensor is {shape:?}",
+                        h.shape
                     )));
                 }
             }
         }
-        for (p, (m, v)) in trained.iter().zip(&self.moments) {
+        for ((p, (m, v)), r0) in trained.iter().zip(&self.moments).zip(row0) {
             let (hm, hv) = &moments[&p.name];
-            gpu.write(m, &hm.data);
-            gpu.write(v, &hv.data);
+            let row: usize = p.value.shape.get(1..).map_or(1, |s| s.iter().product());
+            let range = r0 * row..r0 * row + m.len();
+            gpu.write(m, &hm.data[range.clone()]);
+            gpu.write(v, &hv.data[range]);
         }
         self.step = step;
         Ok(())

@@ -44,6 +44,10 @@ pub struct PlanContext {
     pub eval_tokens: Option<usize>,
     /// Bytes allowed for the training LM head's logits chunk.
     pub head_bytes: u64,
+    /// The device's binding limit (`Gpu::max_binding`): vocabulary tables over it are split into
+    /// row chunks (`RowParam`) and the head's logits block stays under it. None: no device known
+    /// (`bench --dry-run`), nothing is split.
+    pub max_binding: Option<u64>,
 }
 
 impl PlanContext {
@@ -79,7 +83,7 @@ pub struct DeviceLimits {
 impl DeviceLimits {
     pub fn of(gpu: &Gpu) -> DeviceLimits {
         DeviceLimits {
-            max_binding: gpu.limits.max_storage_buffer_binding_size,
+            max_binding: gpu.max_binding(),
             max_buffer: gpu.limits.max_buffer_size,
             budget: gpu.memory_budget(),
         }
@@ -146,10 +150,26 @@ impl MemoryPlan {
         if ctx.untied_head {
             base.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, cfg.n_embd]));
         }
+        let tables = [cfg.embedding_name(), "lm_head.weight"];
         for (name, shape) in base {
-            p.param(&name, &shape, full);
-            if full {
-                trained.push((name, shape));
+            // a vocabulary table over the binding limit is uploaded as row chunks (RowParam::new)
+            let parts = match shape[..] {
+                [rows, cols] if tables.contains(&name.as_str()) => row_parts(rows, cols, ctx.max_binding),
+                _ => Vec::new(),
+            };
+            if parts.len() <= 1 {
+                p.param(&name, &shape, full);
+                if full {
+                    trained.push((name, shape));
+                }
+                continue;
+            }
+            for (r0, r1) in parts {
+                let part = vec![r1 - r0, shape[1]];
+                p.param(&format!("{name} rows {r0}..{r1}"), &part, full);
+                if full {
+                    trained.push((name.clone(), part)); // AdamW labels a chunk's moments by the tensor's name
+                }
             }
         }
         for &(l, k, r) in &lora {
@@ -168,7 +188,8 @@ impl MemoryPlan {
         // The training step's buffers (Trainer::new).
         let max_rank = lora.iter().map(|m| m.2).max().unwrap_or(0);
         p.class = MemoryClass::Activations;
-        activations(&mut p, cfg, &lora, spec.batch, spec.seq, true, full, max_rank, ctx.head_bytes);
+        let head_bytes = |b: u64| ctx.max_binding.map_or(b, |m| b.min(m));
+        activations(&mut p, cfg, &lora, spec.batch, spec.seq, true, full, max_rank, head_bytes(ctx.head_bytes));
         let readback = ctx.readback_every.clamp(1, (spec.steps as usize).max(1));
         p.add("loss history", &[readback, spec.grad_accum.saturating_add(1)]);
 
@@ -188,7 +209,7 @@ impl MemoryPlan {
             let windows = (tokens / spec.seq.saturating_add(1)).max(1);
             let rows = spec.batch.min(windows);
             p.class = MemoryClass::Eval;
-            activations(&mut p, cfg, &lora, rows, spec.seq, false, false, max_rank, super::eval::HEAD_BYTES);
+            activations(&mut p, cfg, &lora, rows, spec.seq, false, false, max_rank, head_bytes(super::eval::HEAD_BYTES));
             p.add("eval losses", &[windows.div_ceil(spec.batch)]);
         }
         Ok(MemoryPlan { entries: p.entries, batch: spec.batch, seq: spec.seq })
@@ -306,6 +327,18 @@ impl MemoryPlan {
             "tensors": self.entries.len(),
         })
     }
+}
+
+/// The row ranges a [rows, cols] table is uploaded in under a binding limit (as
+/// `Gpu::rows_per_binding`): one range when it fits or no limit is known, none when not even one
+/// row fits (then the whole tensor is planned, and refused by [`MemoryPlan::misfit`]).
+fn row_parts(rows: usize, cols: usize, limit: Option<u64>) -> Vec<(usize, usize)> {
+    let row_bytes = 4 * cols.max(1) as u64;
+    let per = match limit {
+        Some(l) if row_bytes <= l => ((l / row_bytes).min(usize::MAX as u64) as usize).clamp(1, rows.max(1)),
+        _ => return Vec::new(),
+    };
+    (0..rows).step_by(per).map(|r0| (r0, (r0 + per).min(rows))).collect()
 }
 
 /// The buffers of one (B, T) shape (`Activations::new` of each family, with `Io::new`).

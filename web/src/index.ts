@@ -143,6 +143,12 @@ export interface CreateOptions {
    * one saved run per store), `backend` "auto" (OPFS, else IndexedDB), "opfs", "indexeddb" or "none".
    */
   storage?: { name?: string; backend?: StorageKind | "auto" };
+  /**
+   * Testing and diagnostics: the most bytes one GPU buffer may hold, below the device's
+   * `maxStorageBufferBindingSize` (a positive multiple of 4). Larger tensors (a big vocabulary's
+   * embedding or LM head) are split into row chunks, as on a GPU that binds only that much.
+   */
+  maxBinding?: number;
 }
 
 function defaultWorker(): Worker {
@@ -257,6 +263,7 @@ export class Trainer {
   private constructor(
     private readonly makeWorker: () => Worker,
     private readonly storage: { name: string; backend: StorageKind | "auto" },
+    private readonly maxBinding: number | undefined,
     /** Version, GPU and features of the engine. */
     public info: EngineInfo,
     worker: Worker,
@@ -271,13 +278,14 @@ export class Trainer {
   static async create(options: CreateOptions = {}): Promise<Trainer> {
     const make = options.worker ?? defaultWorker;
     const storage = { name: options.storage?.name ?? "webtune", backend: options.storage?.backend ?? "auto" };
-    const { worker, rpc, info } = await Trainer.start(make, storage);
-    return new Trainer(make, storage, info, worker, rpc);
+    const { worker, rpc, info } = await Trainer.start(make, storage, options.maxBinding);
+    return new Trainer(make, storage, options.maxBinding, info, worker, rpc);
   }
 
   private static async start(
     make: () => Worker,
     storage: { name: string; backend: StorageKind | "auto" },
+    maxBinding: number | undefined,
   ): Promise<{ worker: Worker; rpc: RpcClient; info: EngineInfo }> {
     const worker = make();
     const rpc = new RpcClient(worker as unknown as Port);
@@ -288,7 +296,7 @@ export class Trainer {
       });
     });
     try {
-      const info = await Promise.race([rpc.call({ type: "create", storage }), failed]);
+      const info = await Promise.race([rpc.call({ type: "create", storage, maxBinding }), failed]);
       return { worker, rpc, info };
     } catch (e) {
       worker.terminate();
@@ -314,7 +322,7 @@ export class Trainer {
       this.rpc.close();
       this.worker.terminate();
       this.model = undefined;
-      const { worker, rpc, info } = await Trainer.start(this.makeWorker, this.storage);
+      const { worker, rpc, info } = await Trainer.start(this.makeWorker, this.storage, this.maxBinding);
       this.worker = worker;
       this.rpc = rpc;
       this.info = info;

@@ -17,6 +17,8 @@ export interface GpuInfo {
     maxComputeWorkgroupStorageSize: number;
     maxComputeInvocationsPerWorkgroup: number;
   };
+  /** The most bytes one buffer holds here: the device's limits, or a lower `maxBinding`; tensors over it are row-chunked. */
+  maxBinding: number;
   summary: string;
 }
 
@@ -267,7 +269,7 @@ export interface RunControl {
 
 /** What the page asks of the worker. */
 export type Request =
-  | { type: "create"; storage: { name: string; backend: StorageKind | "auto" } }
+  | { type: "create"; storage: { name: string; backend: StorageKind | "auto" }; maxBinding?: number }
   | { type: "loadModel"; name: string; config: string; weights: WeightFile[]; tokenizer?: TokenizerSource }
   | { type: "loadTokenizer"; tokenizer: TokenizerSource }
   | { type: "loadAdapter"; name: string; config: string; weights: ArrayBuffer }

@@ -144,10 +144,11 @@ test("a model over the device's limits: refused when the run starts, naming the 
   await page.click("#train");
   assert.equal(await s.waitState(["paused", "done", "failed"]), "paused", await s.report());
 
-  // a GPT-2 16 wide with 70000 tokens: its embedding (4,480,000 bytes of f32) is over 4 MiB
-  const [c, v] = [16, 70000];
-  const config = { ...JSON.parse(readFileSync(join(tiny, "model", "config.json"), "utf8")), n_embd: c, n_head: 2, n_layer: 1, n_positions: 16, vocab_size: v, eos_token_id: v - 1, bos_token_id: v - 1 };
-  const shapes = { "transformer.wte.weight": [v, c], "transformer.wpe.weight": [16, c], "transformer.ln_f.weight": [c], "transformer.ln_f.bias": [c] };
+  // a GPT-2 16 wide with 70000 positions: its position table (4,480,000 bytes of f32) is over 4 MiB
+  // (a vocabulary table that large would be split into row chunks; no other tensor is)
+  const [c, p, v] = [16, 70000, 97];
+  const config = { ...JSON.parse(readFileSync(join(tiny, "model", "config.json"), "utf8")), n_embd: c, n_head: 2, n_layer: 1, n_positions: p, vocab_size: v, eos_token_id: v - 1, bos_token_id: v - 1 };
+  const shapes = { "transformer.wte.weight": [v, c], "transformer.wpe.weight": [p, c], "transformer.ln_f.weight": [c], "transformer.ln_f.bias": [c] };
   for (const [name, fin, fout] of [["attn.c_attn", c, 3 * c], ["attn.c_proj", c, c], ["mlp.c_fc", c, 4 * c], ["mlp.c_proj", 4 * c, c]]) {
     shapes[`transformer.h.0.${name}.weight`] = [fin, fout];
     shapes[`transformer.h.0.${name}.bias`] = [fout];
@@ -177,7 +178,7 @@ test("a model over the device's limits: refused when the run starts, naming the 
   // refused by the run's memory plan, before anything is allocated
   assert.equal(
     await s.text("#options-status"),
-    "this run does not fit the GPU: the tensor 'wte.weight' (frozen weights, [70000, 16]) needs 4480000 bytes (4.3 MiB) " +
+    "this run does not fit the GPU: the tensor 'wpe.weight' (frozen weights, [70000, 16]) needs 4480000 bytes (4.3 MiB) " +
       "but this GPU allows at most 4194304 bytes (4.0 MiB) per storage binding; no batch or seq changes that: " +
       "the model itself is too large for this GPU",
   );

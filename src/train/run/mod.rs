@@ -197,8 +197,11 @@ impl Prepared<'_> {
         &self.weights.config
     }
 
-    /// Refuses the run when its plan does not fit `limits` (see [`plan::check`]).
-    pub fn check_fits(&self, limits: &DeviceLimits) -> Result<(), TrainError> {
+    /// Plans for the device of `limits` (its binding limit decides which vocabulary tables are
+    /// split into row chunks), then refuses the run when the plan does not fit (see [`plan::check`]).
+    pub fn check_fits(&mut self, limits: &DeviceLimits) -> Result<(), TrainError> {
+        self.plan_context.max_binding = Some(limits.max_binding);
+        self.plan = MemoryPlan::of(&self.weights.config, &self.spec, &self.plan_context)?;
         plan::check(&self.plan, &self.weights.config, &self.spec, &self.plan_context, limits, self.style)
     }
 }
@@ -230,7 +233,7 @@ impl Run {
     /// run that does not fit the GPU, uploads the model and records the step program.
     /// `save_at_end`: whether a periodic checkpoint is written at the last step too.
     pub fn new(gpu: &Gpu, input: RunInputs<'_>, resume: Option<&Checkpoint>, save_at_end: bool) -> Result<Run, TrainError> {
-        let prepared = Run::prepare(input, resume)?;
+        let mut prepared = Run::prepare(input, resume)?;
         prepared.check_fits(&DeviceLimits::of(gpu))?;
         Run::start(gpu, prepared, resume, save_at_end)
     }
