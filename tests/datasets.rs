@@ -9,7 +9,7 @@ use webtune::data::batch::eval_loss;
 use webtune::data::records::{parse_dataset, parse_jsonl, read_dataset, split_eval, Record};
 use webtune::data::{Batcher, TokenStream};
 use webtune::gpu::Gpu;
-use webtune::model::gpt2::{Activations, Gpt2Gpu};
+use webtune::model::ModelGpu;
 use webtune::model::Trainable;
 use webtune::model::{Weights, LoraAdapter};
 use webtune::train::{AdamWConfig, StepLog, TrainConfig, Trainer};
@@ -248,12 +248,12 @@ fn train(
     steps: usize,
 ) -> (Vec<StepLog>, Vec<(String, Vec<f32>)>, Vec<(String, Vec<f32>)>) {
     let mode = if adapter.is_some() { Trainable::Lora } else { Trainable::Full };
-    let model = Gpt2Gpu::new(gpu, w, adapter, mode).unwrap();
+    let model = ModelGpu::new(gpu, w, adapter, mode).unwrap();
     let batcher = Batcher::new(TokenStream::new(recs, w.config.eos_token_id), b, T, false, 0).unwrap();
     let mut cfg = TrainConfig::new(b, T, adamw());
     cfg.grad_accum = grad_accum;
     cfg.readback_every = 3;
-    let mut trainer = Trainer::new(gpu, model.into(), batcher, cfg).unwrap();
+    let mut trainer = Trainer::new(gpu, model, batcher, cfg).unwrap();
     let mut logs = Vec::new();
     for _ in 0..steps {
         logs.extend(pollster::block_on(trainer.step(gpu, adamw().lr)).unwrap());
@@ -312,14 +312,14 @@ fn grad_accum_is_the_mean_of_micro_batch_means() {
     let (b0, b1) = (bt.next_batch(), bt.next_batch());
     assert_eq!((b0.counted(), b1.counted()), (7, 16));
 
-    let model = Gpt2Gpu::new(&gpu, &w, Some(&adapter), Trainable::Lora).unwrap();
-    let acts = Activations::new(&gpu, &model, 1, T, true, 1 << 20).unwrap();
+    let model = ModelGpu::new(&gpu, &w, Some(&adapter), Trainable::Lora).unwrap();
+    let acts = model.activations(&gpu, 1, T, true, 1 << 20).unwrap();
     let prog = model.gradient_program(&gpu, &acts);
     let mut micro = Vec::new();
     for b in [&b0, &b1] {
-        acts.io.write_batch(&gpu, &b.tokens, &b.targets);
+        acts.io().write_batch(&gpu, &b.tokens, &b.targets);
         prog.run(&gpu);
-        let loss = gpu.read_blocking(&acts.io.loss).unwrap()[0];
+        let loss = gpu.read_blocking(&acts.io().loss).unwrap()[0];
         let grads: Vec<Vec<f32>> = model.trained().iter().map(|p| gpu.read_blocking(p.grad.as_ref().unwrap()).unwrap()).collect();
         micro.push((loss, grads));
     }
@@ -342,10 +342,10 @@ fn grad_accum_is_the_mean_of_micro_batch_means() {
 #[test]
 fn grad_accum_zero_is_an_error() {
     let (gpu, w, adapter, recs) = fixture();
-    let model = Gpt2Gpu::new(&gpu, &w, Some(&adapter), Trainable::Lora).unwrap();
+    let model = ModelGpu::new(&gpu, &w, Some(&adapter), Trainable::Lora).unwrap();
     let batcher = Batcher::new(TokenStream::new(&recs, w.config.eos_token_id), 1, T, false, 0).unwrap();
     let mut cfg = TrainConfig::new(1, T, adamw());
     cfg.grad_accum = 0;
-    let e = Trainer::new(&gpu, model.into(), batcher, cfg).err().unwrap().to_string();
+    let e = Trainer::new(&gpu, model, batcher, cfg).err().unwrap().to_string();
     assert!(e.contains("at least 1"), "{e}");
 }

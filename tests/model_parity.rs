@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use common::*;
 use webtune::data::{records, Batcher, TokenStream};
 use webtune::gpu::Gpu;
-use webtune::model::gpt2::{Activations, Gpt2Gpu};
+use webtune::model::ModelGpu;
 use webtune::model::Trainable;
 use webtune::model::{Weights, LoraAdapter};
 use webtune::train::{AdamWConfig, TrainConfig, Trainer};
@@ -60,7 +60,7 @@ fn logits_match_pytorch_base_and_peft() {
     let ex = expected();
     let batch = batcher.next_batch();
     for (lora, key) in [(None, "base.logits"), (Some(&adapter), "lora.logits")] {
-        let m = Gpt2Gpu::new(&gpu, &w, lora, Trainable::None).unwrap();
+        let m = ModelGpu::new(&gpu, &w, lora, Trainable::None).unwrap();
         let got = pollster::block_on(m.logits(&gpu, &batch.tokens, 2, 16)).unwrap();
         let want = ex.get(key);
         assert_close(key, &got, want, RTOL, atol_for(want));
@@ -75,12 +75,12 @@ fn gradients(mode: Trainable) -> (f32, Vec<(String, Vec<f32>)>) {
 fn gradients_with(mode: Trainable, adapter_dir: &str) -> (f32, Vec<(String, Vec<f32>)>) {
     let (gpu, w, adapter, mut batcher) = setup_with(adapter_dir);
     let lora = if mode == Trainable::Lora { Some(&adapter) } else { None };
-    let m = Gpt2Gpu::new(&gpu, &w, lora, mode).unwrap();
-    let a = Activations::new(&gpu, &m, 2, 16, true, 1 << 20).unwrap();
+    let m = ModelGpu::new(&gpu, &w, lora, mode).unwrap();
+    let a = m.activations(&gpu, 2, 16, true, 1 << 20).unwrap();
     let batch = batcher.next_batch();
-    a.io.write_batch(&gpu, &batch.tokens, &batch.targets);
+    a.io().write_batch(&gpu, &batch.tokens, &batch.targets);
     m.gradient_program(&gpu, &a).run(&gpu);
-    let loss = gpu.read_blocking(&a.io.loss).unwrap()[0];
+    let loss = gpu.read_blocking(&a.io().loss).unwrap()[0];
     let grads = m.trained().iter().map(|p| (p.name.clone(), gpu.read_blocking(p.grad.as_ref().unwrap()).unwrap())).collect();
     (loss, grads)
 }
@@ -129,10 +129,10 @@ fn train_three_steps(section: &str) -> (Gpu, Trainer, Vec<webtune::train::StepLo
         grad_clip: f(&ex.json[section]["clip_grad_norm"]),
     };
     let lora = if mode == Trainable::Lora { Some(&adapter) } else { None };
-    let model = Gpt2Gpu::new(&gpu, &w, lora, mode).unwrap();
+    let model = ModelGpu::new(&gpu, &w, lora, mode).unwrap();
     let mut cfg = TrainConfig::new(2, 16, adamw);
     cfg.readback_every = 2; // exercises a partial ring at the end
-    let mut trainer = Trainer::new(&gpu, model.into(), batcher, cfg).unwrap();
+    let mut trainer = Trainer::new(&gpu, model, batcher, cfg).unwrap();
     let mut logs = Vec::new();
     for _ in 0..3 {
         logs.extend(pollster::block_on(trainer.step(&gpu, adamw.lr)).unwrap());
@@ -216,7 +216,7 @@ fn lora_alpha_3_rank_5_on_two_targets_matches_peft() {
     let ex = expected();
     assert_eq!((adapter.config.r, adapter.config.alpha), (5, 3.0));
     let batch = batcher.next_batch();
-    let m = Gpt2Gpu::new(&gpu, &w, Some(&adapter), Trainable::None).unwrap();
+    let m = ModelGpu::new(&gpu, &w, Some(&adapter), Trainable::None).unwrap();
     let got = pollster::block_on(m.logits(&gpu, &batch.tokens, 2, 16)).unwrap();
     let want = ex.get("lora_r5.logits");
     assert_close("lora_r5.logits", &got, want, RTOL, atol_for(want));

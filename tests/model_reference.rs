@@ -3,7 +3,7 @@
 //! and full mode with an untied head and ignored targets.
 mod common;
 use common::*;
-use webtune::model::gpt2::{Activations, Gpt2Gpu};
+use webtune::model::ModelGpu;
 use webtune::model::Trainable;
 use webtune::model::lora::LoraAdapter;
 use webtune::model::{ModelConfig, Weights, HostTensor};
@@ -47,13 +47,13 @@ fn batch(vocab: usize, ignore_some: bool) -> (Vec<u32>, Vec<i32>) {
 /// Runs one gradient program on the GPU; returns (loss, name -> gradient).
 fn gpu_loss_and_grads(w: &Weights, lora: Option<&LoraAdapter>, mode: Trainable, tokens: &[u32], targets: &[i32]) -> (f32, Vec<(String, Vec<f32>)>) {
     let gpu = gpu();
-    let m = Gpt2Gpu::new(&gpu, w, lora, mode).unwrap();
+    let m = ModelGpu::new(&gpu, w, lora, mode).unwrap();
     // a small head budget so the LM head runs in several chunks (14 rows, chunks of 4)
-    let a = Activations::new(&gpu, &m, B, T, true, 4 * 37 * 4).unwrap();
-    assert_eq!(a.io.head.chunk, 4);
-    a.io.write_batch(&gpu, tokens, targets);
+    let a = m.activations(&gpu, B, T, true, 4 * 37 * 4).unwrap();
+    assert_eq!(a.io().head.chunk, 4);
+    a.io().write_batch(&gpu, tokens, targets);
     m.gradient_program(&gpu, &a).run(&gpu);
-    let loss = gpu.read_blocking(&a.io.loss).unwrap()[0];
+    let loss = gpu.read_blocking(&a.io().loss).unwrap()[0];
     let grads = m.trained().iter().map(|p| (p.name.clone(), gpu.read_blocking(p.grad.as_ref().unwrap()).unwrap())).collect();
     gpu.check().unwrap();
     (loss, grads)
@@ -66,7 +66,7 @@ fn logits_match_reference_with_and_without_lora() {
     let (tokens, _) = batch(37, false);
     let gpu = gpu();
     for lora in [None, Some(&ad)] {
-        let m = Gpt2Gpu::new(&gpu, &w, lora, Trainable::None).unwrap();
+        let m = ModelGpu::new(&gpu, &w, lora, Trainable::None).unwrap();
         let got = pollster::block_on(m.logits(&gpu, &tokens, B, T)).unwrap();
         let want = reference::forward_logits(&w, lora, &tokens, B, T);
         assert_close("logits", &got, &want, 1e-4, 1e-5);

@@ -5,10 +5,10 @@
 
 use super::gpt2::{self, Gpt2Gpu};
 use super::head::Io;
-use super::linear::{Param, RowParam, Trainable};
+use super::linear::{join_parts, Param, RowParam, Trainable};
 use super::llama::{self, LlamaGpu};
 use super::lora::LoraConfig;
-use super::{Family, LoraAdapter, ModelConfig, Weights};
+use super::{Family, HostTensor, LoraAdapter, ModelConfig, Weights};
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
 use crate::kernels::attention::AttentionDecode;
 
@@ -75,7 +75,7 @@ impl ModelGpu {
 
     /// The parameters that have gradients, in [`params`](Self::params) order.
     pub fn trained(&self) -> Vec<&Param> {
-        each!(self, m => m.trained())
+        self.params().into_iter().filter(|p| p.grad.is_some()).collect()
     }
 
     /// The model without LoRA layers and gradients, sharing this one's buffers.
@@ -86,14 +86,26 @@ impl ModelGpu {
         }
     }
 
-    /// Reads the base weights back (e.g. after full fine-tuning).
+    /// Reads the base weights back (e.g. after full fine-tuning), row chunks joined.
     pub async fn download_weights(&self, gpu: &Gpu) -> Result<Weights, GpuError> {
-        each!(self, m => m.download_weights(gpu).await)
+        let mut list = Vec::new();
+        for p in self.params() {
+            if p.name.contains(".lora_") {
+                continue;
+            }
+            list.push((p.name.clone(), HostTensor::new(&p.value.shape, gpu.read(&p.value).await?)));
+        }
+        Ok(Weights { config: self.config().clone(), tensors: join_parts(list).into_iter().collect() })
     }
 
     /// Reads the adapter back, if the model has one.
     pub async fn download_adapter(&self, gpu: &Gpu) -> Result<Option<LoraAdapter>, GpuError> {
-        each!(self, m => m.download_adapter(gpu).await)
+        let Some(config) = self.lora_config().cloned() else { return Ok(None) };
+        let mut modules = Vec::new();
+        for (layer, lin) in each!(self, m => m.linears()) {
+            modules.extend(lin.download_lora(gpu, layer).await?);
+        }
+        Ok(Some(LoraAdapter { config, modules }))
     }
 
     /// Activations for B sequences of T tokens; `backward` adds the gradient scratch;
@@ -128,11 +140,19 @@ impl ModelGpu {
     /// backward. After it runs, `acts.io().loss` holds the batch loss and every trained
     /// `Param::grad` its gradient.
     pub fn gradient_program(&self, gpu: &Gpu, acts: &Acts) -> Program {
+        let mut prog = Program::new();
+        for p in self.trained() {
+            if let Some(g) = &p.grad {
+                prog.clear(g);
+            }
+        }
+        self.forward(gpu, &mut prog, acts, true);
         match (self, acts) {
-            (ModelGpu::Gpt2(m), Acts::Gpt2(a)) => m.gradient_program(gpu, a),
-            (ModelGpu::Llama(m), Acts::Llama(a)) => m.gradient_program(gpu, a),
+            (ModelGpu::Gpt2(m), Acts::Gpt2(a)) => m.backward(gpu, &mut prog, a),
+            (ModelGpu::Llama(m), Acts::Llama(a)) => m.backward(gpu, &mut prog, a),
             _ => unreachable!("activations of another family than the model's"),
         }
+        prog
     }
 
     /// One decoding step's program (N = 1): the token at position pos[0] -> logits [V], its key

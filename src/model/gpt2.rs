@@ -6,9 +6,9 @@
 //! Nothing here runs anything: the calls push prepared dispatches onto a [`Program`]
 //! that the trainer (or `logits`) records into one command encoder per step.
 
-use super::linear::{join_parts, lora_scratch, LinearParams, Param, RowParam, Trainable};
+use super::linear::{lora_scratch, LinearParams, Param, RowParam, Trainable};
 use super::lora::LoraConfig;
-use super::{HostTensor, Linear, LoraAdapter, ModelConfig, Weights};
+use super::{Linear, LoraAdapter, ModelConfig, Weights};
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
 use super::head::{head_logits, Io};
 use crate::kernels::attention::{self, Attention, AttentionDecode, Qkv};
@@ -169,33 +169,9 @@ impl Gpt2Gpu {
         v
     }
 
-    /// The parameters that have gradients, in [`params`](Self::params) order.
-    pub fn trained(&self) -> Vec<&Param> {
-        self.params().into_iter().filter(|p| p.grad.is_some()).collect()
-    }
-
-    /// Reads the base weights back (e.g. after full fine-tuning).
-    pub async fn download_weights(&self, gpu: &Gpu) -> Result<Weights, GpuError> {
-        let mut list = Vec::new();
-        for p in self.params() {
-            if p.name.contains(".lora_") {
-                continue;
-            }
-            list.push((p.name.clone(), HostTensor::new(&p.value.shape, gpu.read(&p.value).await?)));
-        }
-        Ok(Weights { config: self.config.clone(), tensors: join_parts(list).into_iter().collect() })
-    }
-
-    /// Reads the adapter back, if the model has one.
-    pub async fn download_adapter(&self, gpu: &Gpu) -> Result<Option<LoraAdapter>, GpuError> {
-        let Some(config) = self.lora_config.clone() else { return Ok(None) };
-        let mut modules = Vec::new();
-        for (layer, b) in self.blocks.iter().enumerate() {
-            for lin in b.linears() {
-                modules.extend(lin.download_lora(gpu, layer).await?);
-            }
-        }
-        Ok(Some(LoraAdapter { config, modules }))
+    /// Every linear layer with its block's index, in block order.
+    pub fn linears(&self) -> Vec<(usize, &LinearParams)> {
+        self.blocks.iter().enumerate().flat_map(|(l, b)| b.linears().map(|lin| (l, lin))).collect()
     }
 }
 
@@ -371,22 +347,6 @@ impl Gpt2Gpu {
         if let (Some(dwte), Some(dwpe), Some(ix)) = (self.wte.grads(), &self.wpe.grad, &a.io.token_index) {
             embedding::embedding_backward_chunked(gpu, prog, &g.dresid, ix, &dwte, Some(dwpe), b, t, c);
         }
-    }
-
-    /// The gradient part of a training step: zero the trained gradients, forward, head
-    /// and loss, backward. After it runs, a.loss holds the batch loss and every trained
-    /// `Param::grad` its gradient.
-    pub fn gradient_program(&self, gpu: &Gpu, a: &Activations) -> Program {
-        let mut prog = Program::new();
-        for p in self.trained() {
-            if let Some(g) = &p.grad {
-                prog.clear(g);
-            }
-        }
-        self.forward(gpu, &mut prog, a);
-        self.head_loss(gpu, &mut prog, a);
-        self.backward(gpu, &mut prog, a);
-        prog
     }
 
     /// One decoding step (N = 1, the same block sequence as `forward`): the token at position
