@@ -304,67 +304,127 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
 // ---------------------------------------------------------------------------------------
 // Training
 
-/// A named model shape with its default batch shape (the shapes PERF.md compares with).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A named model with its comparison batch shape (the shapes PERF.md compares with).
+/// `config` is a full [`ModelConfig`]: GPT-2 shapes from [`ModelConfig::gpt2`], the
+/// Llama-family ones parsed by [`ModelConfig::from_json`] from the published checkpoint's
+/// config.json (the loader real checkpoints go through).
+#[derive(Clone, Debug)]
 pub struct Preset {
     pub name: &'static str,
-    pub n_layer: usize,
-    pub n_embd: usize,
-    pub n_head: usize,
-    pub vocab: usize,
-    pub n_positions: usize,
+    pub config: ModelConfig,
     pub batch: usize,
     pub seq: usize,
 }
 
-pub const PRESETS: [Preset; 4] = [
-    Preset {
-        name: "tiny",
-        n_layer: 2,
-        n_embd: 64,
-        n_head: 4,
-        vocab: 256,
-        n_positions: 64,
-        batch: 2,
-        seq: 32,
-    },
-    Preset {
-        name: "small",
-        n_layer: 2,
-        n_embd: 128,
-        n_head: 4,
-        vocab: 512,
-        n_positions: 128,
-        batch: 4,
-        seq: 64,
-    },
-    Preset {
-        name: "gpt2",
-        n_layer: 12,
-        n_embd: 768,
-        n_head: 12,
-        vocab: 50257,
-        n_positions: 1024,
-        batch: 8,
-        seq: 512,
-    },
-    Preset {
-        name: "gpt2-medium",
-        n_layer: 24,
-        n_embd: 1024,
-        n_head: 16,
-        vocab: 50257,
-        n_positions: 1024,
-        batch: 4,
-        seq: 512,
-    },
-];
+/// HuggingFaceTB/SmolLM2-135M's config.json (its model fields; dropout, dtype and the like left out).
+pub const SMOLLM2_135M_CONFIG: &str = r#"{
+  "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+  "num_hidden_layers": 30, "hidden_size": 576, "num_attention_heads": 9, "num_key_value_heads": 3,
+  "intermediate_size": 1536, "vocab_size": 49152, "max_position_embeddings": 8192,
+  "hidden_act": "silu", "rms_norm_eps": 1e-05, "rope_theta": 100000, "rope_scaling": null,
+  "attention_bias": false, "mlp_bias": false, "tie_word_embeddings": true,
+  "bos_token_id": 0, "eos_token_id": 0
+}"#;
+
+/// Qwen/Qwen2.5-0.5B's config.json (its model fields; dropout, dtype and the like left out).
+pub const QWEN2_5_0_5B_CONFIG: &str = r#"{
+  "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+  "num_hidden_layers": 24, "hidden_size": 896, "num_attention_heads": 14, "num_key_value_heads": 2,
+  "intermediate_size": 4864, "vocab_size": 151936, "max_position_embeddings": 32768,
+  "hidden_act": "silu", "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+  "use_sliding_window": false, "sliding_window": 32768, "max_window_layers": 24, "tie_word_embeddings": true,
+  "bos_token_id": 151643, "eos_token_id": 151643
+}"#;
+
+/// The preset names, in the order [`presets`] lists them.
+pub const PRESET_NAMES: [&str; 6] = ["tiny", "small", "gpt2", "gpt2-medium", "smollm2-135m", "qwen2.5-0.5b"];
+
+/// Every preset (GPT-2: name, layers, heads, width, vocab, positions; then the Llama family).
+pub fn presets() -> Vec<Preset> {
+    let gpt2 = |name, l, h, c, v, p, batch, seq| Preset { name, config: ModelConfig::gpt2(l, h, c, v, p), batch, seq };
+    let mut v = vec![
+        gpt2("tiny", 2, 4, 64, 256, 64, 2, 32),
+        gpt2("small", 2, 4, 128, 512, 128, 4, 64),
+        gpt2("gpt2", 12, 12, 768, 50257, 1024, 8, 512),
+        gpt2("gpt2-medium", 24, 16, 1024, 50257, 1024, 4, 512),
+    ];
+    for (name, json, batch, seq) in [("smollm2-135m", SMOLLM2_135M_CONFIG, 4, 256), ("qwen2.5-0.5b", QWEN2_5_0_5B_CONFIG, 2, 256)] {
+        // a literal of this file: tests/bench.rs parses both, so a failure here is a programming error
+        if let Ok(config) = ModelConfig::from_json(json, &format!("preset {name}'s config.json")) {
+            v.push(Preset { name, config, batch, seq });
+        }
+    }
+    v
+}
 
 pub fn preset(name: &str) -> Result<Preset, BenchError> {
-    PRESETS.iter().find(|p| p.name == name).copied().ok_or_else(|| {
-        let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
-        BenchError::Invalid(format!("unknown preset '{name}'; presets are {}", names.join(", ")))
+    presets().into_iter().find(|p| p.name == name).ok_or_else(|| {
+        BenchError::Invalid(format!("unknown preset '{name}'; presets are {}", PRESET_NAMES.join(", ")))
     })
+}
+
+/// `--layers --embd --heads --vocab --positions`: changes to a preset's shape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShapeOverrides {
+    pub layers: Option<usize>,
+    pub embd: Option<usize>,
+    pub heads: Option<usize>,
+    pub vocab: Option<usize>,
+    pub positions: Option<usize>,
+}
+
+impl ShapeOverrides {
+    pub fn any(&self) -> bool {
+        [self.layers, self.embd, self.heads, self.vocab, self.positions].iter().any(|o| o.is_some())
+    }
+}
+
+impl Preset {
+    /// The preset's config with `o` applied. GPT-2 takes all five; a Llama-family preset takes
+    /// layers, vocab and positions (written into its config.json, which is parsed again; token ids
+    /// past a smaller vocabulary become its last id) and refuses `--embd`/`--heads`, whose
+    /// head_dim, kv heads and MLP width would have to be invented.
+    pub fn config_with(&self, o: &ShapeOverrides) -> Result<ModelConfig, BenchError> {
+        let c = &self.config;
+        let layers = o.layers.unwrap_or(c.n_layer);
+        let vocab = o.vocab.unwrap_or(c.vocab_size);
+        let positions = o.positions.unwrap_or(c.n_positions);
+        if c.family == crate::model::Family::Gpt2 {
+            let (embd, heads) = (o.embd.unwrap_or(c.n_embd), o.heads.unwrap_or(c.n_head));
+            if layers == 0 || embd == 0 || heads == 0 || vocab < 2 || positions == 0 || !embd.is_multiple_of(heads) {
+                return Err(BenchError::Invalid(format!(
+                    "--layers {layers}, --embd {embd}, --heads {heads}, --vocab {vocab}, --positions {positions}: \
+                     need every one >= 1 (vocab >= 2) and embd a multiple of heads"
+                )));
+            }
+            return Ok(ModelConfig::gpt2(layers, heads, embd, vocab, positions));
+        }
+        if o.embd.is_some() || o.heads.is_some() {
+            return Err(BenchError::Invalid(format!(
+                "--embd and --heads apply to the GPT-2 presets only: preset '{}' ({}) has its config.json's \
+                 hidden_size {}, {} heads ({} key/value heads) and intermediate_size {}; it takes --layers, --vocab, --positions",
+                self.name, c.model_type, c.n_embd, c.n_head, c.n_kv_head, c.intermediate
+            )));
+        }
+        if layers == 0 || vocab < 2 || positions == 0 {
+            return Err(BenchError::Invalid(format!(
+                "--layers {layers}, --vocab {vocab}, --positions {positions}: need layers and positions >= 1, vocab >= 2"
+            )));
+        }
+        let mut raw = c.raw.clone();
+        if let Some(obj) = raw.as_object_mut() {
+            obj.insert("num_hidden_layers".into(), layers.into());
+            obj.insert("vocab_size".into(), vocab.into());
+            obj.insert("max_position_embeddings".into(), positions.into());
+            for id in ["bos_token_id", "eos_token_id"] {
+                if obj.get(id).and_then(|v| v.as_u64()).is_some_and(|x| x >= vocab as u64) {
+                    obj.insert(id.into(), (vocab - 1).into());
+                }
+            }
+        }
+        let what = format!("preset {} with --layers {layers} --vocab {vocab} --positions {positions}", self.name);
+        Ok(ModelConfig::from_json(&raw.to_string(), &what).map_err(crate::Error::from)?)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -392,7 +452,8 @@ pub struct TrainBench {
 }
 
 impl TrainBench {
-    /// The bench defaults: LoRA r 8, alpha 16 on c_attn, c_proj, c_fc; 3 warm-up and 10 timed steps.
+    /// The bench defaults: LoRA r 8, alpha 16 on every linear of the family (GPT-2's c_attn, c_proj, c_fc;
+    /// Llama's q/k/v/o, gate/up/down projections); 3 warm-up and 10 timed steps.
     pub fn new(name: &str, config: ModelConfig, batch: usize, seq: usize, mode: Mode) -> Result<TrainBench, BenchError> {
         let targets = LoraConfig::default_targets(config.family);
         let lora = LoraConfig::new(8, 16.0, targets, 0.0, config.family).map_err(crate::Error::from)?;
@@ -493,6 +554,8 @@ pub fn train_flops(cfg: &ModelConfig, b: usize, t: usize, lora: Option<&LoraConf
 #[derive(Clone, Debug, Serialize)]
 pub struct TrainResult {
     pub name: String,
+    /// config.json's model_type (gpt2, llama, qwen2, ...).
+    pub model_type: String,
     pub n_layer: usize,
     pub n_embd: usize,
     pub n_head: usize,
@@ -667,6 +730,7 @@ pub fn bench_train(gpu: &Gpu, tb: &TrainBench) -> Result<TrainResult, BenchError
     let timing = StepTiming::of(&step_s, pipelined_seconds, tb.batch * tb.seq, flops_per_step);
     Ok(TrainResult {
         name: tb.name.clone(),
+        model_type: cfg.model_type.clone(),
         n_layer: cfg.n_layer,
         n_embd: cfg.n_embd,
         n_head: cfg.n_head,

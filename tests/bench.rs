@@ -3,7 +3,7 @@
 //! numbers worked out by hand. Timings themselves are never asserted.
 mod common;
 use common::*;
-use webtune::bench::{self, GenerateBench, Layout, MatmulBench, Mode, TrainBench};
+use webtune::bench::{self, GenerateBench, Layout, MatmulBench, Mode, ShapeOverrides, TrainBench};
 use webtune::kernels::matmul::{all_tiles, tile_for, Matmul};
 use webtune::model::{Family, LoraConfig, ModelConfig, Weights};
 
@@ -54,20 +54,23 @@ fn shapes_presets_and_statistics() {
         assert!(e.contains("MxNxK"), "{bad}: {e}");
     }
     let p = bench::preset("small").unwrap();
+    let c = &p.config;
     assert_eq!(
-        (p.n_layer, p.n_embd, p.n_head, p.vocab, p.batch, p.seq),
+        (c.n_layer, c.n_embd, c.n_head, c.vocab_size, p.batch, p.seq),
         (2, 128, 4, 512, 4, 64)
     );
-    let p = bench::preset("gpt2").unwrap();
+    let c = bench::preset("gpt2").unwrap().config;
     assert_eq!(
-        (p.n_layer, p.n_embd, p.n_head, p.vocab, p.n_positions),
+        (c.n_layer, c.n_embd, c.n_head, c.vocab_size, c.n_positions),
         (12, 768, 12, 50257, 1024)
     );
     let e = bench::preset("huge").unwrap_err().to_string();
     assert!(
-        e.contains("huge") && e.contains("tiny, small, gpt2, gpt2-medium"),
+        e.contains("huge") && e.contains("tiny, small, gpt2, gpt2-medium, smollm2-135m, qwen2.5-0.5b"),
         "{e}"
     );
+    let names: Vec<&str> = bench::presets().iter().map(|p| p.name).collect();
+    assert_eq!(names, bench::PRESET_NAMES);
     assert_eq!(bench::median(&[3.0, 1.0, 2.0]), 2.0);
     assert_eq!(bench::median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
     assert_eq!(bench::mean(&[1.0, 2.0, 6.0]), 3.0);
@@ -262,4 +265,147 @@ fn cli_writes_a_json_report() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("embd a multiple of heads"));
+}
+
+/// Values in every tensor the config lists (no tensor is made).
+fn params_of(c: &ModelConfig) -> u64 {
+    c.param_shapes().iter().map(|(_, s)| s.iter().product::<usize>() as u64).sum()
+}
+
+#[test]
+fn llama_presets_are_the_published_checkpoints_shapes() {
+    // SmolLM2-135M: head_dim 576 / 9 = 64, k/v width 3·64 = 192. Per layer:
+    //   q, o 576·576 = 331 776 each; k, v 576·192 = 110 592 each; gate, up, down 576·1536 = 884 736 each;
+    //   two RMSNorms 2·576 = 1152: 663 552 + 221 184 + 2 654 208 + 1152 = 3 540 096.
+    //   30 layers 106 202 880 + embed_tokens 49152·576 = 28 311 552 + final norm 576 (head tied)
+    //   = 134 515 008 (the model card's 135M; transformers' num_parameters() gives this number).
+    let p = bench::preset("smollm2-135m").unwrap();
+    let c = &p.config;
+    assert_eq!((c.model_type.as_str(), c.family), ("llama", Family::Llama));
+    assert_eq!((c.n_layer, c.n_embd, c.n_head, c.n_kv_head, c.head_dim), (30, 576, 9, 3, 64));
+    assert_eq!((c.intermediate, c.vocab_size, c.n_positions), (1536, 49152, 8192));
+    assert_eq!((c.layer_norm_epsilon, c.rope.as_ref().unwrap().theta), (1e-5, 1e5));
+    assert!(c.tie_word_embeddings && !c.qkv_bias && !c.o_bias && !c.mlp_bias && !c.qk_norm);
+    assert_eq!(params_of(c), 134_515_008);
+    assert_eq!(webtune::model::weights::param_count(c), Some(134_515_008));
+    assert_eq!((p.batch, p.seq), (4, 256));
+
+    // Qwen2.5-0.5B: head_dim 896 / 14 = 64, k/v width 2·64 = 128. Per layer:
+    //   q, o 896·896 = 802 816 each; k, v 896·128 = 114 688 each; biases on q, k, v 896 + 128 + 128 = 1152;
+    //   gate, up, down 896·4864 = 4 358 144 each; two RMSNorms 1792:
+    //   1 605 632 + 229 376 + 1152 + 13 074 432 + 1792 = 14 912 384.
+    //   24 layers 357 897 216 + embed_tokens 151936·896 = 136 134 656 + final norm 896 (head tied)
+    //   = 494 032 768 (the model card's "0.49B").
+    let p = bench::preset("qwen2.5-0.5b").unwrap();
+    let c = &p.config;
+    assert_eq!((c.model_type.as_str(), c.family), ("qwen2", Family::Llama));
+    assert_eq!((c.n_layer, c.n_embd, c.n_head, c.n_kv_head, c.head_dim), (24, 896, 14, 2, 64));
+    assert_eq!((c.intermediate, c.vocab_size, c.n_positions), (4864, 151936, 32768));
+    assert_eq!((c.layer_norm_epsilon, c.rope.as_ref().unwrap().theta), (1e-6, 1e6));
+    assert!(c.tie_word_embeddings && c.qkv_bias && !c.o_bias && !c.mlp_bias && !c.qk_norm);
+    assert_eq!(c.eos_token_id, 151_643);
+    assert_eq!(params_of(c), 494_032_768);
+    assert_eq!((p.batch, p.seq), (2, 256));
+    // LoRA's default targets for the family: every linear
+    let tb = TrainBench::new(p.name, c.clone(), p.batch, p.seq, Mode::Lora).unwrap();
+    assert_eq!(tb.lora.targets, ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]);
+
+    // Overrides: layers, vocab, positions go through config.json; an id past the new vocabulary becomes its last.
+    let o = ShapeOverrides { layers: Some(1), vocab: Some(61), positions: Some(17), ..ShapeOverrides::default() };
+    let small = p.config_with(&o).unwrap();
+    assert_eq!((small.n_layer, small.vocab_size, small.n_positions), (1, 61, 17));
+    assert_eq!((small.eos_token_id, small.bos_token_id), (60, 60));
+    assert!(small.qkv_bias && small.n_kv_head == 2 && small.intermediate == 4864);
+    // one layer 14 912 384 + 61·896 + 896
+    assert_eq!(params_of(&small), 14_912_384 + 54_656 + 896);
+    for (o, flag) in [
+        (ShapeOverrides { embd: Some(64), ..ShapeOverrides::default() }, "--embd"),
+        (ShapeOverrides { heads: Some(4), ..ShapeOverrides::default() }, "--heads"),
+    ] {
+        let e = p.config_with(&o).unwrap_err().to_string();
+        assert!(e.contains(flag) && e.contains("GPT-2 presets only") && e.contains("qwen2.5-0.5b"), "{e}");
+    }
+    let e = p.config_with(&ShapeOverrides { vocab: Some(1), ..ShapeOverrides::default() }).unwrap_err().to_string();
+    assert!(e.contains("--vocab 1"), "{e}");
+    // GPT-2 presets still take all five
+    let g = bench::preset("tiny").unwrap();
+    let o = ShapeOverrides { layers: Some(3), embd: Some(24), heads: Some(3), vocab: Some(50), positions: Some(9) };
+    let c = g.config_with(&o).unwrap();
+    assert_eq!((c.n_layer, c.n_embd, c.n_head, c.vocab_size, c.n_positions), (3, 24, 3, 50, 9));
+}
+
+#[test]
+fn cli_dry_run_plans_a_llama_preset_without_a_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("plan.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webtune"))
+        .args(["bench", "--what", "train", "--preset", "smollm2-135m", "--mode", "lora,full", "--dry-run", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("bench on"), "a GPU was opened: {stderr}");
+    assert!(stdout.contains("smollm2-135m (llama, 30 layers, 576 wide, 9 heads, 3 kv heads, vocab 49152, 134515008 parameters)"),
+        "{stdout}");
+    assert!(stdout.contains("memory plan (batch 4 x seq 256)"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["dry_run"], true);
+    let p = bench::preset("smollm2-135m").unwrap();
+    let plans = v["train"].as_array().unwrap();
+    assert_eq!(plans.len(), 2);
+    for (t, mode) in plans.iter().zip([Mode::Lora, Mode::Full]) {
+        assert_eq!((t["model_type"].as_str(), t["n_layer"].as_u64(), t["n_kv_head"].as_u64()), (Some("llama"), Some(30), Some(3)));
+        assert_eq!((t["batch"].as_u64(), t["seq"].as_u64(), t["params_total"].as_u64()), (Some(4), Some(256), Some(134_515_008)));
+        let want = TrainBench::new(p.name, p.config.clone(), 4, 256, mode).unwrap().plan().unwrap().to_json();
+        assert_eq!(t["plan"], want);
+    }
+    // full fine-tuning keeps weights, gradients and AdamW m, v of every parameter at least: 16 bytes each
+    assert!(plans[1]["plan"]["total_bytes"].as_u64().unwrap() >= 16 * 134_515_008);
+}
+
+#[test]
+fn cli_runs_a_tiny_qwen2_bench() {
+    // qwen2.5-0.5b cut to 1 layer, vocab 64, 16 positions (its width, heads, MLP and q/k/v biases kept);
+    // B·T = 1 x 7, an odd sequence.
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webtune"))
+        .args(["bench", "--sizes", "9x7x5", "--iters", "1", "--reps", "1", "--preset", "qwen2.5-0.5b"])
+        .args(["--layers", "1", "--vocab", "64", "--positions", "16", "--batch", "1", "--seq", "7"])
+        .args(["--steps", "1", "--warmup", "0", "--mode", "lora,full", "--prompt", "3", "--new-tokens", "4", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let train = v["train"].as_array().unwrap();
+    assert_eq!(train.len(), 2);
+    // base: 14 912 384 (one layer, see above) + embed 64·896 = 57 344 + norm 896 = 14 970 624.
+    // LoRA r 8 adds 8·(in + out) per linear: q, o 8·1792 = 14 336 each; k, v 8·1024 = 8192 each;
+    // gate, up, down 8·5760 = 46 080 each: 183 296.
+    let base = 14_970_624u64;
+    let want = [(Some("lora"), base + 183_296, 183_296), (Some("full"), base, base)];
+    for (t, (mode, total, trained)) in train.iter().zip(want) {
+        assert_eq!((t["name"].as_str(), t["model_type"].as_str(), t["mode"].as_str()), (Some("qwen2.5-0.5b (custom)"), Some("qwen2"), mode));
+        assert_eq!((t["params_total"].as_u64(), t["params_trained"].as_u64()), (Some(total), Some(trained)));
+        assert_eq!(t["plan"]["total_bytes"], t["tensor_bytes"]);
+        let loss = t["final_loss"].as_f64().unwrap();
+        assert!((loss - 64f64.ln()).abs() < 0.5, "loss {loss}");
+    }
+    // Full fine-tuning's matmul FLOPs, N = 7: linears 3·2·N·(2·802 816 + 2·114 688 + 3·4 358 144) = 42·14 909 440
+    // = 626 196 480; attention 12·B·T²·(14·64) = 526 848; head 6·N·C·V = 6·7·896·64 = 2 408 448.
+    assert_eq!(train[1]["flops_per_step"].as_u64(), Some(626_196_480 + 526_848 + 2_408_448));
+    let g = &v["generate"][0];
+    assert_eq!((g["name"].as_str(), g["n_layer"].as_u64(), g["vocab"].as_u64()), (Some("qwen2.5-0.5b (custom)"), Some(1), Some(64)));
+    assert_eq!((g["prompt_tokens"].as_u64(), g["new_tokens"].as_u64()), (Some(3), Some(4)));
+    // --embd does not apply to a Llama-family preset: refused, naming the flag
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_webtune"))
+        .args(["bench", "--what", "train", "--preset", "smollm2-135m", "--embd", "64", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let e = String::from_utf8_lossy(&bad.stderr);
+    assert!(e.contains("--embd and --heads apply to the GPT-2 presets only") && e.contains("hidden_size 576"), "{e}");
 }

@@ -19,16 +19,17 @@ pub struct BenchArgs {
     /// Matmul products recorded per sample (default: enough for ~50 ms)
     #[arg(long)]
     reps: Option<usize>,
-    /// Model shape: tiny (2 layers, 64 wide, 4 heads, vocab 256), small (2/128/4/512), gpt2, gpt2-medium
+    /// Model: tiny (GPT-2, 2 layers, 64 wide, 4 heads, vocab 256), small (2/128/4/512), gpt2, gpt2-medium,
+    /// smollm2-135m, qwen2.5-0.5b (shaped as those checkpoints' config.json, random weights)
     #[arg(long, default_value = "tiny")]
     preset: String,
     /// Override the preset's layer count
     #[arg(long)]
     layers: Option<usize>,
-    /// Override the preset's width
+    /// Override the preset's width (GPT-2 presets only)
     #[arg(long)]
     embd: Option<usize>,
-    /// Override the preset's head count
+    /// Override the preset's head count (GPT-2 presets only)
     #[arg(long)]
     heads: Option<usize>,
     /// Override the preset's vocabulary size
@@ -37,13 +38,13 @@ pub struct BenchArgs {
     /// Override the preset's n_positions
     #[arg(long)]
     positions: Option<usize>,
-    /// Sequences per batch [preset's: tiny 2, small 4, gpt2 8, gpt2-medium 4]
+    /// Sequences per batch [preset's: tiny 2, small 4, gpt2 8, gpt2-medium 4, smollm2-135m 4, qwen2.5-0.5b 2]
     #[arg(long)]
     batch: Option<usize>,
-    /// Tokens per sequence [preset's: tiny 32, small 64, gpt2 512, gpt2-medium 512]
+    /// Tokens per sequence [preset's: tiny 32, small 64, gpt2 512, gpt2-medium 512, smollm2-135m 256, qwen2.5-0.5b 256]
     #[arg(long)]
     seq: Option<usize>,
-    /// lora (r 8, alpha 16 on c_attn, c_proj, c_fc) or full; comma-separated to run both
+    /// lora (r 8, alpha 16 on every linear layer) or full; comma-separated to run both
     #[arg(long, default_value = "lora", value_delimiter = ',', value_parser = ["lora", "full"])]
     mode: Vec<String>,
     /// Timed training steps
@@ -78,16 +79,10 @@ pub fn run(adapter: Option<&str>, a: BenchArgs) -> Result<(), String> {
     let err = |e: wb::BenchError| e.to_string();
     let shapes = a.sizes.iter().map(|s| wb::parse_shape(s)).collect::<Result<Vec<_>, _>>().map_err(err)?;
     let p = wb::preset(&a.preset).map_err(err)?;
-    let custom = [a.layers, a.embd, a.heads, a.vocab, a.positions].iter().any(|o| o.is_some());
-    let layers = a.layers.unwrap_or(p.n_layer);
-    let (embd, heads, vocab) = (a.embd.unwrap_or(p.n_embd), a.heads.unwrap_or(p.n_head), a.vocab.unwrap_or(p.vocab));
-    if layers == 0 || embd == 0 || heads == 0 || vocab < 2 || !embd.is_multiple_of(heads) {
-        return Err(format!(
-            "--layers {layers}, --embd {embd}, --heads {heads}, --vocab {vocab}: \
-             need every one >= 1 (vocab >= 2) and embd a multiple of heads"
-        ));
-    }
-    let config = webtune::model::ModelConfig::gpt2(layers, heads, embd, vocab, a.positions.unwrap_or(p.n_positions));
+    let overrides =
+        wb::ShapeOverrides { layers: a.layers, embd: a.embd, heads: a.heads, vocab: a.vocab, positions: a.positions };
+    let custom = overrides.any();
+    let config = p.config_with(&overrides).map_err(err)?;
     let name = if custom { format!("{} (custom)", p.name) } else { p.name.to_string() };
     let (batch, seq) = (a.batch.unwrap_or(p.batch), a.seq.unwrap_or(p.seq));
     let bench_of = |m: &str| -> Result<wb::TrainBench, String> {
@@ -132,10 +127,7 @@ pub fn run(adapter: Option<&str>, a: BenchArgs) -> Result<(), String> {
                 let w = webtune::model::Weights::load_dir(dir).map_err(|e| e.to_string())?;
                 (dir.display().to_string(), w)
             }
-            None => {
-                let name = if custom { format!("{} (custom)", p.name) } else { p.name.to_string() };
-                (name, webtune::model::Weights::random(&config, 0))
-            }
+            None => (name.clone(), webtune::model::Weights::random(&config, 0)),
         };
         let room = weights.config.n_positions.saturating_sub(1);
         let prompt = a.prompt.unwrap_or(16.min(room / 2)).max(1);
@@ -170,7 +162,17 @@ fn dry_run(a: &BenchArgs, benches: &[webtune::bench::TrainBench], budget: Option
             webtune::bench::Mode::Lora => format!("LoRA r{}", tb.lora.r),
             webtune::bench::Mode::Full => "full".into(),
         };
-        println!("{} ({} layers, {} wide, {} heads, vocab {}), {mode}:", tb.name, c.n_layer, c.n_embd, c.n_head, c.vocab_size);
+        println!(
+            "{} ({}, {} layers, {} wide, {} heads, {} kv heads, vocab {}, {} parameters), {mode}:",
+            tb.name,
+            c.model_type,
+            c.n_layer,
+            c.n_embd,
+            c.n_head,
+            c.n_kv_head,
+            c.vocab_size,
+            webtune::model::weights::param_count(c).map_or("too many".into(), |n| n.to_string())
+        );
         print!("{}", plan.table(None));
         if let Some(b) = budget {
             let limits = webtune::train::DeviceLimits { max_binding: u64::MAX, max_buffer: u64::MAX, budget: Some(b) };
@@ -180,7 +182,8 @@ fn dry_run(a: &BenchArgs, benches: &[webtune::bench::TrainBench], budget: Option
             }
         }
         plans.push(serde_json::json!({
-            "name": tb.name, "mode": tb.mode, "n_layer": c.n_layer, "n_embd": c.n_embd, "n_head": c.n_head,
+            "name": tb.name, "model_type": c.model_type, "mode": tb.mode, "n_layer": c.n_layer, "n_kv_head": c.n_kv_head,
+            "params_total": webtune::model::weights::param_count(c), "n_embd": c.n_embd, "n_head": c.n_head,
             "vocab": c.vocab_size, "n_positions": c.n_positions, "batch": tb.batch, "seq": tb.seq,
             "lora_rank": (tb.mode == webtune::bench::Mode::Lora).then_some(tb.lora.r), "plan": plan.to_json(),
         }));
