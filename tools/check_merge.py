@@ -6,7 +6,8 @@
    tokenizer files);
 2. its logits equal PeftModel.from_pretrained(MODEL_DIR, ADAPTER_DIR) on a random batch
    (max |diff| <= 1e-5 * max |logit|);
-3. its weights equal PEFT's merge_and_unload() (max |diff| <= 1e-6 * max |weight| per tensor).
+3. its weights equal PEFT's merge_and_unload() (max |diff| <= 1e-6 * max |weight| per tensor);
+4. the merge is not a no-op: its logits differ from MODEL_DIR's by more than 1e-3.
 Exits 1 naming the first check that fails.
 """
 import os
@@ -34,6 +35,12 @@ def main():
     scale = want.abs().max().item()
     print(f"logits: max |merged - peft| = {diff:.3e} (max |logit| {scale:.3e})")
     ok = diff <= 1e-5 * scale
+    with torch.no_grad():
+        moved = (got - AutoModelForCausalLM.from_pretrained(model_dir).eval()(ids).logits).abs().max().item()
+    print(f"the merge moves the logits by up to {moved:.3e}")
+    if moved <= 1e-3:
+        print("the merged model equals the base model (a no-op merge)")
+        ok = False
     reference = peft.merge_and_unload().state_dict()
     for name, t in merged.state_dict().items():
         r = reference[name]

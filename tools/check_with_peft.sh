@@ -40,14 +40,15 @@ cp "$fx/model/config.json" "$fx/model/model.safetensors" "$fx/tokenizer/tokenize
 "$wt" merge --model "$tmp/model" --adapter "$tmp/r5" --out "$tmp/merged" >/dev/null
 "$py" tools/check_merge.py "$tmp/model" "$tmp/r5" "$tmp/merged"
 
+ltrain() {  # OUT FLAGS... (fixture folder $lf)
+    local out=$1
+    shift
+    "$wt" train --model "$lf/model" --data "$lf/data.jsonl" --out "$tmp/$out" --steps 10 --batch 2 --seq 16 \
+        --lr 1e-2 --seed 1 "$@" 2>"$tmp/$out.log" || { cat "$tmp/$out.log"; exit 1; }
+}
+
 for fam in qwen3 llama3; do
     lf=tests/fixtures/llama/$fam
-    ltrain() {  # OUT FLAGS...
-        local out=$1
-        shift
-        "$wt" train --model "$lf/model" --data "$lf/data.jsonl" --out "$tmp/$out" --steps 10 --batch 2 --seq 16 \
-            --lr 1e-2 --seed 1 "$@" 2>"$tmp/$out.log" || { cat "$tmp/$out.log"; exit 1; }
-    }
     echo "== $fam: webtune train, default LoRA shape (all-linear); PEFT loads it"
     ltrain "$fam-default"
     "$py" tools/check_peft_adapter.py "$lf/model" "$tmp/$fam-default" "$lf/data.jsonl" 16 "$wt"
