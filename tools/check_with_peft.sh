@@ -3,7 +3,9 @@
 # fixture (the defaults: r 8, alpha 16 on c_attn, c_proj, c_fc; and alpha 3, r 5 on attn.c_proj and
 # c_fc), which tools/check_peft_adapter.py loads with PeftModel.from_pretrained (every tensor as
 # written, the same loss as `webtune eval`), and `webtune merge` folds the second into the model,
-# which tools/check_merge.py compares with PEFT's merge_and_unload().
+# which tools/check_merge.py compares with PEFT's merge_and_unload(). Then the same for the Llama-family
+# fixtures tests/fixtures/llama/{qwen3,llama3} (loaded with AutoModelForCausalLM; token-id data, no
+# tokenizer): the all-linear default adapter, and r 5 / alpha 3 on q_proj,down_proj, which is merged.
 #
 #   bash tools/check_with_peft.sh [PYTHON] [WEBTUNE]
 #
@@ -37,3 +39,25 @@ mkdir "$tmp/model"
 cp "$fx/model/config.json" "$fx/model/model.safetensors" "$fx/tokenizer/tokenizer.json" "$tmp/model/"
 "$wt" merge --model "$tmp/model" --adapter "$tmp/r5" --out "$tmp/merged" >/dev/null
 "$py" tools/check_merge.py "$tmp/model" "$tmp/r5" "$tmp/merged"
+
+ltrain() {  # OUT FLAGS... (fixture folder $lf)
+    local out=$1
+    shift
+    "$wt" train --model "$lf/model" --data "$lf/data.jsonl" --out "$tmp/$out" --steps 10 --batch 2 --seq 16 \
+        --lr 1e-2 --seed 1 "$@" 2>"$tmp/$out.log" || { cat "$tmp/$out.log"; exit 1; }
+}
+
+for fam in qwen3 llama3; do
+    lf=tests/fixtures/llama/$fam
+    echo "== $fam: webtune train, default LoRA shape (all-linear); PEFT loads it"
+    ltrain "$fam-default"
+    "$py" tools/check_peft_adapter.py "$lf/model" "$tmp/$fam-default" "$lf/data.jsonl" 16 "$wt"
+
+    echo "== $fam: webtune train --lora-rank 5 --lora-alpha 3 --lora-targets q_proj,down_proj; PEFT loads it"
+    ltrain "$fam-r5" --lora-rank 5 --lora-alpha 3 --lora-targets q_proj,down_proj
+    "$py" tools/check_peft_adapter.py "$lf/model" "$tmp/$fam-r5" "$lf/data.jsonl" 16 "$wt"
+
+    echo "== $fam: webtune merge of that adapter; transformers + PEFT agree"
+    "$wt" merge --model "$lf/model" --adapter "$tmp/$fam-r5" --out "$tmp/$fam-merged" >/dev/null
+    "$py" tools/check_merge.py "$lf/model" "$tmp/$fam-r5" "$tmp/$fam-merged"
+done
