@@ -4,7 +4,7 @@
 # c_fc), which tools/check_peft_adapter.py loads with PeftModel.from_pretrained (every tensor as
 # written, the same loss as `webtune eval`), and `webtune merge` folds the second into the model,
 # which tools/check_merge.py compares with PEFT's merge_and_unload(). Then the same for the Llama-family
-# fixtures tests/fixtures/llama/{qwen3,llama3} (loaded with AutoModelForCausalLM; token-id data, no
+# fixtures tests/fixtures/llama/{qwen3,llama3,qwen2,llama} (loaded with AutoModelForCausalLM; token-id data, no
 # tokenizer): the all-linear default adapter, and r 5 / alpha 3 on q_proj,down_proj, which is merged.
 #
 #   bash tools/check_with_peft.sh [PYTHON] [WEBTUNE]
@@ -47,7 +47,7 @@ ltrain() {  # OUT FLAGS... (fixture folder $lf)
         --lr 1e-2 --seed 1 "$@" 2>"$tmp/$out.log" || { cat "$tmp/$out.log"; exit 1; }
 }
 
-for fam in qwen3 llama3; do
+for fam in qwen3 llama3 qwen2 llama; do
     lf=tests/fixtures/llama/$fam
     echo "== $fam: webtune train, default LoRA shape (all-linear); PEFT loads it"
     ltrain "$fam-default"
