@@ -50,7 +50,7 @@ test("full fine-tuning: 3 steps match PyTorch; the downloaded model loads in the
   await s.waitText("dataset-status", new RegExp(`sequences of ${ex.T} tokens`));
   await page.click("#train");
   assert.equal(await s.waitState(["done", "failed", "stopped"]), "done", await s.report());
-  assert.match(await s.text("#options-status"), /^training every weight \([\d,]+ parameters\) on 11 sequences; eval loss on \d+ held-out tokens$/);
+  assert.match(await s.text("#options-status"), /^training every weight \([\d,]+ parameters\) on 11 sequences; eval loss on \d+ held-out tokens; GPU memory [\d.]+ [kMG]?B \(activations [\d.]+ [kMG]?B, eval [\d.]+ [kMG]?B, gradients [\d.]+ [kMG]?B, optimizer [\d.]+ [kMG]?B, trainable [\d.]+ [kMG]?B\)$/);
   const losses = await s.losses();
   ex["full.losses"].forEach((want, i) => assert.ok(close(losses[i], want, 1e-4), `loss ${i + 1}: ${losses[i]} vs PyTorch ${want}`));
   const [evalAtEnd] = await s.evals();
@@ -132,7 +132,7 @@ test("text data through the tokenizer: preview, held-out eval loss on the chart,
   });
   await page.click("#train");
   assert.equal(await s.waitState(["done", "failed", "stopped"]), "done", await s.report());
-  assert.match(await s.text("#options-status"), /eval loss on \d+ held-out tokens$/);
+  assert.match(await s.text("#options-status"), /eval loss on \d+ held-out tokens; GPU memory [\d.]+ [kMG]?B \(/);
   const evals = await s.evals();
   assert.deepEqual(evals.map((e) => e.step), [4, 8, 12], "evaluated every 4 steps");
   assert.ok(evals.every((e) => Number.isFinite(e.loss) && e.loss > 0));
