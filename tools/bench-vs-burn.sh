@@ -3,9 +3,9 @@
 # on its wgpu backend): the same training shapes and matmul sizes, the two programs
 # alternating, best of N runs each, then the ratios.
 #
-#   tools/bench-vs-burn.sh [BURN_GPT_DIR]
+#   tools/bench-vs-burn.sh BURN_GPT_DIR
 #
-# BURN_GPT_DIR (or $BURN_GPT; default /work/shared/peers/burn-gpt) is the peer's folder
+# BURN_GPT_DIR (or $BURN_GPT) is the peer's folder, a checkout of the Burn benchmark
 # (Cargo.toml, Cargo.lock, src/main.rs). It is built once with `cargo build --release --locked`
 # into $BURN_TARGET_DIR (default ${TMPDIR:-/tmp}/burn-gpt-target), outside this repository;
 # nothing of it is copied here. On two CPU cores that build takes about 17 minutes.
@@ -20,7 +20,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
-burn_dir="${1:-${BURN_GPT:-/work/shared/peers/burn-gpt}}"
+burn_dir="${1:-${BURN_GPT:-}}"
+[ -n "$burn_dir" ] || { echo "usage: tools/bench-vs-burn.sh BURN_GPT_DIR (the burn-gpt benchmark's folder; or set BURN_GPT)" >&2; exit 2; }
 burn_target="${BURN_TARGET_DIR:-${TMPDIR:-/tmp}/burn-gpt-target}"
 presets="${PRESETS:-tiny small}"
 modes="${MODES:-lora full}"
