@@ -377,6 +377,20 @@ struct State {
     infer: Option<Infer>,
 }
 
+/// The current run, when it trains a LoRA adapter (what the adapter exports need).
+fn lora_run(run: &mut Option<BrowserRun>) -> Result<&mut BrowserRun, JsError> {
+    let br = run.as_mut().ok_or_else(|| JsError::new("nothing to export: no training run yet"))?;
+    if br.run.spec.full {
+        return Err(JsError::new("this run fine-tunes every weight, not an adapter: use exportModel"));
+    }
+    Ok(br)
+}
+
+/// The bytes of the output file called `name` (empty when the run wrote none).
+fn file_in<'a>(files: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
+    files.iter().find(|(f, _)| f == name).map(|(_, b)| b.as_slice()).unwrap_or(&[])
+}
+
 /// The engine behind one page or worker: a GPU device, the loaded model, data and run.
 #[wasm_bindgen]
 pub struct Engine {
@@ -1017,12 +1031,9 @@ impl Engine {
     pub async fn export_adapter(&self) -> Result<JsValue, JsError> {
         let mut guard = self.state.try_borrow_mut().map_err(|_| JsError::new(BUSY))?;
         let st = &mut *guard;
-        let br = st.run.as_mut().ok_or_else(|| JsError::new("nothing to export: no training run yet"))?;
-        if br.run.spec.full {
-            return Err(JsError::new("this run fine-tunes every weight, not an adapter: use exportModel"));
-        }
+        let br = lora_run(&mut st.run)?;
         let files = br.run.output_files(&st.gpu).await.map_err(js_err)?;
-        let file = |n: &str| files.iter().find(|(f, _)| f == n).map(|(_, b)| b.as_slice()).unwrap_or(&[]);
+        let file = |n: &str| file_in(&files, n);
         js_object(&[
             ("adapterConfigJson", JsValue::from_str(&String::from_utf8_lossy(file("adapter_config.json")))),
             ("adapterSafetensors", bytes_js(file("adapter_model.safetensors"))),
@@ -1038,12 +1049,9 @@ impl Engine {
             outtype.as_deref().unwrap_or("f32").parse().map_err(|e: String| JsError::new(&format!("outtype: {e}")))?;
         let mut guard = self.state.try_borrow_mut().map_err(|_| JsError::new(BUSY))?;
         let st = &mut *guard;
-        let br = st.run.as_mut().ok_or_else(|| JsError::new("nothing to export: no training run yet"))?;
-        if br.run.spec.full {
-            return Err(JsError::new("this run fine-tunes every weight, not an adapter: use exportModel"));
-        }
+        let br = lora_run(&mut st.run)?;
         let files = br.run.output_files(&st.gpu).await.map_err(js_err)?;
-        let file = |n: &str| files.iter().find(|(f, _)| f == n).map(|(_, b)| b.as_slice()).unwrap_or(&[]);
+        let file = |n: &str| file_in(&files, n);
         let model = st.model.as_ref().ok_or_else(|| JsError::new("load a model first"))?;
         let name = format!("{}-lora", br.run.model_info.name);
         let config = String::from_utf8_lossy(file("adapter_config.json"));
@@ -1064,7 +1072,7 @@ impl Engine {
             return Err(JsError::new("this run trains a LoRA adapter: use exportAdapter"));
         }
         let files = br.run.output_files(&st.gpu).await.map_err(js_err)?;
-        let file = |n: &str| files.iter().find(|(f, _)| f == n).map(|(_, b)| b.as_slice()).unwrap_or(&[]);
+        let file = |n: &str| file_in(&files, n);
         js_object(&[
             ("configJson", JsValue::from_str(&String::from_utf8_lossy(file("config.json")))),
             ("modelSafetensors", bytes_js(file("model.safetensors"))),
