@@ -1,3 +1,4 @@
+{{ENABLE}}
 // Token (+ position) embedding over n = B*T token rows of width c:
 //   forward:   x[r, :] = wte[tokens[r], :] + wpe[r % t, :]          (one workgroup per row)
 //   dwte_add:  dwte[unique[u], :] += sum of dx[positions[k], :] over k in offsets[u]..offsets[u+1]
@@ -35,7 +36,8 @@ const POSITIONS: bool = {{POSITIONS}};
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;
-@group(0) @binding(2) var<storage, read> wte: array<f32>;
+// The table is f32, or f16 when the model stores frozen base weights so (WTE_T; read as f32).
+@group(0) @binding(2) var<storage, read> wte: array<{{WTE_T}}>;
 @group(0) @binding(3) var<storage, read> wpe: array<f32>;
 @group(0) @binding(4) var<storage, read_write> x: array<f32>;
 @group(0) @binding(5) var<storage, read> dx: array<f32>;
@@ -62,7 +64,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     for (var j = lid; j < p.c; j += WG) {
         var v = 0.0;
         if (tok - p.row0 < p.rows) {
-            v = wte[(tok - p.row0) * p.c + j];
+            v = f32(wte[(tok - p.row0) * p.c + j]);
         }
         if (POSITIONS) {
             v += wpe[pos + j];
@@ -132,7 +134,7 @@ fn forward_at(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     for (var j = lid; j < p.c; j += WG) {
         var v = 0.0;
         if (tok - p.row0 < p.rows) {
-            v = wte[(tok - p.row0) * p.c + j];
+            v = f32(wte[(tok - p.row0) * p.c + j]);
         }
         if (POSITIONS && at < p.t) {
             v += wpe[at * p.c + j];

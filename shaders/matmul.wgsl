@@ -1,3 +1,4 @@
+{{ENABLE}}
 // Batched, strided matmul: C = alpha * op(A) · op(B) + beta * C (+ bias[n] per row), and
 // optionally D = gelu_new(C) of the same values (the GELU epilogue).
 //
@@ -59,7 +60,9 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 // A and B are bound as array<f32>, or as array<vec4<f32>> (a4, b4) when the host has checked
-// that every vec4 the kernel loads is aligned (VA, VB); a_at / b_at read one element either way.
+// that every vec4 the kernel loads is aligned (VA, VB); a_at / b_at read one element either way
+// (a4_at / b4_at one vec4). Either may be stored as f16 (frozen base weights, ENABLE = "enable
+// f16;"): loads convert to f32, so products and accumulation stay f32.
 {{A_DECL}}
 {{B_DECL}}
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;

@@ -449,6 +449,9 @@ pub struct TrainBench {
     pub steps: usize,
     pub lr: f32,
     pub seed: u64,
+    /// Plan frozen weight matrices as f16 when no device says (`bench --dry-run --base-weights f16`);
+    /// a run on a device follows [`Gpu::half_weights`].
+    pub half_weights: bool,
 }
 
 impl TrainBench {
@@ -468,6 +471,7 @@ impl TrainBench {
             steps: 10,
             lr: 1e-4,
             seed: 0,
+            half_weights: false,
         })
     }
 }
@@ -502,6 +506,7 @@ impl TrainBench {
             untied_head: !cfg.tie_word_embeddings && cfg.family != crate::model::Family::Gpt2,
             readback_every: self.readback_every(),
             head_bytes: crate::train::trainer::HEAD_BYTES,
+            half_weights: self.half_weights,
             ..PlanContext::default()
         }
     }
@@ -514,7 +519,7 @@ impl TrainBench {
     /// Refuses a bench whose plan does not fit `limits`, with the batch and seq that would.
     /// The plan is made for that device (its binding limit splits vocabulary tables into rows).
     pub fn check_fits(&self, limits: &DeviceLimits) -> Result<MemoryPlan, BenchError> {
-        let ctx = PlanContext { max_binding: Some(limits.max_binding), ..self.plan_context() };
+        let ctx = PlanContext { max_binding: Some(limits.max_binding), half_weights: limits.half_weights, ..self.plan_context() };
         let p = MemoryPlan::of(&self.config, &self.spec(), &ctx).map_err(crate::Error::from)?;
         plan::check(&p, &self.config, &self.spec(), &ctx, limits, crate::flags::Style::Cli).map_err(crate::Error::from)?;
         Ok(p)

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use webtune::data::Dataset;
 use webtune::flags::Style;
-use webtune::gpu::{Gpu, MemoryClass};
+use webtune::gpu::{BaseWeights, Gpu, MemoryClass};
 use webtune::model::{LoraAdapter, Weights};
 use webtune::train::checkpoint::{ModelInfo, RunOptions};
 use webtune::train::plan::{self, DeviceLimits};
@@ -103,15 +103,47 @@ fn the_plan_splits_vocabulary_tables_as_the_run_does() {
     });
     let w = Weights::random(&webtune::model::ModelConfig::from_json(&cfg.to_string(), "test config").unwrap(), 8);
     let data = dataset(&fixture("tiny/data.jsonl"), 301);
-    for full in [false, true] {
+    // f16 base weights (a LoRA run's frozen tables take 2 bytes a value: 218 rows a chunk); full
+    // fine-tuning trains them, so they stay f32 whatever the device stores frozen weights as
+    for (full, half) in [(false, false), (true, false), (false, true), (true, true)] {
+        gpu.set_base_weights(if half { BaseWeights::F16 } else { BaseWeights::F32 }).unwrap();
         let c = Case { model: "random", data: "tiny/data.jsonl", spec: RunSpec { steps: 3, batch: 2, seq: 13, full, ..RunSpec::default() }, eval_data: None, init_adapter: None };
         let mut p = Run::prepare(inputs(&w, &c, &data, None), None).unwrap();
         p.check_fits(&DeviceLimits::of(&gpu)).unwrap();
         let chunks: Vec<&str> = p.plan.entries.iter().filter(|e| e.name.starts_with("embed_tokens.weight rows")).map(|e| e.name.as_str()).collect();
-        assert_eq!(chunks, ["embed_tokens.weight rows 0..109", "embed_tokens.weight rows 109..218", "embed_tokens.weight rows 218..301"]);
+        match half && !full {
+            false => assert_eq!(chunks, ["embed_tokens.weight rows 0..109", "embed_tokens.weight rows 109..218", "embed_tokens.weight rows 218..301"]),
+            true => assert_eq!(chunks, ["embed_tokens.weight rows 0..218", "embed_tokens.weight rows 218..301"]),
+        }
+        let q = p.plan.entries.iter().find(|e| e.name == "layers.0.self_attn.q_proj.weight").unwrap();
+        assert_eq!(q.bytes, if half && !full { 16 * 16 * 2 } else { 16 * 16 * 4 }, "q_proj [16, 16]");
         assert!(p.plan.largest().unwrap().bytes <= 7000, "every tensor fits the limit");
-        plan_equals_allocations(&gpu, &w, &c, &data, None, &format!("split tables, full {full}"));
+        plan_equals_allocations(&gpu, &w, &c, &data, None, &format!("split tables, full {full}, f16 base weights {half}"));
     }
+    gpu.set_base_weights(BaseWeights::F32).unwrap();
+}
+
+/// f16 base weights on GPT-2 with eval data: the frozen linears and the (tied) token embedding
+/// take 2 bytes a value, the rest of the plan is unchanged, tensor by tensor as the GPU records.
+#[test]
+fn the_plan_counts_f16_base_weights() {
+    let gpu = Gpu::new_blocking(None).unwrap();
+    gpu.set_base_weights(BaseWeights::F16).expect("the test GPU (lavapipe) has shader-f16");
+    let c = Case { model: "tiny/model", data: "tiny/data.jsonl", spec: RunSpec { steps: 3, batch: 3, seq: 17, eval_split: Some(0.3), ..RunSpec::default() }, eval_data: None, init_adapter: None };
+    let w = Weights::load_dir(&fixture(c.model)).unwrap();
+    let data = dataset(&fixture(c.data), w.config.vocab_size);
+    plan_equals_allocations(&gpu, &w, &c, &data, None, "GPT-2 LoRA, f16 base weights");
+    let mut p = Run::prepare(inputs(&w, &c, &data, None), None).unwrap();
+    p.check_fits(&DeviceLimits::of(&gpu)).unwrap();
+    let half = p.plan.clone();
+    p.check_fits(&DeviceLimits { half_weights: false, ..DeviceLimits::of(&gpu) }).unwrap();
+    let full = p.plan;
+    // the f16 tensors, by hand: every linear weight and wte [V, C]
+    let cfg = &w.config;
+    let (c_, v) = (cfg.n_embd, cfg.vocab_size);
+    let linears = cfg.n_layer * (c_ * 3 * c_ + c_ * c_ + 2 * c_ * 4 * c_);
+    let saved: u64 = (linears + v * c_) as u64 * 2;
+    assert_eq!(full.total() - half.total(), saved);
 }
 
 /// Runs `c` (Run::new and one step, an evaluation where it has eval data) and compares what the
@@ -195,7 +227,7 @@ fn the_refusal_names_the_tensor_and_says_when_the_model_itself_is_too_large() {
     let fixed = |e: &&plan::PlanEntry| !matches!(e.class, MemoryClass::Activations | MemoryClass::Eval);
     let fixed_max = p.entries.iter().filter(fixed).map(|e| e.bytes).max().unwrap();
     assert_eq!(fixed_max, 48 * 192 * 4);
-    let small = DeviceLimits { max_binding: fixed_max - 4, max_buffer: u64::MAX, budget: None };
+    let small = DeviceLimits { max_binding: fixed_max - 4, max_buffer: u64::MAX, budget: None, half_weights: false };
     let e = plan::check(&p, cfg, &spec, &ctx, &small, Style::Js).unwrap_err().to_string();
     // the model's own tensor is named first (not the larger activations); no shape changes it
     let named = p.entries.iter().filter(fixed).find(|e| e.bytes == fixed_max).unwrap();
@@ -210,7 +242,7 @@ fn the_refusal_names_the_tensor_and_says_when_the_model_itself_is_too_large() {
     // a binding limit that only the activations break: named, with a batch that fits
     let biggest_act = p.entries.iter().filter(|e| e.class == MemoryClass::Activations).map(|e| e.bytes).max().unwrap();
     assert!(biggest_act > fixed_max);
-    let limits = DeviceLimits { max_binding: fixed_max, max_buffer: u64::MAX, budget: None };
+    let limits = DeviceLimits { max_binding: fixed_max, max_buffer: u64::MAX, budget: None, half_weights: false };
     let e = plan::check(&p, cfg, &spec, &ctx, &limits, Style::Cli).unwrap_err().to_string();
     let big = p.largest().unwrap();
     assert!(e.contains(&format!("the tensor '{}' (activations, {:?})", big.name, big.shape)), "{e}");
@@ -225,7 +257,7 @@ fn the_refusal_names_the_tensor_and_says_when_the_model_itself_is_too_large() {
     let e = plan::check(&hp, cfg, &huge, &ctx, &limits, Style::Cli).unwrap_err().to_string();
     assert!(e.contains(&format!("the largest --batch that fits at --seq 40 is {b};")), "{e}");
     // a plan that fits passes
-    let roomy = DeviceLimits { max_binding: 1 << 30, max_buffer: 1 << 30, budget: Some(p.total()) };
+    let roomy = DeviceLimits { max_binding: 1 << 30, max_buffer: 1 << 30, budget: Some(p.total()), half_weights: false };
     plan::check(&p, cfg, &spec, &ctx, &roomy, Style::Cli).unwrap();
 }
 

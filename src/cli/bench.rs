@@ -72,6 +72,11 @@ pub struct BenchArgs {
     /// GPU memory the training workloads may use (e.g. 6G; also WEBTUNE_GPU_MEMORY): a larger plan is refused
     #[arg(long, value_name = "SIZE")]
     gpu_memory: Option<String>,
+    /// How frozen base weights are kept on the GPU: auto = f16 on a GPU with shader-f16 (half
+    /// their memory; LoRA weights, gradients and optimizer state stay f32, products accumulate in
+    /// f32; CPU adapters keep f32), f16 = f16 or refuse, f32 = the checkpoint's values exactly (as PyTorch fp32)
+    #[arg(long, value_name = "auto|f16|f32", default_value = "auto")]
+    base_weights: webtune::gpu::BaseWeights,
 }
 
 pub fn run(adapter: Option<&str>, a: BenchArgs) -> Result<(), String> {
@@ -89,6 +94,7 @@ pub fn run(adapter: Option<&str>, a: BenchArgs) -> Result<(), String> {
         let mode = if m == "full" { Mode::Full } else { Mode::Lora };
         let mut tb = wb::TrainBench::new(&name, config.clone(), batch, seq, mode).map_err(err)?;
         (tb.steps, tb.warmup) = (a.steps, a.warmup);
+        tb.half_weights = a.base_weights == webtune::gpu::BaseWeights::F16;
         Ok(tb)
     };
     let budget = super::gpu_memory(a.gpu_memory.as_deref())?;
@@ -98,6 +104,7 @@ pub fn run(adapter: Option<&str>, a: BenchArgs) -> Result<(), String> {
         return dry_run(&a, &modes.iter().map(|m| bench_of(m)).collect::<Result<Vec<_>, _>>()?, budget);
     }
     let gpu = Gpu::new_blocking(adapter).map_err(|e| e.to_string())?;
+    gpu.set_base_weights(a.base_weights).map_err(|e| e.to_string())?;
     gpu.set_memory_budget(budget);
     let mut report = wb::Report::new(&gpu);
     eprintln!("bench on {}", gpu.report);
@@ -175,7 +182,7 @@ fn dry_run(a: &BenchArgs, benches: &[webtune::bench::TrainBench], budget: Option
         );
         print!("{}", plan.table(None));
         if let Some(b) = budget {
-            let limits = webtune::train::DeviceLimits { max_binding: u64::MAX, max_buffer: u64::MAX, budget: Some(b) };
+            let limits = webtune::train::DeviceLimits { max_binding: u64::MAX, max_buffer: u64::MAX, budget: Some(b), half_weights: false };
             match tb.check_fits(&limits) {
                 Ok(_) => println!("  within the budget of {}", webtune::memory::human(b)),
                 Err(e) => println!("  {e}"),

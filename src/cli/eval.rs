@@ -37,6 +37,11 @@ pub struct EvalArgs {
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
+    /// How frozen base weights are kept on the GPU: auto = f16 on a GPU with shader-f16 (half
+    /// their memory; LoRA weights, gradients and optimizer state stay f32, products accumulate in
+    /// f32; CPU adapters keep f32), f16 = f16 or refuse, f32 = the checkpoint's values exactly (as PyTorch fp32)
+    #[arg(long, value_name = "auto|f16|f32", default_value = "auto")]
+    base_weights: webtune::gpu::BaseWeights,
 }
 
 use webtune::json::f32 as num;
@@ -87,6 +92,7 @@ pub fn run(gpu_filter: Option<&str>, a: EvalArgs) -> Result<(), String> {
     let batches = batcher.eval_batches();
 
     let gpu = Gpu::new_blocking(gpu_filter).map_err(|e| e.to_string())?;
+    gpu.set_base_weights(a.base_weights).map_err(|e| e.to_string())?;
     let run = |lora| -> Result<EvalResult, String> {
         let model = ModelGpu::new(&gpu, &weights, lora, Trainable::None).map_err(|e| e.to_string())?;
         pollster::block_on(evaluate(&gpu, &model, &batches, seq)).map_err(|e| e.to_string())

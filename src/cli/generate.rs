@@ -62,6 +62,11 @@ pub struct GenerateArgs {
     /// Number of continuations of the same prompt
     #[arg(long, default_value_t = 1)]
     num_samples: usize,
+    /// How frozen base weights are kept on the GPU: auto = f16 on a GPU with shader-f16 (half
+    /// their memory; LoRA weights, gradients and optimizer state stay f32, products accumulate in
+    /// f32; CPU adapters keep f32), f16 = f16 or refuse, f32 = the checkpoint's values exactly (as PyTorch fp32)
+    #[arg(long, value_name = "auto|f16|f32", default_value = "auto")]
+    base_weights: webtune::gpu::BaseWeights,
 }
 
 /// The tokenizer: from `explicit` (an error if it has none), else from the model folder.
@@ -191,6 +196,7 @@ pub fn run(gpu_filter: Option<&str>, a: GenerateArgs) -> Result<(), String> {
         runs.push((None, adapters.first()));
     }
     let gpu = Gpu::new_blocking(gpu_filter).map_err(|e| e.to_string())?;
+    gpu.set_base_weights(a.base_weights).map_err(|e| e.to_string())?;
     for (heading, adapter) in runs {
         if let Some(h) = heading {
             println!("=== {h} ===");

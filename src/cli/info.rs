@@ -62,7 +62,7 @@ pub fn run(adapter: Option<&str>, a: InfoArgs) -> Result<(), String> {
         }
         over += 1;
         match (chunkable.contains(&name.as_str()), &t.shape[..]) {
-            (true, &[rows, cols]) => match gpu.rows_per_binding(name, rows, cols) {
+            (true, &[rows, cols]) => match gpu.rows_per_binding(name, rows, cols, 4) {
                 Ok(per) => println!(
                     "  {name}: {} in f32, split into {} row chunks of at most {per} rows (its gradient and AdamW state too)",
                     mib(bytes),

@@ -153,6 +153,11 @@ pub struct TrainArgs {
     /// refused before anything is allocated [default: unknown, only per-buffer limits are checked]
     #[arg(long, value_name = "SIZE")]
     gpu_memory: Option<String>,
+    /// How frozen base weights are kept on the GPU: auto = f16 on a GPU with shader-f16 (half
+    /// their memory; LoRA weights, gradients and optimizer state stay f32, products accumulate in
+    /// f32; CPU adapters keep f32), f16 = f16 or refuse, f32 = the checkpoint's values exactly (as PyTorch fp32)
+    #[arg(long, value_name = "auto|f16|f32", default_value = "auto")]
+    base_weights: webtune::gpu::BaseWeights,
 }
 
 /// Every file a run may leave in --out besides its checkpoint folders: a LoRA run's adapter, a
@@ -504,6 +509,7 @@ fn train(
     // The GPU and the run (restored from the checkpoint, after checking it is its run).
     let budget = super::gpu_memory(a.gpu_memory.as_deref())?;
     let gpu = Gpu::new_blocking(adapter_filter).map_err(|e| e.to_string())?;
+    gpu.set_base_weights(a.base_weights).map_err(|e| e.to_string())?;
     gpu.set_memory_budget(budget);
     let input = RunInputs {
         weights: &weights,

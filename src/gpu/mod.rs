@@ -12,7 +12,7 @@ mod tensor;
 mod tune;
 
 pub use program::{Dispatch, Kernel, Program};
-pub use tensor::{tensor_bytes, Tensor};
+pub use tensor::{tensor_bytes, tensor_bytes_of, Tensor};
 pub use tune::Tuning;
 
 use std::cell::RefCell;
@@ -129,6 +129,31 @@ impl MemoryClass {
     }
 }
 
+/// How frozen base weights are stored (`--base-weights`, `baseWeights`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaseWeights {
+    /// f16 where the GPU has `shader-f16` (CPU adapters keep f32), else f32.
+    #[default]
+    Auto,
+    /// f16; refused on a GPU without `shader-f16`.
+    F16,
+    /// f32, as the checkpoint's values (numerically as PyTorch fp32).
+    F32,
+}
+
+impl std::str::FromStr for BaseWeights {
+    type Err = String;
+    fn from_str(s: &str) -> Result<BaseWeights, String> {
+        match s {
+            "auto" => Ok(BaseWeights::Auto),
+            "f16" => Ok(BaseWeights::F16),
+            "f32" => Ok(BaseWeights::F32),
+            _ => Err(format!("base weights '{s}' is not one of auto, f16, f32")),
+        }
+    }
+}
+
 /// One tensor created on a device: its label, bytes and class ([`Gpu::allocations`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Allocation {
@@ -160,6 +185,8 @@ pub struct Gpu {
     budget: std::cell::Cell<Option<u64>>,
     /// A lower binding limit than the device's, set by [`Gpu::limit_binding`] (tests, diagnostics).
     binding_cap: std::cell::Cell<Option<u64>>,
+    /// Frozen base weights (linear layers, vocabulary tables) are stored in f16 ([`Gpu::set_half_weights`]).
+    half_weights: std::cell::Cell<bool>,
     /// Whether [`Gpu::kernel_trusted`] drops wgpu's runtime checks (native only).
     trusted: bool,
     /// Kernel variants chosen by measuring or by table (src/gpu/tune.rs).
@@ -229,6 +256,7 @@ impl Gpu {
             class: std::cell::Cell::new(MemoryClass::Other),
             budget: std::cell::Cell::new(None),
             binding_cap: std::cell::Cell::new(None),
+            half_weights: std::cell::Cell::new(false),
             trusted: trusted_modules(),
             tune: tune::TuneCache::new(&report),
             report,
@@ -255,6 +283,34 @@ impl Gpu {
         let r = f();
         self.class.set(before);
         r
+    }
+
+    /// Whether models made from now on store their frozen base weights (the linear layers'
+    /// weights and the vocabulary tables that are not trained) in f16: half their memory, the
+    /// values rounded to f16 as PyTorch's `.half()` does. LoRA pairs, trained weights, norms,
+    /// biases, gradients and optimizer state stay f32, and every product accumulates in f32.
+    pub fn half_weights(&self) -> bool {
+        self.half_weights.get()
+    }
+
+    /// Sets [`half_weights`](Self::half_weights) from the user's choice (`--base-weights`):
+    /// `Auto` takes f16 where the device has `shader-f16`; `F16` fails without it.
+    pub fn set_base_weights(&self, choice: BaseWeights) -> Result<(), GpuError> {
+        let on = match choice {
+            BaseWeights::F32 => false,
+            // A CPU adapter (lavapipe) keeps f32: its memory is the host's, and converting
+            // costs it time (the tiny preset's LoRA step is ~1.4x slower with f16 there).
+            BaseWeights::Auto => self.report.shader_f16 && self.report.device_type != "Cpu",
+            BaseWeights::F16 if self.report.shader_f16 => true,
+            BaseWeights::F16 => {
+                return Err(GpuError::Invalid(format!(
+                    "f16 base weights need a GPU with shader-f16, and {} has none: use f32 or auto",
+                    self.report.name
+                )))
+            }
+        };
+        self.half_weights.set(on);
+        Ok(())
     }
 
     /// The GPU memory webtune may use on this device, when known (see [`Gpu::set_memory_budget`]).
@@ -315,12 +371,12 @@ impl Gpu {
         })
     }
 
-    /// Rows per chunk when a [rows, cols] f32 tensor `what` is stored as row chunks of at most
-    /// [`max_binding`](Self::max_binding) bytes each (all `rows` when it fits one buffer). Fails,
-    /// naming `what`, when not even one row fits.
-    pub fn rows_per_binding(&self, what: &str, rows: usize, cols: usize) -> Result<usize, GpuError> {
+    /// Rows per chunk when a [rows, cols] tensor `what` of `elem_bytes`-byte elements (4, or 2
+    /// for f16) is stored as row chunks of at most [`max_binding`](Self::max_binding) bytes each
+    /// (all `rows` when it fits one buffer). Fails, naming `what`, when not even one row fits.
+    pub fn rows_per_binding(&self, what: &str, rows: usize, cols: usize, elem_bytes: u64) -> Result<usize, GpuError> {
         let limit = self.max_binding();
-        let row_bytes = 4 * cols.max(1) as u64;
+        let row_bytes = elem_bytes * cols.max(1) as u64;
         if row_bytes > limit {
             return Err(GpuError::TooLarge {
                 what: format!("one row of {what} ({cols} values)"),

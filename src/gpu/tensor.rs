@@ -1,4 +1,5 @@
-//! A tensor is a storage buffer with a shape. f32 unless made with `*_u32`.
+//! A tensor is a storage buffer with a shape. f32 unless made with `*_u32`, or f16 (`half`) when
+//! made with [`Gpu::upload_half`]: frozen base weights on a device with `shader-f16`.
 
 use super::{Gpu, GpuError};
 
@@ -6,13 +7,15 @@ pub struct Tensor {
     pub buffer: wgpu::Buffer,
     pub shape: Vec<usize>,
     pub label: String,
+    /// Elements are f16 (2 bytes each; kernels that read it convert to f32).
+    pub half: bool,
 }
 
 impl Tensor {
     /// Another handle on the same buffer (wgpu buffers are reference-counted): a view that
     /// shares this tensor's memory.
     pub fn shared(&self) -> Tensor {
-        Tensor { buffer: self.buffer.clone(), shape: self.shape.clone(), label: self.label.clone() }
+        Tensor { buffer: self.buffer.clone(), shape: self.shape.clone(), label: self.label.clone(), half: self.half }
     }
 
     /// Number of elements.
@@ -22,15 +25,26 @@ impl Tensor {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Bytes of its elements (2 an element when `half`, else 4).
     pub fn bytes(&self) -> u64 {
-        4 * self.len() as u64
+        self.elem_bytes() * self.len() as u64
+    }
+    pub fn elem_bytes(&self) -> u64 {
+        if self.half { 2 } else { 4 }
     }
 }
 
 /// Bytes of the buffer a tensor of `elems` elements gets: 4 bytes an element, at least 16, in
 /// whole vec4s (so a kernel may bind any tensor as array<vec4<f32>>).
 pub fn tensor_bytes(elems: usize) -> u64 {
-    (elems.max(4) as u64).saturating_mul(4).checked_next_multiple_of(16).unwrap_or(u64::MAX)
+    tensor_bytes_of(elems, false)
+}
+
+/// Bytes of the buffer of an `elems`-element tensor, f16 (`half`: 2 bytes an element) or 4-byte
+/// elements: at least 4 elements, rounded up to 16 bytes (so it also holds whole vec4s of f16).
+pub fn tensor_bytes_of(elems: usize, half: bool) -> u64 {
+    let each = if half { 2 } else { 4 };
+    (elems.max(4) as u64).saturating_mul(each).checked_next_multiple_of(16).unwrap_or(u64::MAX)
 }
 
 const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -38,8 +52,8 @@ const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST);
 
 impl Gpu {
-    fn raw_buffer(&self, label: &str, elems: usize) -> Result<wgpu::Buffer, GpuError> {
-        let bytes = tensor_bytes(elems);
+    fn raw_buffer(&self, label: &str, elems: usize, half: bool) -> Result<wgpu::Buffer, GpuError> {
+        let bytes = tensor_bytes_of(elems, half);
         self.check_binding(label, bytes)?;
         self.allocated.set(self.allocated.get() + bytes);
         self.ledger.borrow_mut().push(super::Allocation { label: label.to_string(), bytes, class: self.class.get() });
@@ -54,7 +68,25 @@ impl Gpu {
     /// A zero-filled tensor (f32 or u32: 4 bytes an element).
     pub fn zeros(&self, label: &str, shape: &[usize]) -> Result<Tensor, GpuError> {
         let n = crate::memory::elements(shape).unwrap_or(usize::MAX);
-        Ok(Tensor { buffer: self.raw_buffer(label, n)?, shape: shape.to_vec(), label: label.to_string() })
+        Ok(Tensor { buffer: self.raw_buffer(label, n, false)?, shape: shape.to_vec(), label: label.to_string(), half: false })
+    }
+
+    /// A tensor holding `data` rounded to f16 (round to nearest even, as PyTorch's `.half()`):
+    /// half the memory of [`upload`](Self::upload). Only on a device with `shader-f16`.
+    pub fn upload_half(&self, label: &str, shape: &[usize], data: &[f32]) -> Result<Tensor, GpuError> {
+        if !self.report.shader_f16 {
+            return Err(GpuError::Invalid(format!("{label}: f16 tensors need a GPU with shader-f16, which this one lacks")));
+        }
+        let n = crate::memory::elements(shape).unwrap_or(usize::MAX);
+        let t = Tensor { buffer: self.raw_buffer(label, n, true)?, shape: shape.to_vec(), label: label.to_string(), half: true };
+        let mut bits: Vec<u16> = data.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
+        if bits.len() % 2 == 1 {
+            bits.push(0); // writes are whole 4-byte words
+        }
+        if !bits.is_empty() {
+            self.queue.write_buffer(&t.buffer, 0, bytemuck::cast_slice(&bits));
+        }
+        Ok(t)
     }
 
     /// A tensor holding `data` (f32).
@@ -73,7 +105,7 @@ impl Gpu {
 
     /// Overwrites the start of `t` with `data` (queued; lands before the next submit runs).
     pub fn write(&self, t: &Tensor, data: &[f32]) {
-        debug_assert!(data.len() <= t.len().max(4));
+        debug_assert!(data.len() <= t.len().max(4) && !t.half);
         if !data.is_empty() {
             self.queue.write_buffer(&t.buffer, 0, bytemuck::cast_slice(data));
         }
@@ -95,7 +127,13 @@ impl Gpu {
 
     /// Copies `t` back to the host. Does not block the thread: in the browser the
     /// future completes from the event loop, natively `poll_wait` drives it.
+    /// An f16 tensor is read back as the f32 values it holds.
     pub async fn read(&self, t: &Tensor) -> Result<Vec<f32>, GpuError> {
+        if t.half {
+            let bytes = self.read_bytes(&t.buffer, t.bytes().next_multiple_of(4), &t.label).await?;
+            let bits: Vec<u16> = bytemuck::pod_collect_to_vec(&bytes);
+            return Ok(bits[..t.len()].iter().map(|&b| half::f16::from_bits(b).to_f32()).collect());
+        }
         let bytes = self.read_bytes(&t.buffer, t.bytes(), &t.label).await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }

@@ -12,25 +12,33 @@ use crate::gpu::{grid, Gpu, GpuError, Program, Tensor};
 
 const SRC: &str = include_str!("../../shaders/embedding.wgsl");
 
-/// The shader with or without learned positions (GPT-2's wpe).
-fn source(positions: bool) -> String {
-    Template::new(key(positions), SRC).set("POSITIONS", positions).render()
+/// The shader with or without learned positions (GPT-2's wpe), reading an f32 or f16 (`half`:
+/// frozen base weights) table.
+fn source(positions: bool, half: bool) -> String {
+    Template::new(&key(positions, half), SRC)
+        .set("POSITIONS", positions)
+        .set("ENABLE", if half { "enable f16;" } else { "" })
+        .set("WTE_T", if half { "f16" } else { "f32" })
+        .render()
 }
 
-fn key(positions: bool) -> &'static str {
-    if positions {
-        "embedding"
-    } else {
-        "embedding:no-positions"
-    }
+fn key(positions: bool, half: bool) -> String {
+    let p = if positions { "" } else { ":no-positions" };
+    let h = if half { ":f16" } else { "" };
+    format!("embedding{p}{h}")
 }
 
-fn kernel(gpu: &Gpu, positions: bool, entry: &str) -> crate::gpu::Kernel {
-    gpu.kernel(key(positions), &|| source(positions), entry, &[])
+fn kernel(gpu: &Gpu, positions: bool, half: bool, entry: &str) -> crate::gpu::Kernel {
+    gpu.kernel(&key(positions, half), &|| source(positions, half), entry, &[])
+}
+
+/// Whether a table's chunks are f16 (all of them are, or none).
+fn half(wte: &[RowChunk]) -> bool {
+    wte.first().is_some_and(|ch| ch.t.half)
 }
 
 pub fn variants() -> Vec<(String, String)> {
-    [true, false].map(|p| (key(p).to_string(), source(p))).to_vec()
+    [(true, false), (false, false), (true, true), (false, true)].map(|(p, h)| (key(p, h), source(p, h))).to_vec()
 }
 
 #[repr(C)]
@@ -100,7 +108,7 @@ pub fn embedding_forward_chunked(
     if n == 0 || c == 0 {
         return;
     }
-    let k = kernel(gpu, wpe.is_some(), "forward");
+    let k = kernel(gpu, wpe.is_some(), half(wte), "forward");
     for (j, ch) in wte.iter().enumerate() {
         let params = Params::chunk(n, t, c, wte, j);
         prog.push(gpu.dispatch(
@@ -228,7 +236,7 @@ pub fn embedding_backward_chunked(
     if n == 0 || c == 0 {
         return;
     }
-    let k = kernel(gpu, dwpe.is_some(), "dwte_add");
+    let k = kernel(gpu, dwpe.is_some(), false, "dwte_add");
     for (j, ch) in dwte.iter().enumerate() {
         let params = Params::chunk(n, t, c, dwte, j);
         prog.push(gpu.dispatch(
@@ -248,7 +256,7 @@ pub fn embedding_backward_chunked(
     }
     let Some(dwpe) = dwpe else { return };
     let params = Params { n: n as u32, t: t as u32, c: c as u32, rows: 0, row0: 0, tail: 0, pad: [0; 2] };
-    let k = kernel(gpu, true, "dwpe_add");
+    let k = kernel(gpu, true, false, "dwpe_add");
     prog.push(gpu.dispatch(
         "embedding.dwpe_add",
         &k,
@@ -293,7 +301,7 @@ pub fn embedding_forward_at_chunked(
     if n == 0 || c == 0 {
         return;
     }
-    let k = kernel(gpu, wpe.is_some(), "forward_at");
+    let k = kernel(gpu, wpe.is_some(), half(wte), "forward_at");
     for (j, ch) in wte.iter().enumerate() {
         let params = Params::chunk(n, wpe.map_or(0, |w| w.len()) / c, c, wte, j);
         prog.push(gpu.dispatch(

@@ -27,11 +27,26 @@ pub struct Param {
 }
 
 impl Param {
+    /// An f32 parameter (norms, biases, positions, LoRA pairs, and any trained tensor).
     pub fn new(gpu: &Gpu, name: &str, t: &HostTensor, trainable: bool) -> Result<Param, GpuError> {
+        Param::upload(gpu, name, name, &t.shape, &t.data, trainable, false)
+    }
+
+    /// A base weight matrix that kernels read only as a matmul operand or an embedding table:
+    /// stored in f16 when frozen and the GPU stores frozen weights so ([`Gpu::half_weights`]).
+    pub fn matrix(gpu: &Gpu, name: &str, t: &HostTensor, trainable: bool) -> Result<Param, GpuError> {
+        Param::upload(gpu, name, name, &t.shape, &t.data, trainable, stores_half(gpu, trainable))
+    }
+
+    /// Uploads `data` as the value (f16 when `half`) under `label`, with an f32 gradient when trained.
+    fn upload(gpu: &Gpu, name: &str, label: &str, shape: &[usize], data: &[f32], trainable: bool, half: bool) -> Result<Param, GpuError> {
         let class = if trainable { MemoryClass::Trainable } else { MemoryClass::Weights };
-        let value = gpu.in_class(class, || gpu.upload(name, &t.shape, &t.data))?;
+        let value = gpu.in_class(class, || match half {
+            true => gpu.upload_half(label, shape, data),
+            false => gpu.upload(label, shape, data),
+        })?;
         let grad = match trainable {
-            true => Some(gpu.in_class(MemoryClass::Gradients, || gpu.zeros(&format!("grad {name}"), &t.shape))?),
+            true => Some(gpu.in_class(MemoryClass::Gradients, || gpu.zeros(&format!("grad {label}"), shape))?),
             false => None,
         };
         Ok(Param { name: name.to_string(), value, grad })
@@ -41,6 +56,11 @@ impl Param {
     pub fn frozen(&self) -> Param {
         Param { name: self.name.clone(), value: self.value.shared(), grad: None }
     }
+}
+
+/// Whether a base weight matrix is stored in f16: frozen, on a GPU set to ([`Gpu::half_weights`]).
+fn stores_half(gpu: &Gpu, trainable: bool) -> bool {
+    !trainable && gpu.half_weights()
 }
 
 /// A [rows, cols] parameter that may be larger than one storage binding (a vocabulary's embedding
@@ -64,21 +84,16 @@ impl RowParam {
             [rows, cols] if rows * cols == t.data.len() => (rows, cols),
             _ => return Err(GpuError::Invalid(format!("{name}: shape {:?} is not a [rows, cols] matrix", t.shape))),
         };
-        let per = gpu.rows_per_binding(name, rows, cols)?;
+        let half = stores_half(gpu, trainable);
+        let per = gpu.rows_per_binding(name, rows, cols, if half { 2 } else { 4 })?;
         if per >= rows {
-            return Ok(RowParam { name: name.to_string(), shape: t.shape.clone(), parts: vec![Param::new(gpu, name, t, trainable)?] });
+            return Ok(RowParam { name: name.to_string(), shape: t.shape.clone(), parts: vec![Param::matrix(gpu, name, t, trainable)?] });
         }
         let mut parts = Vec::with_capacity(rows.div_ceil(per));
         for r0 in (0..rows).step_by(per) {
             let r1 = (r0 + per).min(rows);
             let label = format!("{name} rows {r0}..{r1}");
-            let class = if trainable { MemoryClass::Trainable } else { MemoryClass::Weights };
-            let value = gpu.in_class(class, || gpu.upload(&label, &[r1 - r0, cols], &t.data[r0 * cols..r1 * cols]))?;
-            let grad = match trainable {
-                true => Some(gpu.in_class(MemoryClass::Gradients, || gpu.zeros(&format!("grad {label}"), &[r1 - r0, cols]))?),
-                false => None,
-            };
-            parts.push(Param { name: name.to_string(), value, grad });
+            parts.push(Param::upload(gpu, name, &label, &[r1 - r0, cols], &t.data[r0 * cols..r1 * cols], trainable, half)?);
         }
         Ok(RowParam { name: name.to_string(), shape: t.shape.clone(), parts })
     }
@@ -163,7 +178,7 @@ impl LinearParams {
         let cfg = &w.config;
         let (fin, fout) = kind.dims(cfg);
         let name = cfg.block_name(layer, kind.hf_name());
-        let weight = Param::new(gpu, &format!("{name}.weight"), w.get(&format!("{name}.weight")), full)?;
+        let weight = Param::matrix(gpu, &format!("{name}.weight"), w.get(&format!("{name}.weight")), full)?;
         let bias = match kind.has_bias(cfg) {
             true => Some(Param::new(gpu, &format!("{name}.bias"), w.get(&format!("{name}.bias")), full)?),
             false => None,

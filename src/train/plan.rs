@@ -9,13 +9,14 @@
 //! scratch made with the pipelines (uniforms, the column-sum partials of bias gradients) and the
 //! driver's own memory are not tensors and are not in the plan.
 //!
-//! A tensor of E elements takes max(E, 4) · 4 bytes ([`tensor_bytes`]).
+//! A tensor of E elements takes max(E, 4) · 4 bytes ([`crate::gpu::tensor_bytes`]), or max(E, 4) · 2 rounded
+//! up to 16 for the frozen weight matrices a device stores in f16 ([`Gpu::half_weights`]).
 
 use std::collections::BTreeMap;
 
 use super::{RunSpec, TrainError};
 use crate::flags::Style;
-use crate::gpu::{tensor_bytes, Gpu, MemoryClass};
+use crate::gpu::{tensor_bytes_of, Gpu, MemoryClass};
 use crate::kernels::cross_entropy::chunk_rows;
 use crate::kernels::optimizer::GradNorm;
 use crate::model::{Family, Linear, LoraAdapter, LoraConfig, ModelConfig, Weights};
@@ -48,6 +49,9 @@ pub struct PlanContext {
     /// row chunks (`RowParam`) and the head's logits block stays under it. None: no device known
     /// (`bench --dry-run`), nothing is split.
     pub max_binding: Option<u64>,
+    /// Frozen weight matrices (linear layers' weights, vocabulary tables) are stored in f16
+    /// ([`Gpu::half_weights`]).
+    pub half_weights: bool,
 }
 
 impl PlanContext {
@@ -78,6 +82,8 @@ pub struct DeviceLimits {
     pub max_buffer: u64,
     /// The memory the run may use, when the user said (`--gpu-memory`); wgpu does not report it.
     pub budget: Option<u64>,
+    /// The device stores frozen weight matrices in f16 ([`Gpu::half_weights`]).
+    pub half_weights: bool,
 }
 
 impl DeviceLimits {
@@ -86,6 +92,7 @@ impl DeviceLimits {
             max_binding: gpu.max_binding(),
             max_buffer: gpu.limits.max_buffer_size,
             budget: gpu.memory_budget(),
+            half_weights: gpu.half_weights(),
         }
     }
 
@@ -111,13 +118,18 @@ struct Builder {
 
 impl Builder {
     fn add(&mut self, name: impl Into<String>, shape: &[usize]) {
-        let elems = crate::memory::elements(shape).unwrap_or(usize::MAX);
-        self.entries.push(PlanEntry { name: name.into(), class: self.class, shape: shape.to_vec(), bytes: tensor_bytes(elems) });
+        self.add_of(name, shape, false);
     }
-    /// A parameter (`Param::new`): its value, and when trained its gradient.
-    fn param(&mut self, name: &str, shape: &[usize], trained: bool) {
+    /// A tensor of f16 elements when `half`.
+    fn add_of(&mut self, name: impl Into<String>, shape: &[usize], half: bool) {
+        let elems = crate::memory::elements(shape).unwrap_or(usize::MAX);
+        self.entries.push(PlanEntry { name: name.into(), class: self.class, shape: shape.to_vec(), bytes: tensor_bytes_of(elems, half) });
+    }
+    /// A parameter (`Param::new`, or `Param::matrix` with `half`: a frozen matrix in f16): its
+    /// value, and when trained its gradient.
+    fn param(&mut self, name: &str, shape: &[usize], trained: bool, half: bool) {
         self.class = if trained { MemoryClass::Trainable } else { MemoryClass::Weights };
-        self.add(name, shape);
+        self.add_of(name, shape, half && !trained);
         if trained {
             self.class = MemoryClass::Gradients;
             self.add(format!("grad {name}"), shape);
@@ -151,14 +163,20 @@ impl MemoryPlan {
             base.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, cfg.n_embd]));
         }
         let tables = [cfg.embedding_name(), "lm_head.weight"];
+        let linear_weights: std::collections::HashSet<String> = (0..cfg.n_layer)
+            .flat_map(|l| Linear::of(cfg.family).iter().map(move |k| format!("{}.weight", cfg.block_name(l, k.hf_name()))))
+            .collect();
         for (name, shape) in base {
+            // frozen weight matrices are f16 where the device stores them so (Param::matrix)
+            let is_table = tables.contains(&name.as_str());
+            let half = ctx.half_weights && !full && (is_table || linear_weights.contains(&name));
             // a vocabulary table over the binding limit is uploaded as row chunks (RowParam::new)
             let parts = match shape[..] {
-                [rows, cols] if tables.contains(&name.as_str()) => row_parts(rows, cols, ctx.max_binding),
+                [rows, cols] if is_table => row_parts(rows, cols, if half { 2 } else { 4 }, ctx.max_binding),
                 _ => Vec::new(),
             };
             if parts.len() <= 1 {
-                p.param(&name, &shape, full);
+                p.param(&name, &shape, full, half);
                 if full {
                     trained.push((name, shape));
                 }
@@ -166,7 +184,7 @@ impl MemoryPlan {
             }
             for (r0, r1) in parts {
                 let part = vec![r1 - r0, shape[1]];
-                p.param(&format!("{name} rows {r0}..{r1}"), &part, full);
+                p.param(&format!("{name} rows {r0}..{r1}"), &part, full, half);
                 if full {
                     trained.push((name.clone(), part)); // AdamW labels a chunk's moments by the tensor's name
                 }
@@ -176,7 +194,7 @@ impl MemoryPlan {
             let (fin, fout) = k.dims(cfg);
             let name = cfg.block_name(l, k.hf_name());
             for (n, shape) in [(format!("{name}.lora_A"), vec![r, fin]), (format!("{name}.lora_B"), vec![fout, r])] {
-                p.param(&n, &shape, true);
+                p.param(&n, &shape, true, false);
                 trained.push((n, shape));
             }
         }
@@ -332,8 +350,8 @@ impl MemoryPlan {
 /// The row ranges a [rows, cols] table is uploaded in under a binding limit (as
 /// `Gpu::rows_per_binding`): one range when it fits or no limit is known, none when not even one
 /// row fits (then the whole tensor is planned, and refused by [`MemoryPlan::misfit`]).
-fn row_parts(rows: usize, cols: usize, limit: Option<u64>) -> Vec<(usize, usize)> {
-    let row_bytes = 4 * cols.max(1) as u64;
+fn row_parts(rows: usize, cols: usize, elem_bytes: u64, limit: Option<u64>) -> Vec<(usize, usize)> {
+    let row_bytes = elem_bytes * cols.max(1) as u64;
     let per = match limit {
         Some(l) if row_bytes <= l => ((l / row_bytes).min(usize::MAX as u64) as usize).clamp(1, rows.max(1)),
         _ => return Vec::new(),

@@ -86,7 +86,8 @@ pub(crate) fn layout_name(ta: bool, tb: bool) -> &'static str {
     }
 }
 
-/// A shader variant: layout, tile, whether A / B are read as aligned vec4s, epilogue.
+/// A shader variant: layout, tile, whether A / B are read as aligned vec4s, epilogue, and
+/// whether A / B are stored as f16 (frozen base weights; converted to f32 as they are loaded).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Variant {
     pub ta: bool,
@@ -95,6 +96,8 @@ pub(crate) struct Variant {
     pub va: bool,
     pub vb: bool,
     pub gelu: bool,
+    pub ha: bool,
+    pub hb: bool,
 }
 
 impl Variant {
@@ -102,7 +105,12 @@ impl Variant {
     /// of TA along m, in groups of 4 rows, which needs tm a multiple of 4).
     pub fn new(ta: bool, tb: bool, tile: Tile, va: bool, vb: bool, gelu: bool) -> Variant {
         let va = va && !(ta && !tile.staged && !tile.tm.is_multiple_of(4));
-        Variant { ta, tb, tile, va, vb, gelu }
+        Variant { ta, tb, tile, va, vb, gelu, ha: false, hb: false }
+    }
+
+    /// This variant with A and / or B stored as f16.
+    pub fn half(self, ha: bool, hb: bool) -> Variant {
+        Variant { ha, hb, ..self }
     }
 
     pub fn key(&self) -> String {
@@ -113,23 +121,33 @@ impl Variant {
             (true, true) => ":vab",
         };
         let g = if self.gelu { ":gelu" } else { "" };
-        format!("matmul:{}:{}{v}{g}", layout_name(self.ta, self.tb), self.tile.name())
+        let h = match (self.ha, self.hb) {
+            (false, false) => "",
+            (true, false) => ":ha",
+            (false, true) => ":hb",
+            (true, true) => ":hab",
+        };
+        format!("matmul:{}:{}{v}{g}{h}", layout_name(self.ta, self.tb), self.tile.name())
     }
 
     pub fn source(&self) -> String {
         let t = &self.tile;
         debug_assert!(t.valid(), "matmul: invalid tile {t:?}");
         let (shared, body) = if t.staged { staged_body(self) } else { (String::new(), direct_body(self)) };
-        let decl = |name: &str, binding: u32, vec: bool| {
+        // An operand is read through name_at(i) (one element) and, for vec4 loads, name4_at(i)
+        // (the i-th vec4), both as f32 whatever it is stored as.
+        let decl = |name: &str, binding: u32, vec: bool, half: bool| {
+            let ty = if half { "f16" } else { "f32" };
             if vec {
                 format!(
-                    "@group(0) @binding({binding}) var<storage, read> {name}4: array<vec4<f32>>;\n\
-                     fn {name}_at(i: u32) -> f32 {{ return {name}4[i >> 2u][i & 3u]; }}"
+                    "@group(0) @binding({binding}) var<storage, read> {name}4: array<vec4<{ty}>>;\n\
+                     fn {name}_at(i: u32) -> f32 {{ return f32({name}4[i >> 2u][i & 3u]); }}\n\
+                     fn {name}4_at(i: u32) -> vec4<f32> {{ return vec4<f32>({name}4[i]); }}"
                 )
             } else {
                 format!(
-                    "@group(0) @binding({binding}) var<storage, read> {name}: array<f32>;\n\
-                     fn {name}_at(i: u32) -> f32 {{ return {name}[i]; }}"
+                    "@group(0) @binding({binding}) var<storage, read> {name}: array<{ty}>;\n\
+                     fn {name}_at(i: u32) -> f32 {{ return f32({name}[i]); }}"
                 )
             }
         };
@@ -138,6 +156,7 @@ impl Variant {
             (true, _, _) => (format!("{}, {}", t.wy, t.wx), "lid3.y", "lid3.x"),
         };
         Template::new(&self.key(), SRC)
+            .set("ENABLE", if self.ha || self.hb { "enable f16;" } else { "" })
             .set("TA", self.ta)
             .set("TB", self.tb)
             .set("D_DECL", if self.gelu { "@group(0) @binding(5) var<storage, read_write> d: array<f32>;" } else { "" })
@@ -150,8 +169,8 @@ impl Variant {
             .set("WG", wg)
             .set("TX", tx)
             .set("TY", ty)
-            .set("A_DECL", decl("a", 1, self.va))
-            .set("B_DECL", decl("b", 2, self.vb))
+            .set("A_DECL", decl("a", 1, self.va, self.ha))
+            .set("B_DECL", decl("b", 2, self.vb, self.hb))
             .set("SHARED", shared)
             .set("BODY", body)
             .render()
@@ -271,13 +290,13 @@ fn direct_body(v: &Variant) -> String {
         let ind2 = format!("{ind}    ");
         if v.va && !v.ta {
             for i in 0..tm {
-                let _ = writeln!(s, "{ind2}let av{i} = a4[(pa{i} + kq) >> 2u];");
+                let _ = writeln!(s, "{ind2}let av{i} = a4_at((pa{i} + kq) >> 2u);");
             }
         }
         if v.vb && v.tb {
             for h in 0..groups {
                 for q in 0..4 {
-                    let _ = writeln!(s, "{ind2}let bv{h}_{q} = b4[(pb{h}_{q} + kq) >> 2u];");
+                    let _ = writeln!(s, "{ind2}let bv{h}_{q} = b4_at((pb{h}_{q} + kq) >> 2u);");
                 }
             }
         }
@@ -289,7 +308,7 @@ fn direct_body(v: &Variant) -> String {
                 let _ = writeln!(s, "{ind3}let ka = kk * p.lda;");
                 if v.va {
                     for g in 0..tm / 4 {
-                        let _ = writeln!(s, "{ind3}let ag{g} = a4[(pa{} + ka) >> 2u];", 4 * g);
+                        let _ = writeln!(s, "{ind3}let ag{g} = a4_at((pa{} + ka) >> 2u);", 4 * g);
                     }
                 }
             }
@@ -304,7 +323,7 @@ fn direct_body(v: &Variant) -> String {
             };
             let b = |h: u32| match (v.vb, v.tb) {
                 (true, true) => format!("vec4<f32>(bv{h}_0.{c}, bv{h}_1.{c}, bv{h}_2.{c}, bv{h}_3.{c})"),
-                (true, false) => format!("b4[(pb{h} + kb) >> 2u]"),
+                (true, false) => format!("b4_at((pb{h} + kb) >> 2u)"),
                 (false, true) => {
                     format!("vec4<f32>(b_at(pb{h}_0 + kk), b_at(pb{h}_1 + kk), b_at(pb{h}_2 + kk), b_at(pb{h}_3 + kk))")
                 }
@@ -374,7 +393,7 @@ fn staged_body(v: &Variant) -> (String, String) {
         if v.va {
             let _ = writeln!(
                 body,
-                "{ind}if (row + 3u < p.m && kk < p.k) {{ As[slot] = a4[(a_base + kk * p.lda + row) >> 2u]; }} else {{ As[slot] = {scalar}; }}"
+                "{ind}if (row + 3u < p.m && kk < p.k) {{ As[slot] = a4_at((a_base + kk * p.lda + row) >> 2u); }} else {{ As[slot] = {scalar}; }}"
             );
         } else {
             let _ = writeln!(body, "{ind}As[slot] = {scalar};");
@@ -389,7 +408,7 @@ fn staged_body(v: &Variant) -> (String, String) {
         if v.va {
             let _ = writeln!(
                 body,
-                "{ind}var va = vec4<f32>(0.0);\n{ind}if (m0 + row < p.m && k0 + kq + 3u < p.k) {{ va = a4[(a_base + (m0 + row) * p.lda + k0 + kq) >> 2u]; }} else {{ va = {scalar}; }}"
+                "{ind}var va = vec4<f32>(0.0);\n{ind}if (m0 + row < p.m && k0 + kq + 3u < p.k) {{ va = a4_at((a_base + (m0 + row) * p.lda + k0 + kq) >> 2u); }} else {{ va = {scalar}; }}"
             );
         } else {
             let _ = writeln!(body, "{ind}let va = {scalar};");
@@ -411,7 +430,7 @@ fn staged_body(v: &Variant) -> (String, String) {
         if v.vb {
             let _ = writeln!(
                 body,
-                "{ind}var vb = vec4<f32>(0.0);\n{ind}if (n0 + col < p.n && k0 + kq + 3u < p.k) {{ vb = b4[(b_base + (n0 + col) * p.ldb + k0 + kq) >> 2u]; }} else {{ vb = {scalar}; }}"
+                "{ind}var vb = vec4<f32>(0.0);\n{ind}if (n0 + col < p.n && k0 + kq + 3u < p.k) {{ vb = b4_at((b_base + (n0 + col) * p.ldb + k0 + kq) >> 2u); }} else {{ vb = {scalar}; }}"
             );
         } else {
             let _ = writeln!(body, "{ind}let vb = {scalar};");
@@ -426,7 +445,7 @@ fn staged_body(v: &Variant) -> (String, String) {
         if v.vb {
             let _ = writeln!(
                 body,
-                "{ind}if (col + 3u < p.n && kk < p.k) {{ Bs[slot] = b4[(b_base + kk * p.ldb + col) >> 2u]; }} else {{ Bs[slot] = {scalar}; }}"
+                "{ind}if (col + 3u < p.n && kk < p.k) {{ Bs[slot] = b4_at((b_base + kk * p.ldb + col) >> 2u); }} else {{ Bs[slot] = {scalar}; }}"
             );
         } else {
             let _ = writeln!(body, "{ind}Bs[slot] = {scalar};");

@@ -21,16 +21,18 @@ use codegen::Variant;
 const LAYOUTS: [(bool, bool); 3] = [(false, false), (false, true), (true, false)];
 
 /// Every shader variant: each layout with each candidate tile, scalar and vec4 operands, with and
-/// without the GELU epilogue.
+/// without the GELU epilogue, B in f32 or f16 (a frozen weight; the model never has an f16 A).
 pub fn variants() -> Vec<(String, String)> {
     let mut v = Vec::new();
     for &(ta, tb) in &LAYOUTS {
         for tile in tune::all_tiles() {
             for (va, vb) in [(false, false), (true, false), (false, true), (true, true)] {
                 for gelu in [false, true] {
-                    let var = Variant::new(ta, tb, tile, va, vb, gelu);
-                    if !v.iter().any(|(k, _)| *k == var.key()) {
-                        v.push((var.key(), var.source()));
+                    for hb in [false, true] {
+                        let var = Variant::new(ta, tb, tile, va, vb, gelu).half(false, hb);
+                        if !v.iter().any(|(k, _)| *k == var.key()) {
+                            v.push((var.key(), var.source()));
+                        }
                     }
                 }
             }
@@ -156,7 +158,8 @@ pub struct Epilogue<'a> {
 }
 
 /// Pushes C = alpha · op(A) · op(B) + beta · C (+ bias) for every batch onto `prog`.
-/// `a`, `b` and `bias` may share a buffer; `c` must not alias any of them.
+/// `a`, `b` and `bias` may share a buffer; `c` must not alias any of them. `a` and `b` may be f16
+/// tensors (read as f32); `c`, `bias` and D are f32.
 /// The transposed-transposed layout (ta and tb) is not supported.
 /// A shape that reaches outside a tensor is a bug in the caller: nothing is pushed and the
 /// GPU's error slot reports it ([`Gpu::check`]).
@@ -228,7 +231,7 @@ pub fn push_with(
         d_off: 0,
     };
     let (va, vb) = aligned(s, tile, a, b);
-    let var = Variant::new(s.ta, s.tb, tile, va, vb, epi.gelu.is_some());
+    let var = Variant::new(s.ta, s.tb, tile, va, vb, epi.gelu.is_some()).half(a.half, b.half);
     let key = var.key();
     let k = gpu.kernel_trusted(&key, &|| var.source(), "matmul", &[]);
     // Without a bias, binding 4 gets A (read-only, never read) so the layout is complete; D's
@@ -261,6 +264,9 @@ fn check(s: &Matmul, a: &Tensor, b: &Tensor, c: &Tensor, epi: &Epilogue, tile: T
     let what = format!("matmul {}x{}x{} (batch {})", s.m, s.n, s.k, s.batch);
     if s.ta && s.tb {
         return Err(format!("{what}: the transposed-transposed layout is not supported"));
+    }
+    if c.half || epi.bias.is_some_and(|b| b.half) || epi.gelu.is_some_and(|d| d.half) {
+        return Err(format!("{what}: C, bias and D must be f32"));
     }
     if !tile.valid() {
         return Err(format!("{what}: invalid tile {tile:?}"));

@@ -142,6 +142,7 @@ fn measure(gpu: &Gpu, s: &Matmul, candidates: &[Tile]) -> Option<Tile> {
         }),
         shape: vec![elems],
         label: label.to_string(),
+        half: false,
     };
     let (a, b, c) = (scratch("tune a", batch * m * k), scratch("tune b", batch * k * n), scratch("tune c", batch * m * n));
     let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);

@@ -201,6 +201,7 @@ impl Prepared<'_> {
     /// split into row chunks), then refuses the run when the plan does not fit (see [`plan::check`]).
     pub fn check_fits(&mut self, limits: &DeviceLimits) -> Result<(), TrainError> {
         self.plan_context.max_binding = Some(limits.max_binding);
+        self.plan_context.half_weights = limits.half_weights;
         self.plan = MemoryPlan::of(&self.weights.config, &self.spec, &self.plan_context)?;
         plan::check(&self.plan, &self.weights.config, &self.spec, &self.plan_context, limits, self.style)
     }
