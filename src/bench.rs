@@ -857,6 +857,8 @@ pub fn bench_generate(gpu: &Gpu, gb: &GenerateBench) -> Result<GenerateResult, B
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub machine: Machine,
+    /// How frozen base weights were stored: "f16" or "f32" (`--base-weights`, [`Gpu::half_weights`]).
+    pub base_weights: &'static str,
     pub matmul: Vec<MatmulResult>,
     pub train: Vec<TrainResult>,
     pub generate: Vec<GenerateResult>,
@@ -866,6 +868,7 @@ impl Report {
     pub fn new(gpu: &Gpu) -> Report {
         Report {
             machine: Machine::of(&gpu.report),
+            base_weights: if gpu.half_weights() { "f16" } else { "f32" },
             matmul: Vec::new(),
             train: Vec::new(),
             generate: Vec::new(),

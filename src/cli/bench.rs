@@ -108,6 +108,7 @@ pub fn run(adapter: Option<&str>, a: BenchArgs) -> Result<(), String> {
     gpu.set_memory_budget(budget);
     let mut report = wb::Report::new(&gpu);
     eprintln!("bench on {}", gpu.report);
+    eprintln!("frozen base weights: {} (--base-weights)", report.base_weights);
     if a.what == "matmul" || a.what == "all" {
         let shapes = match shapes.is_empty() {
             true => wb::default_matmul_sizes(&gpu.report).into_iter().map(|s| (s, s, s)).collect(),

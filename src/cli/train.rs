@@ -623,7 +623,8 @@ fn dry_run(gpu: &Gpu, input: RunInputs<'_>, resume: Option<&Checkpoint>, sets: &
             "eval_data": previews.iter().find(|x| x.0 == "eval data").map(|x| &x.1),
             "plan": p.plan.to_json(),
             "device": {"name": gpu.report.name, "max_storage_buffer_binding_size": limits.max_binding,
-                       "max_buffer_size": limits.max_buffer, "memory_budget": limits.budget},
+                       "max_buffer_size": limits.max_buffer, "memory_budget": limits.budget,
+                       "f16_base_weights": limits.half_weights},
             "fits": refusal.is_none(),
             "refusal": refusal,
         });

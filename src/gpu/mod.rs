@@ -298,8 +298,8 @@ impl Gpu {
     pub fn set_base_weights(&self, choice: BaseWeights) -> Result<(), GpuError> {
         let on = match choice {
             BaseWeights::F32 => false,
-            // A CPU adapter (lavapipe) keeps f32: its memory is the host's, and converting
-            // costs it time (the tiny preset's LoRA step is ~1.4x slower with f16 there).
+            // A CPU adapter (lavapipe) keeps f32: its "GPU memory" is the host's, rarely the
+            // limit, and f32 keeps a run's numbers those of PyTorch fp32 (ask for f16 to save it).
             BaseWeights::Auto => self.report.shader_f16 && self.report.device_type != "Cpu",
             BaseWeights::F16 if self.report.shader_f16 => true,
             BaseWeights::F16 => {

@@ -410,8 +410,9 @@ impl Run {
         let accum = if s.grad_accum > 1 { format!(" x {} accumulated", s.grad_accum) } else { String::new() };
         let warm = if s.warmup > 0 { format!(", {} warmup", s.warmup) } else { String::new() };
         let resumed = if self.start_step > 0 { format!("; resuming at step {}", self.start_step) } else { String::new() };
+        let half = if gpu.half_weights() && !s.full { "; frozen base weights in f16" } else { "" };
         format!(
-            "training {} on {} ({} steps, batch {} x {} tokens{accum}; lr {} {}{warm}){resumed}",
+            "training {} on {} ({} steps, batch {} x {} tokens{accum}; lr {} {}{warm}{half}){resumed}",
             if s.full { "all weights" } else { "a LoRA adapter" },
             gpu.report.name,
             s.steps,
