@@ -137,9 +137,12 @@ fn batch(vocab: usize) -> (Vec<u32>, Vec<i32>) {
     (tokens, targets)
 }
 
+/// (loss, LoRA gradients by name, logits).
+type Step = (f32, Vec<(String, Vec<f32>)>, Vec<f32>);
+
 /// One LoRA gradient step and the logits on `gpu`: (loss, LoRA gradients by name, logits);
 /// checks what is stored in f16 and what is not.
-fn lora_step(gpu: &Gpu, w: &Weights, ad: &webtune::model::LoraAdapter, tokens: &[u32], targets: &[i32]) -> (f32, Vec<(String, Vec<f32>)>, Vec<f32>) {
+fn lora_step(gpu: &Gpu, w: &Weights, ad: &webtune::model::LoraAdapter, tokens: &[u32], targets: &[i32]) -> Step {
     let m = ModelGpu::new(gpu, w, Some(ad), Trainable::Lora).unwrap();
     for p in m.params() {
         let matrix = p.value.shape.len() == 2 && !p.name.contains("lora_") && p.name != "wpe.weight";
