@@ -505,6 +505,9 @@ pub(crate) fn parse_safetensors<'a>(bytes: &'a [u8], path: &str) -> Result<SafeT
 /// copied), or (the browser) a JS `Uint8Array` that the wasm heap never holds whole.
 pub trait FileBytes {
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Bytes `range` of the file (within `len`).
     fn read(&self, range: Range<usize>) -> Cow<'_, [u8]>;
 
@@ -536,7 +539,7 @@ impl FileBytes for Vec<u8> {
 }
 
 /// Bytes read (and converted) at a time when a tensor or a file is read in pieces.
-pub const CHUNK_BYTES: usize = 4 << 20;
+pub const CHUNK_BYTES: usize = 1 << 20;
 
 /// The largest header the safetensors crate reads (its `MAX_HEADER_SIZE`): a file claiming a
 /// larger one is refused from its first 8 bytes, so no more is read.
@@ -607,31 +610,35 @@ fn read_elems(file: &dyn FileBytes, at: &TensorAt, width: usize, elems: Range<us
     extend_f32(at.dtype, &bytes, out);
 }
 
-/// Tensor `at` of `file` as f32, [`CHUNK_BYTES`] of the file at a time, each piece handed to
-/// `each`; refuses a dtype webtune does not read and NaN or infinite values, naming `path` (the
-/// file) and `name` (the tensor in it).
-fn read_chunks(file: &dyn FileBytes, at: &TensorAt, path: &str, name: &str, each: &mut dyn FnMut(&[f32])) -> Result<(), ModelError> {
+/// Tensor `at` of `file` as f32, [`CHUNK_BYTES`] of the file at a time: appended to `out`, or
+/// (None) only checked, a piece at a time. Refuses a dtype webtune does not read and NaN or
+/// infinite values, naming `path` (the file) and `name` (the tensor in it).
+fn read_checked(file: &dyn FileBytes, at: &TensorAt, path: &str, name: &str, out: Option<&mut Vec<f32>>) -> Result<(), ModelError> {
     let width = dtype_width(at.dtype, path, name)?;
     let n = at.bytes.len() / width;
     let per = CHUNK_BYTES / width;
+    let keep = out.is_some();
+    let mut scratch = Vec::new();
+    let out = out.unwrap_or(&mut scratch);
     let mut seen = NonFinite::default();
-    let mut piece = Vec::new();
     for e0 in (0..n).step_by(per) {
-        piece.clear();
-        read_elems(file, at, width, e0..(e0 + per).min(n), &mut piece);
-        seen.scan(&piece);
-        each(&piece);
+        let from = out.len();
+        read_elems(file, at, width, e0..(e0 + per).min(n), out);
+        seen.scan(&out[from..]);
+        if !keep {
+            out.clear();
+        }
     }
     seen.result(path, name)
 }
 
-/// Tensor `at` of `file` as f32 (checked as [`read_chunks`] checks it).
+/// Tensor `at` of `file` as f32 (checked as [`read_checked`] checks it).
 fn read_f32(file: &dyn FileBytes, at: &TensorAt, path: &str, name: &str) -> Result<Vec<f32>, ModelError> {
     let width = dtype_width(at.dtype, path, name)?;
     let what = || format!("{path}: tensor '{name}' as f32");
     let mut out: Vec<f32> = Vec::new();
     crate::memory::reserve(&mut out, at.bytes.len() / width, &what)?;
-    read_chunks(file, at, path, name, &mut |piece| out.extend_from_slice(piece))?;
+    read_checked(file, at, path, name, Some(&mut out))?;
     Ok(out)
 }
 
@@ -664,7 +671,7 @@ impl<F: FileBytes> WeightFiles<F> {
         let mut collect = Collect::new(&config);
         for (i, (name, bytes)) in files.iter().enumerate() {
             collect.add_file(bytes, name, &mut |at, file_name| {
-                read_chunks(bytes, at, name, file_name, &mut |_| {})?;
+                read_checked(bytes, at, name, file_name, None)?;
                 Ok(Located { file: i, name: file_name.to_string(), at: at.clone() })
             })?;
         }
@@ -729,7 +736,7 @@ impl<F: FileBytes> WeightSource for WeightFiles<F> {
 }
 
 /// A tensor's elements as f32 (F32, F16 and BF16 accepted; little-endian as the format says).
-/// Every loader (model, adapter, checkpoint, optimizer state) comes through [`read_chunks`] (this
+/// Every loader (model, adapter, checkpoint, optimizer state) comes through [`read_checked`] (this
 /// for a tensor in memory), so a NaN or an infinity in any loaded tensor is refused there, naming
 /// the file and the tensor.
 pub(crate) fn view_to_f32(view: &TensorView<'_>, path: &str, name: &str) -> Result<Vec<f32>, ModelError> {
