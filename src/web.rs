@@ -715,8 +715,8 @@ impl Engine {
     /// Loads a Hugging Face model (GPT-2, Llama, Qwen2, Qwen3) from the text of config.json and
     /// the bytes of model.safetensors (f32, f16 or bf16). `name` (e.g. the folder) prefixes
     /// messages. Replaces the model, tokenizer, adapter, data and run loaded before. Returns the
-    /// model's shape (see [`Engine::load_model_shards`]). The bytes stay in JS (the engine keeps
-    /// the array and reads one tensor at a time from it).
+    /// model's shape (see [`Engine::load_model_shards`]). The bytes stay in JS: the engine keeps
+    /// the array (do not change it afterwards) and reads one tensor at a time from it.
     #[wasm_bindgen(js_name = loadModel)]
     pub fn load_model(&self, config_json: &str, safetensors: js_sys::Uint8Array, name: &str) -> Result<JsValue, JsError> {
         self.set_model(config_json, name, vec![(format!("{name}/model.safetensors"), JsBytes(safetensors))])
@@ -725,7 +725,7 @@ impl Engine {
     /// Loads a sharded checkpoint: config.json's text and the safetensors files that
     /// model.safetensors.index.json lists, `names[i]` being the file name of `shards[i]` (the
     /// package checks the list against the index). One file named model.safetensors is the
-    /// unsharded case. Returns `{name, modelType, family, nLayer, nHead, nKvHead, headDim, nEmbd,
+    /// unsharded case. The arrays are kept, as by `loadModel`. Returns `{name, modelType, family, nLayer, nHead, nKvHead, headDim, nEmbd,
     /// intermediate, vocabSize, nPositions, eosTokenId, eosTokenIds, bosTokenId, tiedEmbeddings,
     /// parameters, weightsBytes, files, fingerprint, loraTargets}`.
     #[wasm_bindgen(js_name = loadModelShards)]
