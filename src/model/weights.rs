@@ -690,11 +690,6 @@ impl<F: FileBytes> WeightFiles<F> {
     pub fn parameters(&self) -> usize {
         self.tensors.values().map(|t| t.at.shape.iter().product::<usize>()).sum()
     }
-
-    /// The most values any one tensor holds (what reading it as f32 needs).
-    pub fn largest(&self) -> usize {
-        self.tensors.values().map(|t| t.at.shape.iter().product::<usize>()).max().unwrap_or(0)
-    }
 }
 
 /// Whether two tensors of `files` hold the same f32 values bit for bit, compared a piece at a time.
