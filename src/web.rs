@@ -17,16 +17,23 @@
 //! time (the npm package's worker queues them); a call made while another is still running is
 //! refused, not corrupted.
 //!
+//! The model's weight files stay in JS (the `Uint8Array`s given to `loadModel`): loading reads
+//! their headers and checks every tensor a piece at a time, and each upload to the GPU (a run, an
+//! evaluation, generation) reads one tensor at a time from them ([`WeightFiles`]), so the wasm
+//! heap never holds the model, only its largest tensor as f32 while it is uploaded.
+//!
 //! Generation "without the adapter" during a LoRA run uses a second `ModelGpu` that shares the
 //! run's base-weight buffers and has no LoRA layers (no extra GPU memory). During a full
 //! fine-tuning run the base weights are being changed, so the base model is uploaded once more
-//! (from the host copy) the first time it is asked for, and freed when the next run starts.
+//! (from the files) the first time it is asked for, and freed when the next run starts.
 //!
 //! A checkpoint is the CLI's checkpoint folder as bytes (trainer_state.json, optimizer.safetensors,
 //! the adapter or the full weights); the model's fingerprint is in trainer_state.json.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt::Display;
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -38,7 +45,8 @@ use crate::flags::Style;
 use crate::generate::{sample_text_until, Generator, Prompt, SampleConfig};
 use crate::gpu::Gpu;
 use crate::model::{ModelGpu, Trainable};
-use crate::model::{lora, LoraAdapter, Weights};
+use crate::model::weights::FileBytes;
+use crate::model::{lora, LoraAdapter, WeightFiles, WeightSource};
 use crate::train::checkpoint::{ModelInfo, RunOptions};
 use crate::train::eval::{EvalResult, Evaluator};
 use crate::train::run::{Checkpoint, Control, Files, RunData, RunInputs};
@@ -346,8 +354,21 @@ pub fn default_options() -> Result<JsValue, JsError> {
     to_js(&v)
 }
 
+/// A weight file as JS gave it: read a range at a time, never copied whole into the wasm heap.
+struct JsBytes(js_sys::Uint8Array);
+
+impl FileBytes for JsBytes {
+    fn len(&self) -> usize {
+        self.0.length() as usize
+    }
+    fn read(&self, range: Range<usize>) -> Cow<'_, [u8]> {
+        Cow::Owned(self.0.subarray(range.start as u32, range.end as u32).to_vec())
+    }
+}
+
 struct Model {
-    weights: Weights,
+    /// The weights, left in the files JS gave.
+    weights: WeightFiles<JsBytes>,
     info: ModelInfo,
 }
 
@@ -493,8 +514,12 @@ impl State {
             Some(c) if input_spec.full => Some(c.weights().map_err(js_err)?),
             _ => None,
         };
+        let weights: &dyn WeightSource = match &ck_weights {
+            Some(w) => w,
+            None => &model.weights,
+        };
         let input = RunInputs {
-            weights: ck_weights.as_ref().unwrap_or(&model.weights),
+            weights,
             model: model.info.clone(),
             init_adapter: init,
             data,
@@ -540,16 +565,20 @@ fn control_of(c: &str) -> Result<Control, JsError> {
     }
 }
 
-/// The most a wasm32 page can address: the weights (as f32) and the files they came from must fit.
+/// The most a wasm32 page can address: the largest tensor (as f32) must fit.
 const WASM_MEMORY: u64 = 4 << 30;
 
-/// Refuses a model that cannot fit before anything is allocated for it: its f32 weights (plus the
-/// files, already in memory) against wasm32's 4 GiB (an allocation past it would trap the engine).
-/// `files_bytes` is the size of the weight files given. (A tensor over the GPU's storage binding
-/// limit is split into row chunks if it is a vocabulary table, else refused when a run or generation
-/// plans its buffers, naming the tensor.)
-fn check_model_fits(cfg: &crate::model::ModelConfig, config_name: &str, files_bytes: u64) -> Result<(), JsError> {
+/// Refuses a model that cannot fit before anything is read: the engine holds one tensor at a time
+/// as f32 (the files stay in JS), so its largest tensor against wasm32's 4 GiB (an allocation past
+/// it would trap the engine). (A tensor over the GPU's storage binding limit is split into row
+/// chunks if it is a vocabulary table, else refused when a run or generation plans its buffers,
+/// naming the tensor.)
+fn check_model_fits(cfg: &crate::model::ModelConfig, config_name: &str) -> Result<(), JsError> {
     let params = crate::model::weights::param_count(cfg);
+    let [before, after] = cfg.outer_shapes();
+    let head = ("lm_head.weight".to_string(), vec![cfg.vocab_size, cfg.n_embd]);
+    let shapes = before.into_iter().chain(after).chain(cfg.layer_shapes()).chain([head]);
+    let largest = shapes.map(|(_, s)| crate::memory::elements(&s)).try_fold(0usize, |m, n| Some(m.max(n?)));
     let what = || {
         format!(
             "{config_name}: a {} model of {} layers, width {}, vocab {} ({} parameters)",
@@ -560,13 +589,13 @@ fn check_model_fits(cfg: &crate::model::ModelConfig, config_name: &str, files_by
             params.map_or("too many".to_string(), |n| n.to_string())
         )
     };
-    // (params is None when the count passes usize: 4 Gi parameters on wasm32, 16 GiB as f32)
-    let need = params.and_then(crate::memory::bytes_of::<f32>).and_then(|b| b.checked_add(files_bytes));
+    // (None when a count passes usize: 4 Gi values on wasm32, 16 GiB as f32)
+    let need = largest.and_then(crate::memory::bytes_of::<f32>);
     match need {
         Some(b) if b <= WASM_MEMORY => {}
         _ => {
             return Err(JsError::new(&format!(
-                "{} needs {} for its f32 weights and files, more than the 4 GiB a browser page's WebAssembly memory holds",
+                "{} has a tensor of {} as f32 (the engine reads one tensor at a time), more than the 4 GiB a browser page's WebAssembly memory holds",
                 what(),
                 need.map_or("more than 16 GiB".to_string(), crate::memory::human)
             )))
@@ -577,19 +606,19 @@ fn check_model_fits(cfg: &crate::model::ModelConfig, config_name: &str, files_by
 
 impl Engine {
     /// Loads the model from config.json and its weight files (`(name, bytes)`, names as messages
-    /// give them) and makes it the current one.
-    fn set_model(&self, config_json: &str, name: &str, files: &[(&str, &[u8])]) -> Result<JsValue, JsError> {
+    /// give them; the bytes stay in JS) and makes it the current one.
+    fn set_model(&self, config_json: &str, name: &str, files: Vec<(String, JsBytes)>) -> Result<JsValue, JsError> {
         let mut st = self.state.try_borrow_mut().map_err(|_| JsError::new(BUSY))?;
         let config_name = format!("{name}/config.json");
         let cfg = crate::model::ModelConfig::from_json(config_json, &config_name).map_err(js_err)?;
-        let files_bytes: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
-        check_model_fits(&cfg, &config_name, files_bytes)?;
-        let weights = Weights::from_shards(config_json, &config_name, files).map_err(js_err)?;
+        check_model_fits(&cfg, &config_name)?;
+        let weights = WeightFiles::new(config_json, &config_name, files).map_err(js_err)?;
         let c = &weights.config;
-        let parameters: usize = weights.tensors.values().map(|t| t.data.len()).sum();
+        let parameters = weights.parameters();
+        let files_bytes: u64 = weights.files().iter().map(|(_, b)| b.len() as u64).sum();
         let mut h = Fnv1a64::default();
-        for (_, b) in files {
-            h.update(b);
+        for (_, b) in weights.files() {
+            b.each_chunk(&mut |piece| h.update(piece));
         }
         let fnv = hex(h.0);
         let info = ModelInfo::of(c, name, name, files_bytes, Some(fnv.clone()));
@@ -612,10 +641,10 @@ impl Engine {
             "eosTokenId": c.eos_token_id,
             "eosTokenIds": c.eos_token_ids,
             "bosTokenId": c.bos_token_id,
-            "tiedEmbeddings": !weights.tensors.contains_key("lm_head.weight"),
+            "tiedEmbeddings": !weights.has("lm_head.weight"),
             "parameters": parameters,
             "weightsBytes": files_bytes,
-            "files": files.len(),
+            "files": weights.files().len(),
             "fingerprint": fnv,
             "loraTargets": lora::valid_targets(c.family),
         });
@@ -686,17 +715,17 @@ impl Engine {
     /// Loads a Hugging Face model (GPT-2, Llama, Qwen2, Qwen3) from the text of config.json and
     /// the bytes of model.safetensors (f32, f16 or bf16). `name` (e.g. the folder) prefixes
     /// messages. Replaces the model, tokenizer, adapter, data and run loaded before. Returns the
-    /// model's shape (see [`Engine::load_model_shards`]).
+    /// model's shape (see [`Engine::load_model_shards`]). The bytes stay in JS: the engine keeps
+    /// the array (do not change it afterwards) and reads one tensor at a time from it.
     #[wasm_bindgen(js_name = loadModel)]
-    pub fn load_model(&self, config_json: &str, safetensors: &[u8], name: &str) -> Result<JsValue, JsError> {
-        let file = format!("{name}/model.safetensors");
-        self.set_model(config_json, name, &[(file.as_str(), safetensors)])
+    pub fn load_model(&self, config_json: &str, safetensors: js_sys::Uint8Array, name: &str) -> Result<JsValue, JsError> {
+        self.set_model(config_json, name, vec![(format!("{name}/model.safetensors"), JsBytes(safetensors))])
     }
 
     /// Loads a sharded checkpoint: config.json's text and the safetensors files that
     /// model.safetensors.index.json lists, `names[i]` being the file name of `shards[i]` (the
     /// package checks the list against the index). One file named model.safetensors is the
-    /// unsharded case. Returns `{name, modelType, family, nLayer, nHead, nKvHead, headDim, nEmbd,
+    /// unsharded case. The arrays are kept, as by `loadModel`. Returns `{name, modelType, family, nLayer, nHead, nKvHead, headDim, nEmbd,
     /// intermediate, vocabSize, nPositions, eosTokenId, eosTokenIds, bosTokenId, tiedEmbeddings,
     /// parameters, weightsBytes, files, fingerprint, loraTargets}`.
     #[wasm_bindgen(js_name = loadModelShards)]
@@ -717,11 +746,8 @@ impl Engine {
         if shards.is_empty() {
             return Err(JsError::new(&format!("{name}: no weight files given (model.safetensors, or the shards its index lists)")));
         }
-        let bytes: Vec<Vec<u8>> = shards.iter().map(|s| s.to_vec()).collect();
-        let files: Vec<(String, &[u8])> =
-            names.iter().zip(&bytes).map(|(n, b)| (format!("{name}/{n}"), b.as_slice())).collect();
-        let files: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), *b)).collect();
-        self.set_model(config_json, name, &files)
+        let files = names.iter().zip(shards).map(|(n, b)| (format!("{name}/{n}"), JsBytes(b))).collect();
+        self.set_model(config_json, name, files)
     }
 
     /// Loads the model's tokenizer (for text data and generation): tokenizer.json's text, or

@@ -8,7 +8,7 @@ use super::head::Io;
 use super::linear::{join_parts, Param, RowParam, Trainable};
 use super::llama::{self, LlamaGpu};
 use super::lora::LoraConfig;
-use super::{Family, HostTensor, LoraAdapter, ModelConfig, Weights};
+use super::{Family, HostTensor, LoraAdapter, ModelConfig, WeightSource, Weights};
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
 use crate::kernels::attention::AttentionDecode;
 
@@ -37,10 +37,11 @@ macro_rules! each {
 }
 
 impl ModelGpu {
-    /// Uploads the model. With `adapter`, LoRA layers are added (trained when `trainable` is
-    /// Lora); `Trainable::Full` trains every base tensor.
-    pub fn new(gpu: &Gpu, w: &Weights, adapter: Option<&LoraAdapter>, trainable: Trainable) -> Result<ModelGpu, GpuError> {
-        Ok(match w.config.family {
+    /// Uploads the model from `w` (host [`Weights`], or files read one tensor at a time). With
+    /// `adapter`, LoRA layers are added (trained when `trainable` is Lora); `Trainable::Full`
+    /// trains every base tensor.
+    pub fn new(gpu: &Gpu, w: &dyn WeightSource, adapter: Option<&LoraAdapter>, trainable: Trainable) -> Result<ModelGpu, GpuError> {
+        Ok(match w.config().family {
             Family::Gpt2 => ModelGpu::Gpt2(Gpt2Gpu::new(gpu, w, adapter, trainable)?),
             Family::Llama => ModelGpu::Llama(LlamaGpu::new(gpu, w, adapter, trainable)?),
         })

@@ -8,7 +8,8 @@
 
 use super::linear::{lora_scratch, LinearParams, Param, RowParam, Trainable};
 use super::lora::LoraConfig;
-use super::{Linear, LoraAdapter, ModelConfig, Weights};
+use super::weights::upload_tensor;
+use super::{Linear, LoraAdapter, ModelConfig, WeightSource};
 use crate::gpu::{Gpu, GpuError, Program, Tensor};
 use super::head::{head_logits, Io};
 use crate::kernels::attention::{self, Attention, AttentionDecode, Qkv};
@@ -71,10 +72,10 @@ pub struct Gpt2Gpu {
 impl Gpt2Gpu {
     /// Uploads the model. With `adapter`, LoRA layers are added (trained when
     /// `trainable` is Lora); `Trainable::Full` trains every base tensor.
-    pub fn new(gpu: &Gpu, w: &Weights, adapter: Option<&LoraAdapter>, trainable: Trainable) -> Result<Gpt2Gpu, GpuError> {
-        let cfg = &w.config;
+    pub fn new(gpu: &Gpu, w: &dyn WeightSource, adapter: Option<&LoraAdapter>, trainable: Trainable) -> Result<Gpt2Gpu, GpuError> {
+        let cfg = w.config();
         let full = trainable == Trainable::Full;
-        let p = |name: &str| Param::new(gpu, name, w.get(name), full);
+        let p = |name: &str| Param::new(gpu, name, &*upload_tensor(w, name)?, full);
         let linear = |layer: usize, kind: Linear| {
             let lora = adapter.and_then(|a| a.get(layer, kind).map(|m| (m, a.scale())));
             LinearParams::new(gpu, w, layer, kind, lora, full, trainable == Trainable::Lora)
@@ -91,15 +92,15 @@ impl Gpt2Gpu {
                 mlp_proj: linear(l, Linear::MlpProj)?,
             });
         }
-        let lm_head = match w.tensors.get("lm_head.weight") {
-            Some(t) => Some(RowParam::new(gpu, "lm_head.weight", t, full)?),
-            None => None,
+        let lm_head = match w.has("lm_head.weight") {
+            true => Some(RowParam::new(gpu, "lm_head.weight", &*upload_tensor(w, "lm_head.weight")?, full)?),
+            false => None,
         };
         Ok(Gpt2Gpu {
             config: cfg.clone(),
             trainable,
             lora_config: adapter.map(|a| a.config.clone()),
-            wte: RowParam::new(gpu, "wte.weight", w.get("wte.weight"), full)?,
+            wte: RowParam::new(gpu, "wte.weight", &*upload_tensor(w, "wte.weight")?, full)?,
             wpe: p("wpe.weight")?,
             blocks,
             ln_f: (p("ln_f.weight")?, p("ln_f.bias")?),

@@ -6,7 +6,8 @@
 //! nn.Linear (the Llama family). A is [r, in], B [out, r] either way (PEFT's layout).
 
 use super::lora::LoraModule;
-use super::{HostTensor, Linear, Weights};
+use super::weights::upload_tensor;
+use super::{HostTensor, Linear, WeightSource};
 use crate::gpu::{Gpu, GpuError, MemoryClass, Program, Tensor};
 use crate::kernels::matmul::{matmul, Matmul};
 use crate::kernels::{reduce, RowChunk};
@@ -168,19 +169,19 @@ impl LinearParams {
     /// one. `full`: the base weight and bias are trained; `lora`: the LoRA pair is.
     pub fn new(
         gpu: &Gpu,
-        w: &Weights,
+        w: &dyn WeightSource,
         layer: usize,
         kind: Linear,
         adapter: Option<(&LoraModule, f32)>,
         full: bool,
         lora: bool,
     ) -> Result<LinearParams, GpuError> {
-        let cfg = &w.config;
+        let cfg = w.config();
         let (fin, fout) = kind.dims(cfg);
         let name = cfg.block_name(layer, kind.hf_name());
-        let weight = Param::matrix(gpu, &format!("{name}.weight"), w.get(&format!("{name}.weight")), full)?;
+        let weight = Param::matrix(gpu, &format!("{name}.weight"), &*upload_tensor(w, &format!("{name}.weight"))?, full)?;
         let bias = match kind.has_bias(cfg) {
-            true => Some(Param::new(gpu, &format!("{name}.bias"), w.get(&format!("{name}.bias")), full)?),
+            true => Some(Param::new(gpu, &format!("{name}.bias"), &*upload_tensor(w, &format!("{name}.bias"))?, full)?),
             false => None,
         };
         let (lora_params, scale) = match adapter {

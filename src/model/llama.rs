@@ -11,7 +11,8 @@
 use super::head::{head_logits, Io};
 use super::linear::{lora_scratch, LinearParams, Param, RowParam, Trainable};
 use super::lora::LoraConfig;
-use super::{Linear, LoraAdapter, ModelConfig, Weights};
+use super::weights::upload_tensor;
+use super::{Linear, LoraAdapter, ModelConfig, WeightSource};
 use crate::gpu::{Gpu, GpuError, MemoryClass, Program, Tensor};
 use crate::kernels::attention::{self, Attention, AttentionDecode, Qkv};
 use crate::kernels::embedding;
@@ -82,10 +83,10 @@ pub struct LlamaGpu {
 impl LlamaGpu {
     /// Uploads the model. With `adapter`, LoRA layers are added (trained when `trainable` is
     /// Lora); `Trainable::Full` trains every base tensor.
-    pub fn new(gpu: &Gpu, w: &Weights, adapter: Option<&LoraAdapter>, trainable: Trainable) -> Result<LlamaGpu, GpuError> {
-        let cfg = &w.config;
+    pub fn new(gpu: &Gpu, w: &dyn WeightSource, adapter: Option<&LoraAdapter>, trainable: Trainable) -> Result<LlamaGpu, GpuError> {
+        let cfg = w.config();
         let full = trainable == Trainable::Full;
-        let p = |name: &str| Param::new(gpu, name, w.get(name), full);
+        let p = |name: &str| Param::new(gpu, name, &*upload_tensor(w, name)?, full);
         let linear = |layer: usize, kind: Linear| {
             let lora = adapter.and_then(|a| a.get(layer, kind).map(|m| (m, a.scale())));
             LinearParams::new(gpu, w, layer, kind, lora, full, trainable == Trainable::Lora)
@@ -110,9 +111,9 @@ impl LlamaGpu {
                 down: linear(l, Linear::Down)?,
             });
         }
-        let lm_head = match w.tensors.get("lm_head.weight") {
-            Some(t) => Some(RowParam::new(gpu, "lm_head.weight", t, full)?),
-            None => None,
+        let lm_head = match w.has("lm_head.weight") {
+            true => Some(RowParam::new(gpu, "lm_head.weight", &*upload_tensor(w, "lm_head.weight")?, full)?),
+            false => None,
         };
         let rope = cfg.rope.as_ref().ok_or_else(|| GpuError::Invalid("a Llama-family config without RoPE".into()))?;
         let table = rope.table(cfg.n_positions).map_err(|e| GpuError::Invalid(e.to_string()))?;
@@ -122,7 +123,7 @@ impl LlamaGpu {
             config: cfg.clone(),
             trainable,
             lora_config: adapter.map(|a| a.config.clone()),
-            embed: RowParam::new(gpu, "embed_tokens.weight", w.get("embed_tokens.weight"), full)?,
+            embed: RowParam::new(gpu, "embed_tokens.weight", &*upload_tensor(w, "embed_tokens.weight")?, full)?,
             blocks,
             norm: p("norm.weight")?,
             lm_head,

@@ -19,7 +19,7 @@ pub use causal_lm::{Acts, ModelGpu};
 pub use config::{Family, ModelConfig};
 pub use linear::{Param, Trainable};
 pub use lora::{LoraAdapter, LoraConfig};
-pub use weights::{HostTensor, Weights};
+pub use weights::{HostTensor, WeightFiles, WeightSource, Weights};
 
 /// Errors about model and adapter files. Each names the file, tensor or field at fault.
 #[derive(Debug, thiserror::Error)]

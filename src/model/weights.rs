@@ -3,10 +3,13 @@
 //! `h.{i}.attn.c_attn.weight` ([in, out], Conv1D) or `embed_tokens.weight`,
 //! `layers.{i}.self_attn.q_proj.weight` ([out, in], nn.Linear); `lm_head.weight` only when untied.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, Metadata, SafeTensors, TensorView};
+use safetensors::SafeTensorError;
 
 use super::{Family, Linear, ModelConfig, ModelError};
 
@@ -33,15 +36,41 @@ impl HostTensor {
 
 /// Refuses NaN or infinite values in tensor `name` of file `path`, naming the first and the count.
 pub fn check_finite(data: &[f32], path: &str, name: &str) -> Result<(), ModelError> {
-    let Some(index) = data.iter().position(|x| !x.is_finite()) else { return Ok(()) };
-    Err(ModelError::NotFinite {
-        path: path.into(),
-        name: name.into(),
-        value: data[index],
-        index,
-        count: data[index..].iter().filter(|x| !x.is_finite()).count(),
-        len: data.len(),
-    })
+    let mut seen = NonFinite::default();
+    seen.scan(data);
+    seen.result(path, name)
+}
+
+/// The NaN and infinite values of a tensor seen a piece at a time: the first (index, value) and
+/// how many, over the `len` values scanned.
+#[derive(Default)]
+struct NonFinite {
+    first: Option<(usize, f32)>,
+    count: usize,
+    len: usize,
+}
+
+impl NonFinite {
+    /// The tensor's next values.
+    fn scan(&mut self, data: &[f32]) {
+        let from = match self.first {
+            Some(_) => 0,
+            None => match data.iter().position(|x| !x.is_finite()) {
+                Some(i) => {
+                    self.first = Some((self.len + i, data[i]));
+                    i
+                }
+                None => data.len(),
+            },
+        };
+        self.count += data[from..].iter().filter(|x| !x.is_finite()).count();
+        self.len += data.len();
+    }
+
+    fn result(self, path: &str, name: &str) -> Result<(), ModelError> {
+        let Some((index, value)) = self.first else { return Ok(()) };
+        Err(ModelError::NotFinite { path: path.into(), name: name.into(), value, index, count: self.count, len: self.len })
+    }
 }
 
 /// A model's weights on the host, by canonical name (see [`ModelConfig::block_name`]).
@@ -49,6 +78,34 @@ pub fn check_finite(data: &[f32], path: &str, name: &str) -> Result<(), ModelErr
 pub struct Weights {
     pub config: ModelConfig,
     pub tensors: BTreeMap<String, HostTensor>,
+}
+
+/// Where [`ModelGpu::new`](super::ModelGpu::new) takes a model's tensors from, by canonical name:
+/// host [`Weights`] (native), or [`WeightFiles`], which reads each tensor from its file when it is
+/// asked for (the browser, so the wasm heap never holds the model).
+pub trait WeightSource {
+    fn config(&self) -> &ModelConfig;
+    /// Whether the model has tensor `name` (e.g. an untied `lm_head.weight`).
+    fn has(&self, name: &str) -> bool;
+    /// Tensor `name` as f32: borrowed from the host copy, or read and converted now.
+    fn tensor(&self, name: &str) -> Result<Cow<'_, HostTensor>, ModelError>;
+}
+
+/// Tensor `name` of `w` for an upload (a file that cannot be read is a GPU-layer refusal).
+pub(crate) fn upload_tensor<'w>(w: &'w dyn WeightSource, name: &str) -> Result<Cow<'w, HostTensor>, crate::gpu::GpuError> {
+    w.tensor(name).map_err(|e| crate::gpu::GpuError::Invalid(e.to_string()))
+}
+
+impl WeightSource for Weights {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+    fn tensor(&self, name: &str) -> Result<Cow<'_, HostTensor>, ModelError> {
+        Ok(Cow::Borrowed(self.get(name)))
+    }
 }
 
 /// Every tensor of a model of this config with its shape, in checkpoint order ([`ModelConfig::param_shapes`]).
@@ -132,20 +189,21 @@ impl Weights {
 // Files: Hugging Face folders (config.json + model.safetensors, or the shards that
 // model.safetensors.index.json lists), from disk or bytes.
 
-/// Tensors read from one or more safetensors files, checked against a config as they come.
+/// Tensors read from one or more safetensors files, checked against a config as they come, each
+/// kept as a `T`: its f32 values ([`Weights`]) or where it lies ([`WeightFiles`]).
 /// The expected shapes are kept per block, not per layer, so a config claiming billions of
 /// layers costs nothing before the files show what they hold.
-struct Collect<'c> {
+struct Collect<'c, T> {
     config: &'c ModelConfig,
     /// Tensors outside the blocks, and `lm_head.weight`.
     outer: BTreeMap<String, Vec<usize>>,
     /// Every block's tensors, by name inside the block.
     layer: BTreeMap<String, Vec<usize>>,
-    tensors: BTreeMap<String, HostTensor>,
+    tensors: BTreeMap<String, T>,
 }
 
-impl<'c> Collect<'c> {
-    fn new(config: &'c ModelConfig) -> Collect<'c> {
+impl<'c, T> Collect<'c, T> {
+    fn new(config: &'c ModelConfig) -> Collect<'c, T> {
         let [before, after] = config.outer_shapes();
         let mut outer: BTreeMap<String, Vec<usize>> = before.into_iter().chain(after).collect();
         outer.insert("lm_head.weight".into(), vec![config.vocab_size, config.n_embd]);
@@ -162,16 +220,23 @@ impl<'c> Collect<'c> {
         if layer < self.config.n_layer { self.layer.get(suffix) } else { None }
     }
 
-    /// Adds every tensor of one safetensors file (`name` for messages).
-    fn add_file(&mut self, bytes: &[u8], name: &str) -> Result<(), ModelError> {
+    /// Adds every tensor of one safetensors file (`name` for messages), reading only its header
+    /// here: `keep` makes each tensor's `T` from where it lies and its name in the file, once its
+    /// name and shape are checked (and checks its dtype and values).
+    fn add_file(
+        &mut self,
+        file: &dyn FileBytes,
+        name: &str,
+        keep: &mut dyn FnMut(&TensorAt, &str) -> Result<T, ModelError>,
+    ) -> Result<(), ModelError> {
         let cfg = self.config;
         let prefix = cfg.hf_prefix();
-        let st = parse_safetensors(bytes, name)?;
+        let header = read_header(file, name)?;
         // Sorted, so messages name the same tensor every time.
-        let mut names: Vec<&str> = st.names();
-        names.sort_unstable();
-        for file_name in names {
-            let canon = file_name.strip_prefix(prefix).unwrap_or(file_name);
+        let mut infos: Vec<(String, &safetensors::tensor::TensorInfo)> = header.metadata.tensors().into_iter().collect();
+        infos.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (file_name, info) in infos {
+            let canon = file_name.strip_prefix(prefix).unwrap_or(&file_name);
             if is_hf_buffer(canon) {
                 continue;
             }
@@ -182,17 +247,18 @@ impl<'c> Collect<'c> {
                     cfg.model_type, cfg.n_layer
                 ),
             })?;
-            let view = st.tensor(file_name).map_err(|e| st_error(name, e))?;
-            if view.shape() != want.as_slice() {
+            if info.shape != want {
                 return Err(ModelError::Shape {
                     path: name.into(),
-                    name: file_name.into(),
-                    found: view.shape().to_vec(),
+                    name: file_name.clone(),
+                    found: info.shape.clone(),
                     expected: want.clone(),
                 });
             }
-            let data = view_to_f32(&view, name, file_name)?;
-            if self.tensors.insert(canon.to_string(), HostTensor { shape: want.clone(), data }).is_some() {
+            let (start, end) = info.data_offsets;
+            let at = TensorAt { dtype: info.dtype, shape: want, bytes: header.data_start + start..header.data_start + end };
+            let t = keep(&at, &file_name)?;
+            if self.tensors.insert(canon.to_string(), t).is_some() {
                 return Err(ModelError::Config {
                     path: name.into(),
                     msg: format!("tensor '{canon}' appears twice (with and without the '{prefix}' prefix, or in two files)"),
@@ -202,8 +268,9 @@ impl<'c> Collect<'c> {
         Ok(())
     }
 
-    /// Checks that every parameter came, and settles the LM head; `name` names the weights in messages.
-    fn finish(mut self, name: &str) -> Result<Weights, ModelError> {
+    /// Checks that every parameter came, and settles the LM head; `name` names the weights in
+    /// messages; `same` tells whether two tensors hold the same f32 bits.
+    fn finish(mut self, name: &str, same: &dyn Fn(&T, &T) -> Result<bool, ModelError>) -> Result<BTreeMap<String, T>, ModelError> {
         let cfg = self.config;
         // the first missing tensor lies within the first (tensors read + 1) names, whatever n_layer is
         if let Some((p, _)) = cfg.params().find(|(p, _)| !self.tensors.contains_key(p)) {
@@ -215,7 +282,7 @@ impl<'c> Collect<'c> {
             // out, so it is dropped; a different one is kept.
             Family::Gpt2 => {
                 if let (Some(head), Some(wte)) = (self.tensors.get("lm_head.weight"), self.tensors.get(embedding)) {
-                    if head.data.iter().zip(&wte.data).all(|(a, b)| a.to_bits() == b.to_bits()) {
+                    if same(head, wte)? {
                         self.tensors.remove("lm_head.weight");
                     }
                 } else if !self.tensors.contains_key("lm_head.weight") && !cfg.tie_word_embeddings {
@@ -235,7 +302,27 @@ impl<'c> Collect<'c> {
                 }
             }
         }
-        Ok(Weights { config: self.config.clone(), tensors: self.tensors })
+        Ok(self.tensors)
+    }
+}
+
+/// Collects the tensors of one file as host f32 tensors.
+fn add_host_file(collect: &mut Collect<'_, HostTensor>, bytes: &[u8], name: &str) -> Result<(), ModelError> {
+    collect.add_file(&bytes, name, &mut |at, file_name| {
+        Ok(HostTensor { shape: at.shape.clone(), data: read_f32(&bytes, at, name, file_name)? })
+    })
+}
+
+/// Host tensors with the same f32 bits.
+fn same_bits(a: &HostTensor, b: &HostTensor) -> Result<bool, ModelError> {
+    Ok(a.data.len() == b.data.len() && a.data.iter().zip(&b.data).all(|(x, y)| x.to_bits() == y.to_bits()))
+}
+
+/// The name messages give a checkpoint's weights: its one file, or its config and the file count.
+fn weights_name(config_name: &str, files: &[&str]) -> String {
+    match files {
+        [one] => one.to_string(),
+        _ => format!("{config_name} (its {} weight files)", files.len()),
     }
 }
 
@@ -255,17 +342,21 @@ impl Weights {
         let mut collect = Collect::new(&config);
         let weights_path = dir.join("model.safetensors");
         let index_path = dir.join("model.safetensors.index.json");
+        let done = |collect: Collect<'_, HostTensor>, name: &Path| {
+            let tensors = collect.finish(&name.display().to_string(), &same_bits)?;
+            Ok(Weights { config: config.clone(), tensors })
+        };
         if weights_path.exists() {
-            collect.add_file(&read_bytes(&weights_path)?, &weights_path.display().to_string())?;
-            return collect.finish(&weights_path.display().to_string());
+            add_host_file(&mut collect, &read_bytes(&weights_path)?, &weights_path.display().to_string())?;
+            return done(collect, &weights_path);
         }
         if index_path.exists() {
             let shards = shard_files(&read_text(&index_path)?, &index_path.display().to_string())?;
             for shard in &shards {
                 let path = dir.join(shard);
-                collect.add_file(&read_bytes(&path)?, &path.display().to_string())?;
+                add_host_file(&mut collect, &read_bytes(&path)?, &path.display().to_string())?;
             }
-            return collect.finish(&index_path.display().to_string());
+            return done(collect, &index_path);
         }
         let hint = if dir.join("pytorch_model.bin").exists() {
             "; found pytorch_model.bin: convert it to safetensors (save_pretrained in transformers does)"
@@ -289,13 +380,11 @@ impl Weights {
         let config = ModelConfig::from_json(config_json, config_name)?;
         let mut collect = Collect::new(&config);
         for (name, bytes) in shards {
-            collect.add_file(bytes, name)?;
+            add_host_file(&mut collect, bytes, name)?;
         }
-        let name = match shards {
-            [(one, _)] => one.to_string(),
-            _ => format!("{config_name} (its {} weight files)", shards.len()),
-        };
-        collect.finish(&name)
+        let names: Vec<&str> = shards.iter().map(|(n, _)| *n).collect();
+        let tensors = collect.finish(&weights_name(config_name, &names), &same_bits)?;
+        Ok(Weights { config, tensors })
     }
 
     /// Writes config.json + model.safetensors (f32, HF names, the tied head omitted), each file
@@ -409,26 +498,245 @@ pub(crate) fn parse_safetensors<'a>(bytes: &'a [u8], path: &str) -> Result<SafeT
     SafeTensors::deserialize(bytes).map_err(|e| st_error(path, e))
 }
 
-/// A tensor's elements as f32 (F32, F16 and BF16 accepted; little-endian as the format says).
-/// Every loader (model, adapter, checkpoint, optimizer state) comes through here, so a NaN or an
-/// infinity in any loaded tensor is refused here, naming the file and the tensor.
-pub(crate) fn view_to_f32(view: &TensorView<'_>, path: &str, name: &str) -> Result<Vec<f32>, ModelError> {
-    let data = view.data();
-    let width = match view.dtype() {
-        Dtype::F32 => 4,
-        Dtype::F16 | Dtype::BF16 => 2,
-        other => return Err(ModelError::Dtype { path: path.into(), name: name.into(), dtype: format!("{other:?}") }),
+// ---------------------------------------------------------------------------------------
+// Reading safetensors files a piece at a time.
+
+/// The bytes of a safetensors file, read a range at a time: bytes in memory (nothing is
+/// copied), or (the browser) a JS `Uint8Array` that the wasm heap never holds whole.
+pub trait FileBytes {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Bytes `range` of the file (within `len`).
+    fn read(&self, range: Range<usize>) -> Cow<'_, [u8]>;
+
+    /// The whole file, [`CHUNK_BYTES`] at a time, in order (e.g. for a fingerprint).
+    fn each_chunk(&self, each: &mut dyn FnMut(&[u8])) {
+        let len = self.len();
+        for start in (0..len).step_by(CHUNK_BYTES) {
+            each(&self.read(start..(start + CHUNK_BYTES).min(len)));
+        }
+    }
+}
+
+impl FileBytes for &[u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+    fn read(&self, range: Range<usize>) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self[range])
+    }
+}
+
+impl FileBytes for Vec<u8> {
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+    fn read(&self, range: Range<usize>) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self[range])
+    }
+}
+
+/// Bytes read (and converted) at a time when a tensor or a file is read in pieces.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// The largest header the safetensors crate reads (its `MAX_HEADER_SIZE`): a file claiming a
+/// larger one is refused from its first 8 bytes, so no more is read.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Where one tensor lies in its safetensors file: dtype, shape and byte range in the file.
+#[derive(Clone, Debug)]
+pub struct TensorAt {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Range<usize>,
+}
+
+/// A safetensors file's header and where its data starts.
+struct Header {
+    metadata: Metadata,
+    data_start: usize,
+}
+
+/// Reads and checks a safetensors file's header from its first bytes only, with the checks and
+/// messages of `SafeTensors::deserialize` on the whole file (`path` for messages): sizes, JSON,
+/// offsets, and that the tensors cover the rest of the file exactly.
+fn read_header(file: &dyn FileBytes, path: &str) -> Result<Header, ModelError> {
+    let len = file.len();
+    let n = file.read(0..len.min(8)).get(..8).map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));
+    // A header over the crate's limit is refused from the 8 bytes alone (and a short file as short).
+    let take = match n {
+        Some(n) if n <= MAX_HEADER_BYTES => (8 + n as usize).min(len),
+        _ => len.min(8),
     };
+    let head = file.read(0..take);
+    // The crate checks the header as if it were the whole file: when the header is valid it then
+    // finds the tensors' bytes missing, which are checked against the file's length here instead.
+    let metadata = match SafeTensors::read_metadata(&head) {
+        Ok((_, metadata)) => metadata,
+        Err(SafeTensorError::MetadataIncompleteBuffer) => serde_json::from_slice::<Metadata>(&head[8..])
+            .map_err(|e| st_error(path, SafeTensorError::InvalidHeaderDeserialization(e)))?,
+        Err(e) => return Err(st_error(path, e)),
+    };
+    if take.checked_add(metadata.data_len()) != Some(len) {
+        return Err(st_error(path, SafeTensorError::MetadataIncompleteBuffer));
+    }
+    Ok(Header { metadata, data_start: take })
+}
+
+/// Bytes per element of a dtype webtune reads (F32, F16, BF16), else the dtype error.
+fn dtype_width(dtype: Dtype, path: &str, name: &str) -> Result<usize, ModelError> {
+    match dtype {
+        Dtype::F32 => Ok(4),
+        Dtype::F16 | Dtype::BF16 => Ok(2),
+        other => Err(ModelError::Dtype { path: path.into(), name: name.into(), dtype: format!("{other:?}") }),
+    }
+}
+
+/// Appends `bytes` of elements of `dtype` (F32, F16 or BF16; little-endian) to `out` as f32.
+fn extend_f32(dtype: Dtype, bytes: &[u8], out: &mut Vec<f32>) {
+    match dtype {
+        Dtype::F32 => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        Dtype::F16 => out.extend(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
+        _ => out.extend(bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())),
+    }
+}
+
+/// Elements `elems` of tensor `at` of `file` as f32, appended to `out` (the dtype is one
+/// [`dtype_width`] accepts; values are not checked).
+fn read_elems(file: &dyn FileBytes, at: &TensorAt, width: usize, elems: Range<usize>, out: &mut Vec<f32>) {
+    let bytes = file.read(at.bytes.start + elems.start * width..at.bytes.start + elems.end * width);
+    extend_f32(at.dtype, &bytes, out);
+}
+
+/// Tensor `at` of `file` as f32, [`CHUNK_BYTES`] of the file at a time: appended to `out`, or
+/// (None) only checked, a piece at a time. Refuses a dtype webtune does not read and NaN or
+/// infinite values, naming `path` (the file) and `name` (the tensor in it).
+fn read_checked(file: &dyn FileBytes, at: &TensorAt, path: &str, name: &str, out: Option<&mut Vec<f32>>) -> Result<(), ModelError> {
+    let width = dtype_width(at.dtype, path, name)?;
+    let n = at.bytes.len() / width;
+    let per = CHUNK_BYTES / width;
+    let keep = out.is_some();
+    let mut scratch = Vec::new();
+    let out = out.unwrap_or(&mut scratch);
+    let mut seen = NonFinite::default();
+    for e0 in (0..n).step_by(per) {
+        let from = out.len();
+        read_elems(file, at, width, e0..(e0 + per).min(n), out);
+        seen.scan(&out[from..]);
+        if !keep {
+            out.clear();
+        }
+    }
+    seen.result(path, name)
+}
+
+/// Tensor `at` of `file` as f32 (checked as [`read_checked`] checks it).
+fn read_f32(file: &dyn FileBytes, at: &TensorAt, path: &str, name: &str) -> Result<Vec<f32>, ModelError> {
+    let width = dtype_width(at.dtype, path, name)?;
     let what = || format!("{path}: tensor '{name}' as f32");
     let mut out: Vec<f32> = Vec::new();
-    crate::memory::reserve(&mut out, data.len() / width, &what)?;
-    match view.dtype() {
-        Dtype::F32 => out.extend(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-        Dtype::F16 => out.extend(data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
-        _ => out.extend(data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())),
-    }
-    check_finite(&out, path, name)?;
+    crate::memory::reserve(&mut out, at.bytes.len() / width, &what)?;
+    read_checked(file, at, path, name, Some(&mut out))?;
     Ok(out)
+}
+
+/// A tensor of one of the files of a [`WeightFiles`].
+#[derive(Clone, Debug)]
+struct Located {
+    /// Index in the files.
+    file: usize,
+    /// Its name in the file (for messages).
+    name: String,
+    at: TensorAt,
+}
+
+/// A model's weights left in their safetensors files (`F`: the browser's JS arrays; bytes in
+/// memory in tests). Loading reads each file's header and checks every tensor as [`Weights`]
+/// loading does (names, shapes, dtypes, finite values: the same errors), reading the values a
+/// piece at a time; afterwards [`WeightSource::tensor`] reads and converts one tensor when it is
+/// asked for. So the host holds at most one tensor as f32, never the model or its files.
+pub struct WeightFiles<F> {
+    pub config: ModelConfig,
+    files: Vec<(String, F)>,
+    tensors: BTreeMap<String, Located>,
+}
+
+impl<F: FileBytes> WeightFiles<F> {
+    /// From config.json and the safetensors files of a (sharded) checkpoint, each with its name
+    /// (for messages), as [`Weights::from_shards`] reads them.
+    pub fn new(config_json: &str, config_name: &str, files: Vec<(String, F)>) -> Result<WeightFiles<F>, ModelError> {
+        let config = ModelConfig::from_json(config_json, config_name)?;
+        let mut collect = Collect::new(&config);
+        for (i, (name, bytes)) in files.iter().enumerate() {
+            collect.add_file(bytes, name, &mut |at, file_name| {
+                read_checked(bytes, at, name, file_name, None)?;
+                Ok(Located { file: i, name: file_name.to_string(), at: at.clone() })
+            })?;
+        }
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        let same = |a: &Located, b: &Located| same_values(&files, a, b);
+        let tensors = collect.finish(&weights_name(config_name, &names), &same)?;
+        Ok(WeightFiles { config, files, tensors })
+    }
+
+    /// The files, as given.
+    pub fn files(&self) -> &[(String, F)] {
+        &self.files
+    }
+
+    /// Values in the model's tensors (those it uses: a tied head's copy is not counted).
+    pub fn parameters(&self) -> usize {
+        self.tensors.values().map(|t| t.at.shape.iter().product::<usize>()).sum()
+    }
+}
+
+/// Whether two tensors of `files` hold the same f32 values bit for bit, compared a piece at a time.
+fn same_values<F: FileBytes>(files: &[(String, F)], a: &Located, b: &Located) -> Result<bool, ModelError> {
+    let (fa, fb) = (&files[a.file], &files[b.file]);
+    let (wa, wb) = (dtype_width(a.at.dtype, &fa.0, &a.name)?, dtype_width(b.at.dtype, &fb.0, &b.name)?);
+    let n = a.at.bytes.len() / wa;
+    if n != b.at.bytes.len() / wb {
+        return Ok(false);
+    }
+    let per = CHUNK_BYTES / 4;
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for e0 in (0..n).step_by(per) {
+        let e = e0..(e0 + per).min(n);
+        x.clear();
+        y.clear();
+        read_elems(&fa.1, &a.at, wa, e.clone(), &mut x);
+        read_elems(&fb.1, &b.at, wb, e, &mut y);
+        if !x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+impl<F: FileBytes> WeightSource for WeightFiles<F> {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+    fn tensor(&self, name: &str) -> Result<Cow<'_, HostTensor>, ModelError> {
+        let t = self.tensors.get(name).ok_or_else(|| ModelError::Missing { path: "the model's weights".into(), name: name.into() })?;
+        let (path, file) = &self.files[t.file];
+        let data = read_f32(file, &t.at, path, &t.name)?;
+        Ok(Cow::Owned(HostTensor { shape: t.at.shape.clone(), data }))
+    }
+}
+
+/// A tensor's elements as f32 (F32, F16 and BF16 accepted; little-endian as the format says).
+/// Every loader (model, adapter, checkpoint, optimizer state) comes through [`read_checked`] (this
+/// for a tensor in memory), so a NaN or an infinity in any loaded tensor is refused there, naming
+/// the file and the tensor.
+pub(crate) fn view_to_f32(view: &TensorView<'_>, path: &str, name: &str) -> Result<Vec<f32>, ModelError> {
+    let at = TensorAt { dtype: view.dtype(), shape: view.shape().to_vec(), bytes: 0..view.data().len() };
+    read_f32(&view.data(), &at, path, name)
 }
 
 /// Serializes named f32 tensors (HF's `{"format": "pt"}` metadata). `path` is for messages.
@@ -460,6 +768,162 @@ mod tests {
                 "tie_word_embeddings": {tied}, "attention_bias": true}}"#
         );
         ModelConfig::from_json(&text, "config.json").unwrap()
+    }
+
+    /// Bytes in memory that remember the largest range read at once.
+    struct Watched {
+        bytes: Vec<u8>,
+        largest: std::cell::Cell<usize>,
+    }
+
+    impl FileBytes for Watched {
+        fn len(&self) -> usize {
+            self.bytes.len()
+        }
+        fn read(&self, range: Range<usize>) -> Cow<'_, [u8]> {
+            self.largest.set(self.largest.get().max(range.len()));
+            Cow::Borrowed(&self.bytes[range])
+        }
+    }
+
+    /// safetensors bytes of `w`'s tensors (HF names) in `dtype` (F32, F16 or BF16), with `extra` tensors.
+    fn file_of(w: &Weights, dtype: Dtype, extra: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+        let prefix = w.config.hf_prefix();
+        let mut named: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = w
+            .tensors
+            .iter()
+            .map(|(k, t)| {
+                let name = if k == "lm_head.weight" { k.clone() } else { format!("{prefix}{k}") };
+                let data: Vec<u8> = match dtype {
+                    Dtype::F16 => t.data.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
+                    Dtype::BF16 => t.data.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
+                    _ => t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                };
+                (name, dtype, t.shape.clone(), data)
+            })
+            .collect();
+        named.extend(extra.iter().map(|(n, d, s, b)| (n.to_string(), *d, s.clone(), b.clone())));
+        let views: Vec<(String, TensorView<'_>)> =
+            named.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+        safetensors::serialize(views, None).unwrap()
+    }
+
+    /// Loads `files` both ways: the same tensors, or the same error.
+    fn both(config: &str, files: &[(&str, Vec<u8>)]) -> Result<Weights, String> {
+        let shards: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+        let host = Weights::from_shards(config, "config.json", &shards);
+        let watched = files.iter().map(|(n, b)| (n.to_string(), Watched { bytes: b.clone(), largest: 0.into() })).collect();
+        let streamed = WeightFiles::new(config, "config.json", watched);
+        match (host, streamed) {
+            (Ok(w), Ok(s)) => {
+                let read = |s: &WeightFiles<Watched>| s.files().iter().map(|(_, f)| f.largest.get()).max().unwrap_or(0);
+                assert!(read(&s) <= CHUNK_BYTES, "loading read {} bytes at once", read(&s));
+                assert_eq!(s.tensors.keys().collect::<Vec<_>>(), w.tensors.keys().collect::<Vec<_>>());
+                assert_eq!(s.parameters(), w.tensors.values().map(|t| t.data.len()).sum::<usize>());
+                for (name, t) in &w.tensors {
+                    assert!(s.has(name));
+                    let got = s.tensor(name).unwrap();
+                    assert_eq!(got.shape, t.shape, "{name}");
+                    assert!(got.data.iter().zip(&t.data).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}");
+                    assert!(read(&s) <= CHUNK_BYTES, "reading {name} read {} bytes at once", read(&s));
+                }
+                Ok(w)
+            }
+            (Err(a), Err(b)) => {
+                assert_eq!(a.to_string(), b.to_string());
+                Err(a.to_string())
+            }
+            (a, b) => panic!("the loaders disagree: {:?} vs {:?}", a.map(|_| ()), b.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn weight_files_read_what_weights_read_a_piece_at_a_time() {
+        // GPT-2 in each dtype the loaders read
+        let cfg = ModelConfig::gpt2(2, 3, 48, 97, 64);
+        let config = cfg.to_json();
+        let w = Weights::random(&cfg, 1);
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            both(&config, &[("model.safetensors", file_of(&w, dtype, &[]))]).unwrap();
+        }
+        // the tied head written out is dropped; a different one is kept
+        let wte: Vec<u8> = w.get("wte.weight").data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let tied = both(&config, &[("model.safetensors", file_of(&w, Dtype::F32, &[("lm_head.weight", Dtype::F32, vec![97, 48], wte.clone())]))]);
+        assert!(!tied.unwrap().tensors.contains_key("lm_head.weight"));
+        let mut other = wte.clone();
+        other[5] ^= 1;
+        let untied = both(&config, &[("model.safetensors", file_of(&w, Dtype::F32, &[("lm_head.weight", Dtype::F32, vec![97, 48], other)]))]);
+        assert!(untied.unwrap().tensors.contains_key("lm_head.weight"));
+        // a Llama-family model in two shards, untied
+        let llama = llama_like("qwen3", false);
+        let lw = Weights::random(&llama, 2);
+        let (mut a, mut b) = (lw.clone(), lw.clone());
+        a.tensors.retain(|k, _| k.starts_with("layers.0."));
+        b.tensors.retain(|k, _| !k.starts_with("layers.0."));
+        let shards = [("a.safetensors", file_of(&a, Dtype::BF16, &[])), ("b.safetensors", file_of(&b, Dtype::F32, &[]))];
+        assert!(both(&llama.to_json(), &shards).unwrap().tensors.contains_key("lm_head.weight"));
+        // a tensor of several pieces: 600 x 2048 f32 = 4.7 MiB
+        let big = ModelConfig::gpt2(1, 1, 2048, 600, 4);
+        let bw = Weights::random(&big, 3);
+        both(&big.to_json(), &[("model.safetensors", file_of(&bw, Dtype::F32, &[]))]).unwrap();
+    }
+
+    #[test]
+    fn weight_files_refuse_what_weights_refuse_with_the_same_message() {
+        let cfg = ModelConfig::gpt2(2, 3, 48, 97, 64);
+        let config = cfg.to_json();
+        let w = Weights::random(&cfg, 1);
+        let good = file_of(&w, Dtype::F32, &[]);
+        let n = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&good[8..8 + n]).unwrap();
+        let at = |name: &str| 8 + n + header[name]["data_offsets"][0].as_u64().unwrap() as usize;
+        let poke = |name: &str, index: usize, v: f32| {
+            let mut b = good.clone();
+            b[at(name) + 4 * index..][..4].copy_from_slice(&v.to_le_bytes());
+            b
+        };
+        let mut nan_late = poke("transformer.wte.weight", 4000, f32::NAN);
+        nan_late[at("transformer.wte.weight") + 4 * 4001..][..4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+        let mut huge_header = good.clone();
+        huge_header[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let mut past_the_file = good.clone();
+        past_the_file[..8].copy_from_slice(&((good.len() as u64) + 10).to_le_bytes());
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(&[0; 12]);
+        let mut no_wpe = w.clone();
+        no_wpe.tensors.remove("wpe.weight");
+        let mut misshapen = w.clone();
+        misshapen.tensors.insert("wpe.weight".into(), HostTensor::zeros(&[63, 48]));
+        let int = vec![0u8; 4 * 64 * 48];
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("NaN", poke("transformer.h.1.mlp.c_fc.weight", 17, f32::NAN), "holds NaN (element 17; 1 of its 9216 values"),
+            ("NaN and an infinity", nan_late, "holds NaN (element 4000; 2 of its 4656 values"),
+            ("cut short", good[..4000].to_vec(), "not a valid safetensors file"),
+            ("garbage", b"this is not a safetensors file at all".to_vec(), "not a valid safetensors file"),
+            ("tiny", b"abc".to_vec(), "not a valid safetensors file"),
+            ("header too large", huge_header, "header too large"),
+            ("header past the file", past_the_file, "not a valid safetensors file"),
+            ("trailing bytes", trailing, "not a valid safetensors file"),
+            ("missing", file_of(&no_wpe, Dtype::F32, &[]), "missing tensor 'transformer.wpe.weight'"),
+            ("shape", file_of(&misshapen, Dtype::F32, &[]), "has shape [63, 48]"),
+            ("unexpected", file_of(&w, Dtype::F32, &[("transformer.h.9.ln_1.weight", Dtype::F32, vec![1], vec![0; 4])]), "unexpected tensor"),
+            ("dtype", file_of(&no_wpe, Dtype::F32, &[("transformer.wpe.weight", Dtype::I32, vec![64, 48], int)]), "has dtype I32"),
+        ];
+        for (what, bytes, expect) in cases {
+            let e = both(&config, &[("model.safetensors", bytes)]).map(|_| ()).unwrap_err();
+            assert!(e.starts_with("model.safetensors: ") && e.contains(expect), "{what}: {e}");
+        }
+    }
+
+    #[test]
+    fn each_chunk_covers_the_file_in_order() {
+        let bytes: Vec<u8> = (0..CHUNK_BYTES * 2 + 5).map(|i| (i % 251) as u8).collect();
+        let mut seen = Vec::new();
+        bytes.each_chunk(&mut |piece| {
+            assert!(piece.len() <= CHUNK_BYTES);
+            seen.extend_from_slice(piece)
+        });
+        assert!(seen == bytes);
     }
 
     #[test]

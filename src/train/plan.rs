@@ -19,7 +19,7 @@ use crate::flags::Style;
 use crate::gpu::{tensor_bytes_of, Gpu, MemoryClass};
 use crate::kernels::cross_entropy::chunk_rows;
 use crate::kernels::optimizer::GradNorm;
-use crate::model::{Family, Linear, LoraAdapter, LoraConfig, ModelConfig, Weights};
+use crate::model::{Family, Linear, LoraAdapter, LoraConfig, ModelConfig, WeightSource};
 
 /// One tensor of the plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,9 +57,9 @@ pub struct PlanContext {
 impl PlanContext {
     /// The context of a run over `weights` (an untied head if it has one), readback every
     /// `readback_every` steps, with the trainer's head chunk.
-    pub fn new(weights: &Weights, readback_every: usize) -> PlanContext {
+    pub fn new(weights: &dyn WeightSource, readback_every: usize) -> PlanContext {
         PlanContext {
-            untied_head: weights.tensors.contains_key("lm_head.weight"),
+            untied_head: weights.has("lm_head.weight"),
             readback_every,
             head_bytes: super::trainer::HEAD_BYTES,
             ..PlanContext::default()

@@ -266,13 +266,14 @@ test("wrong uploads are refused with the file at fault named", async () => {
     const all = await Promise.all(shards.map(async (name) => ({ name, bytes: await bytes(name) })));
     out.contents = (await t.loadModel({ config: await bytes("config.json"), weights: all, name: "llama" })).files;
     // config.json files claiming models too large for a page, with a small file: refused before
-    // anything is read. A 1.5B model (Qwen2.5-1.5B's shape): 5.8 GiB of f32 weights.
+    // anything is read. The engine holds one tensor at a time as f32: a Qwen2-72B-wide embedding
+    // (152064 x 8192) is 4.6 GiB.
     const small = await bytes(shards[0]);
     const qwen = {
-      model_type: "qwen2", hidden_size: 1536, intermediate_size: 8960, num_hidden_layers: 28, num_attention_heads: 12,
-      num_key_value_heads: 2, vocab_size: 151936, max_position_embeddings: 32768, rms_norm_eps: 1e-6, tie_word_embeddings: true,
+      model_type: "qwen2", hidden_size: 8192, intermediate_size: 8192, num_hidden_layers: 2, num_attention_heads: 64,
+      num_key_value_heads: 8, vocab_size: 152064, max_position_embeddings: 32768, rms_norm_eps: 1e-6, tie_word_embeddings: true,
     };
-    out.big = await fail(t.loadModel({ config: JSON.stringify(qwen), weights: small.slice(0), name: "qwen-1.5b" }));
+    out.big = await fail(t.loadModel({ config: JSON.stringify(qwen), weights: small.slice(0), name: "qwen-wide" }));
     // a 70B model's sizes do not even fit wasm32's 32-bit sizes
     const huge = {
       model_type: "llama", hidden_size: 8192, intermediate_size: 28672, num_hidden_layers: 80, num_attention_heads: 64,
@@ -295,7 +296,7 @@ test("wrong uploads are refused with the file at fault named", async () => {
   assert.equal(r.contents, 3);
   assert.match(
     r.big,
-    /^EngineError: qwen-1\.5b\/config\.json: a qwen2 model of 28 layers, width 1536, vocab 151936 \(1543714304 parameters\) needs 5\.8 GiB for its f32 weights and files, more than the 4 GiB a browser page's WebAssembly memory holds$/,
+    /^EngineError: qwen-wide\/config\.json: a qwen2 model of 2 layers, width 8192, vocab 152064 \(\d+ parameters\) has a tensor of 4\.6 GiB as f32 \(the engine reads one tensor at a time\), more than the 4 GiB a browser page's WebAssembly memory holds$/,
   );
   assert.equal(
     r.huge,

@@ -27,7 +27,7 @@ use super::{StepLog, TrainConfig, TrainError, Trainer};
 use crate::data::{records, Batcher, Dataset, TokenStream};
 use crate::flags::Style;
 use crate::gpu::Gpu;
-use crate::model::{HostTensor, LoraAdapter, LoraConfig, ModelConfig, ModelGpu, Trainable, Weights};
+use crate::model::{HostTensor, LoraAdapter, LoraConfig, ModelConfig, ModelGpu, Trainable, WeightSource, Weights};
 use crate::train::plan::{self, DeviceLimits, MemoryPlan, PlanContext};
 
 /// Named files: a checkpoint or a result, as the CLI writes them into a folder.
@@ -154,8 +154,9 @@ pub struct StepEvents {
 
 /// Everything a run is made from besides the GPU and the checkpoint it resumes.
 pub struct RunInputs<'a> {
-    /// The base weights (for a resumed full run: the checkpoint's).
-    pub weights: &'a Weights,
+    /// The base weights (for a resumed full run: the checkpoint's): host [`Weights`], or files
+    /// read one tensor at a time when the model is uploaded (the browser).
+    pub weights: &'a dyn WeightSource,
     /// The base model's identity (name, path, file size/fingerprint).
     pub model: ModelInfo,
     /// The adapter to start from (`--init-adapter`, `loadAdapter`); None = a fresh seeded one.
@@ -172,7 +173,7 @@ pub struct RunInputs<'a> {
 
 /// A run checked and planned, before anything is on the GPU ([`Run::prepare`]).
 pub struct Prepared<'a> {
-    weights: &'a Weights,
+    weights: &'a dyn WeightSource,
     model: ModelInfo,
     /// The adapter the run trains (None: full fine-tuning).
     pub adapter: Option<LoraAdapter>,
@@ -194,7 +195,7 @@ pub struct Prepared<'a> {
 impl Prepared<'_> {
     /// The model's config.
     pub fn config(&self) -> &ModelConfig {
-        &self.weights.config
+        self.weights.config()
     }
 
     /// Plans for the device of `limits` (its binding limit decides which vocabulary tables are
@@ -202,8 +203,8 @@ impl Prepared<'_> {
     pub fn check_fits(&mut self, limits: &DeviceLimits) -> Result<(), TrainError> {
         self.plan_context.max_binding = Some(limits.max_binding);
         self.plan_context.half_weights = limits.half_weights;
-        self.plan = MemoryPlan::of(&self.weights.config, &self.spec, &self.plan_context)?;
-        plan::check(&self.plan, &self.weights.config, &self.spec, &self.plan_context, limits, self.style)
+        self.plan = MemoryPlan::of(self.weights.config(), &self.spec, &self.plan_context)?;
+        plan::check(&self.plan, self.weights.config(), &self.spec, &self.plan_context, limits, self.style)
     }
 }
 
@@ -245,7 +246,7 @@ impl Run {
     pub fn prepare<'a>(input: RunInputs<'a>, resume: Option<&Checkpoint>) -> Result<Prepared<'a>, TrainError> {
         let RunInputs { weights, model, init_adapter, data, mut spec, options, readback_every, style } = input;
         spec.validate(style)?;
-        let cfg = &weights.config;
+        let cfg = weights.config();
         if spec.seq > cfg.n_positions {
             return Err(invalid(format!(
                 "{} {} is longer than the model's n_positions {}",
@@ -321,7 +322,7 @@ impl Run {
         if let Some(a) = &adapter {
             plan_context = plan_context.with_adapter(a);
         }
-        let plan = MemoryPlan::of(&weights.config, &spec, &plan_context)?;
+        let plan = MemoryPlan::of(weights.config(), &spec, &plan_context)?;
         Ok(Prepared {
             weights,
             model,
