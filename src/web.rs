@@ -667,9 +667,16 @@ impl Engine {
     /// Opens the WebGPU device (with the adapter's real limits and shader-f16 where offered).
     /// `max_binding` (bytes; testing and diagnostics) lowers the largest buffer the engine binds, so
     /// tensors over it are split into row chunks ([`Gpu::limit_binding`]).
-    pub async fn create(max_binding: Option<f64>) -> Result<Engine, JsError> {
+    /// `base_weights` ("auto", "f16" or "f32"; default "auto"): how frozen base weights are
+    /// stored ([`Gpu::set_base_weights`]).
+    pub async fn create(max_binding: Option<f64>, base_weights: Option<String>) -> Result<Engine, JsError> {
         install_panic_hook();
+        let choice: crate::gpu::BaseWeights = match base_weights.as_deref() {
+            None => Default::default(),
+            Some(s) => s.parse().map_err(|e: String| JsError::new(&format!("baseWeights: {e}")))?,
+        };
         let gpu = Gpu::new(None).await.map_err(js_err)?;
+        gpu.set_base_weights(choice).map_err(|e| JsError::new(&format!("baseWeights: {e}")))?;
         if let Some(bytes) = max_binding {
             if !(bytes.is_finite() && bytes >= 4.0 && bytes <= u64::MAX as f64 && bytes.fract() == 0.0) {
                 return Err(JsError::new(&format!("maxBinding {bytes} is invalid: it must be a positive multiple of 4 bytes")));
@@ -708,6 +715,7 @@ impl Engine {
                 "maxComputeInvocationsPerWorkgroup": r.max_compute_invocations_per_workgroup,
             },
             "maxBinding": st.gpu.max_binding(),
+            "f16BaseWeights": st.gpu.half_weights(),
             "summary": r.to_string(),
         }))
     }

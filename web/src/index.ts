@@ -149,6 +149,23 @@ export interface CreateOptions {
    * embedding or LM head) are split into row chunks, as on a GPU that binds only that much.
    */
   maxBinding?: number;
+  /**
+   * How frozen base weights (every linear layer's weight and the vocabulary tables of a LoRA run)
+   * are kept on the GPU, as the CLI's `--base-weights`: "f16" halves their memory (values rounded
+   * as PyTorch's `.half()`; products still accumulate in f32) and needs a GPU with shader-f16;
+   * "f32" keeps the checkpoint's values; "auto" (default) is f16 on a GPU with shader-f16 that is
+   * not a fallback (CPU) adapter. `info.gpu.f16BaseWeights` says what was chosen.
+   */
+  baseWeights?: BaseWeights;
+}
+
+/** How frozen base weights are stored on the GPU (see `CreateOptions.baseWeights`). */
+export type BaseWeights = "auto" | "f16" | "f32";
+
+/** The device settings a worker is (re)started with. */
+interface DeviceOptions {
+  maxBinding?: number;
+  baseWeights?: BaseWeights;
 }
 
 function defaultWorker(): Worker {
@@ -263,7 +280,7 @@ export class Trainer {
   private constructor(
     private readonly makeWorker: () => Worker,
     private readonly storage: { name: string; backend: StorageKind | "auto" },
-    private readonly maxBinding: number | undefined,
+    private readonly device: DeviceOptions,
     /** Version, GPU and features of the engine. */
     public info: EngineInfo,
     worker: Worker,
@@ -278,14 +295,15 @@ export class Trainer {
   static async create(options: CreateOptions = {}): Promise<Trainer> {
     const make = options.worker ?? defaultWorker;
     const storage = { name: options.storage?.name ?? "webtune", backend: options.storage?.backend ?? "auto" };
-    const { worker, rpc, info } = await Trainer.start(make, storage, options.maxBinding);
-    return new Trainer(make, storage, options.maxBinding, info, worker, rpc);
+    const device = { maxBinding: options.maxBinding, baseWeights: options.baseWeights };
+    const { worker, rpc, info } = await Trainer.start(make, storage, device);
+    return new Trainer(make, storage, device, info, worker, rpc);
   }
 
   private static async start(
     make: () => Worker,
     storage: { name: string; backend: StorageKind | "auto" },
-    maxBinding: number | undefined,
+    device: DeviceOptions,
   ): Promise<{ worker: Worker; rpc: RpcClient; info: EngineInfo }> {
     const worker = make();
     const rpc = new RpcClient(worker as unknown as Port);
@@ -296,7 +314,7 @@ export class Trainer {
       });
     });
     try {
-      const info = await Promise.race([rpc.call({ type: "create", storage, maxBinding }), failed]);
+      const info = await Promise.race([rpc.call({ type: "create", storage, ...device }), failed]);
       return { worker, rpc, info };
     } catch (e) {
       worker.terminate();
@@ -322,7 +340,7 @@ export class Trainer {
       this.rpc.close();
       this.worker.terminate();
       this.model = undefined;
-      const { worker, rpc, info } = await Trainer.start(this.makeWorker, this.storage, this.maxBinding);
+      const { worker, rpc, info } = await Trainer.start(this.makeWorker, this.storage, this.device);
       this.worker = worker;
       this.rpc = rpc;
       this.info = info;

@@ -19,6 +19,8 @@ export interface GpuInfo {
   };
   /** The most bytes one buffer holds here: the device's limits, or a lower `maxBinding`; tensors over it are row-chunked. */
   maxBinding: number;
+  /** Frozen base weights are stored in f16 (`CreateOptions.baseWeights`). */
+  f16BaseWeights: boolean;
   summary: string;
 }
 
@@ -269,7 +271,7 @@ export interface RunControl {
 
 /** What the page asks of the worker. */
 export type Request =
-  | { type: "create"; storage: { name: string; backend: StorageKind | "auto" }; maxBinding?: number }
+  | { type: "create"; storage: { name: string; backend: StorageKind | "auto" }; maxBinding?: number; baseWeights?: string }
   | { type: "loadModel"; name: string; config: string; weights: WeightFile[]; tokenizer?: TokenizerSource }
   | { type: "loadTokenizer"; tokenizer: TokenizerSource }
   | { type: "loadAdapter"; name: string; config: string; weights: ArrayBuffer }

@@ -251,7 +251,7 @@ async function handle(id: number, req: Request): Promise<unknown> {
     case "create": {
       if (!engine) {
         await init();
-        engine = await Engine.create(req.maxBinding);
+        engine = await Engine.create(req.maxBinding, req.baseWeights);
         store = await openStore(req.storage.name, req.storage.backend);
       }
       const info: EngineInfo = {
