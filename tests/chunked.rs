@@ -277,7 +277,7 @@ fn a_limit_below_one_row_is_refused_by_name() {
     let gpu = gpu();
     gpu.limit_binding(60).unwrap();
     let w = gpt2();
-    let err = RowParam::new(&gpu, "wte.weight", w.get("wte.weight"), false).err().expect("a 64-byte row cannot fit 60 bytes");
+    let err = RowParam::new(&gpu, &w, "wte.weight", false).err().expect("a 64-byte row cannot fit 60 bytes");
     let msg = err.to_string();
     assert!(msg.contains("wte.weight") && msg.contains("64") && msg.contains("60"), "{msg}");
     assert!(gpu.limit_binding(6).is_err() && gpu.limit_binding(0).is_err(), "limits must be positive multiples of 4");

@@ -93,14 +93,14 @@ impl Gpt2Gpu {
             });
         }
         let lm_head = match w.has("lm_head.weight") {
-            true => Some(RowParam::new(gpu, "lm_head.weight", &*upload_tensor(w, "lm_head.weight")?, full)?),
+            true => Some(RowParam::new(gpu, w, "lm_head.weight", full)?),
             false => None,
         };
         Ok(Gpt2Gpu {
             config: cfg.clone(),
             trainable,
             lora_config: adapter.map(|a| a.config.clone()),
-            wte: RowParam::new(gpu, "wte.weight", &*upload_tensor(w, "wte.weight")?, full)?,
+            wte: RowParam::new(gpu, w, "wte.weight", full)?,
             wpe: p("wpe.weight")?,
             blocks,
             ln_f: (p("ln_f.weight")?, p("ln_f.bias")?),

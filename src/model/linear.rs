@@ -78,25 +78,28 @@ pub struct RowParam {
 }
 
 impl RowParam {
-    /// Uploads `t` ([rows, cols]) as row chunks of at most the GPU's binding limit each; fails,
-    /// naming the tensor, when not even one row fits a binding.
-    pub fn new(gpu: &Gpu, name: &str, t: &HostTensor, trainable: bool) -> Result<RowParam, GpuError> {
-        let (rows, cols) = match t.shape[..] {
-            [rows, cols] if rows * cols == t.data.len() => (rows, cols),
-            _ => return Err(GpuError::Invalid(format!("{name}: shape {:?} is not a [rows, cols] matrix", t.shape))),
+    /// Uploads tensor `name` ([rows, cols]) of `w` as row chunks of at most the GPU's binding
+    /// limit each, reading one chunk at a time (so the host never holds more than a chunk as f32
+    /// when `w` reads from files); fails, naming the tensor, when not even one row fits a binding.
+    pub fn new(gpu: &Gpu, w: &dyn WeightSource, name: &str, trainable: bool) -> Result<RowParam, GpuError> {
+        let shape = w.shape(name).ok_or_else(|| GpuError::Invalid(format!("the model's weights: missing tensor '{name}'")))?.to_vec();
+        let (rows, cols) = match shape[..] {
+            [rows, cols] => (rows, cols),
+            _ => return Err(GpuError::Invalid(format!("{name}: shape {shape:?} is not a [rows, cols] matrix"))),
         };
         let half = stores_half(gpu, trainable);
         let per = gpu.rows_per_binding(name, rows, cols, if half { 2 } else { 4 })?;
         if per >= rows {
-            return Ok(RowParam { name: name.to_string(), shape: t.shape.clone(), parts: vec![Param::matrix(gpu, name, t, trainable)?] });
+            return Ok(RowParam { name: name.to_string(), shape, parts: vec![Param::matrix(gpu, name, &*upload_tensor(w, name)?, trainable)?] });
         }
         let mut parts = Vec::with_capacity(rows.div_ceil(per));
         for r0 in (0..rows).step_by(per) {
             let r1 = (r0 + per).min(rows);
             let label = format!("{name} rows {r0}..{r1}");
-            parts.push(Param::upload(gpu, name, &label, &[r1 - r0, cols], &t.data[r0 * cols..r1 * cols], trainable, half)?);
+            let data = w.rows(name, r0..r1).map_err(|e| GpuError::Invalid(e.to_string()))?;
+            parts.push(Param::upload(gpu, name, &label, &[r1 - r0, cols], &data, trainable, half)?);
         }
-        Ok(RowParam { name: name.to_string(), shape: t.shape.clone(), parts })
+        Ok(RowParam { name: name.to_string(), shape, parts })
     }
 
     /// The same tensor without gradients (the buffers are shared, nothing is copied).

@@ -112,7 +112,7 @@ impl LlamaGpu {
             });
         }
         let lm_head = match w.has("lm_head.weight") {
-            true => Some(RowParam::new(gpu, "lm_head.weight", &*upload_tensor(w, "lm_head.weight")?, full)?),
+            true => Some(RowParam::new(gpu, w, "lm_head.weight", full)?),
             false => None,
         };
         let rope = cfg.rope.as_ref().ok_or_else(|| GpuError::Invalid("a Llama-family config without RoPE".into()))?;
@@ -123,7 +123,7 @@ impl LlamaGpu {
             config: cfg.clone(),
             trainable,
             lora_config: adapter.map(|a| a.config.clone()),
-            embed: RowParam::new(gpu, "embed_tokens.weight", &*upload_tensor(w, "embed_tokens.weight")?, full)?,
+            embed: RowParam::new(gpu, w, "embed_tokens.weight", full)?,
             blocks,
             norm: p("norm.weight")?,
             lm_head,

@@ -89,6 +89,19 @@ pub trait WeightSource {
     fn has(&self, name: &str) -> bool;
     /// Tensor `name` as f32: borrowed from the host copy, or read and converted now.
     fn tensor(&self, name: &str) -> Result<Cow<'_, HostTensor>, ModelError>;
+    /// The shape of tensor `name`, without reading it.
+    fn shape(&self, name: &str) -> Option<&[usize]>;
+    /// Rows `rows` of the 2-D tensor `name` as f32 (a row chunk of a vocabulary table, read
+    /// without the rest of it).
+    fn rows(&self, name: &str, rows: Range<usize>) -> Result<Cow<'_, [f32]>, ModelError>;
+}
+
+/// The element range of rows `rows` of a [rows, cols] tensor `name` of shape `shape`.
+fn row_range(shape: &[usize], name: &str, rows: &Range<usize>) -> Result<Range<usize>, ModelError> {
+    match shape {
+        [n, cols] if rows.start <= rows.end && rows.end <= *n => Ok(rows.start * cols..rows.end * cols),
+        _ => Err(ModelError::Config { path: "the model's weights".into(), msg: format!("tensor '{name}' of shape {shape:?} has no rows {rows:?}") }),
+    }
 }
 
 /// Tensor `name` of `w` for an upload (a file that cannot be read is a GPU-layer refusal).
@@ -105,6 +118,13 @@ impl WeightSource for Weights {
     }
     fn tensor(&self, name: &str) -> Result<Cow<'_, HostTensor>, ModelError> {
         Ok(Cow::Borrowed(self.get(name)))
+    }
+    fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|t| t.shape.as_slice())
+    }
+    fn rows(&self, name: &str, rows: Range<usize>) -> Result<Cow<'_, [f32]>, ModelError> {
+        let t = self.get(name);
+        Ok(Cow::Borrowed(&t.data[row_range(&t.shape, name, &rows)?]))
     }
 }
 
@@ -728,6 +748,18 @@ impl<F: FileBytes> WeightSource for WeightFiles<F> {
         let data = read_f32(file, &t.at, path, &t.name)?;
         Ok(Cow::Owned(HostTensor { shape: t.at.shape.clone(), data }))
     }
+    fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|t| t.at.shape.as_slice())
+    }
+    fn rows(&self, name: &str, rows: Range<usize>) -> Result<Cow<'_, [f32]>, ModelError> {
+        let t = self.tensors.get(name).ok_or_else(|| ModelError::Missing { path: "the model's weights".into(), name: name.into() })?;
+        let (path, file) = &self.files[t.file];
+        let elems = row_range(&t.at.shape, name, &rows)?;
+        let width = dtype_width(t.at.dtype, path, &t.name)?;
+        let start = t.at.bytes.start + elems.start * width;
+        let at = TensorAt { dtype: t.at.dtype, shape: vec![rows.len(), t.at.shape[1]], bytes: start..start + elems.len() * width };
+        Ok(Cow::Owned(read_f32(file, &at, path, &t.name)?))
+    }
 }
 
 /// A tensor's elements as f32 (F32, F16 and BF16 accepted; little-endian as the format says).
@@ -826,6 +858,19 @@ mod tests {
                     assert_eq!(got.shape, t.shape, "{name}");
                     assert!(got.data.iter().zip(&t.data).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}");
                     assert!(read(&s) <= CHUNK_BYTES, "reading {name} read {} bytes at once", read(&s));
+                    assert_eq!(s.shape(name), Some(t.shape.as_slice()));
+                    if let [n, cols] = t.shape[..] {
+                        // row chunks read alone: a middle one, the last row, none
+                        for r in [n / 3..n / 3 + n / 2, n - 1..n, n..n] {
+                            let want = &t.data[r.start * cols..r.end * cols];
+                            let (got, host) = (s.rows(name, r.clone()).unwrap(), w.rows(name, r.clone()).unwrap());
+                            assert!(got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()) && got.len() == want.len(), "{name} rows {r:?}");
+                            assert_eq!(&*host, want);
+                        }
+                        let e = s.rows(name, 0..n + 1).unwrap_err().to_string();
+                        assert_eq!(e, w.rows(name, 0..n + 1).unwrap_err().to_string());
+                        assert!(e.contains(&format!("has no rows 0..{}", n + 1)), "{e}");
+                    }
                 }
                 Ok(w)
             }
