@@ -255,3 +255,33 @@ fn full_fine_tuning_and_f32_keep_every_weight_f32() {
     gpu.set_base_weights(BaseWeights::Auto).unwrap();
     assert_eq!(gpu.half_weights(), gpu.report.shader_f16 && gpu.report.device_type != "Cpu");
 }
+
+/// A table uploaded as row chunks, each read and written a piece of about 4 MiB of f32 at a time
+/// (`RowParam::new`): f32 and f16, odd widths (an f16 piece of odd length), several pieces a
+/// chunk; every chunk reads back as the rows it holds (rounded to f16 when half).
+#[test]
+fn tables_upload_in_pieces_and_read_back_whole() {
+    use webtune::model::linear::RowParam;
+    for (half, cols, limit) in [(false, 999, None), (true, 999, None), (true, 1000, Some(1201 * 1000 * 2)), (false, 1000, Some(1201 * 1000 * 4))] {
+        let gpu = gpu();
+        gpu.set_base_weights(if half { BaseWeights::F16 } else { BaseWeights::F32 }).unwrap();
+        if let Some(l) = limit {
+            gpu.limit_binding(l).unwrap();
+        }
+        let rows = 2101;
+        let mut w = Weights::random(&ModelConfig::gpt2(1, 1, 8, 16, 4), 1);
+        let data = rand_vec(rows * cols, 5);
+        w.tensors.insert("big".into(), HostTensor::new(&[rows, cols], data.clone()));
+        let t = RowParam::new(&gpu, &w, "big", false).unwrap();
+        let want = if half { round(&data) } else { data };
+        let mut at = 0;
+        for p in &t.parts {
+            assert_eq!(p.value.half, half);
+            let got = gpu.read_blocking(&p.value).unwrap();
+            assert!(got == want[at..at + got.len()], "half {half}, cols {cols}, part {} from element {at}", p.value.label);
+            at += got.len();
+        }
+        assert_eq!(at, rows * cols);
+        assert_eq!(t.parts.len(), if limit.is_some() { 2 } else { 1 });
+    }
+}

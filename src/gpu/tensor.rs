@@ -74,19 +74,38 @@ impl Gpu {
     /// A tensor holding `data` rounded to f16 (round to nearest even, as PyTorch's `.half()`):
     /// half the memory of [`upload`](Self::upload). Only on a device with `shader-f16`.
     pub fn upload_half(&self, label: &str, shape: &[usize], data: &[f32]) -> Result<Tensor, GpuError> {
+        let t = self.zeros_half(label, shape)?;
+        self.write_at(&t, 0, data);
+        Ok(t)
+    }
+
+    /// A zero-filled f16 tensor (see [`upload_half`](Self::upload_half)).
+    pub fn zeros_half(&self, label: &str, shape: &[usize]) -> Result<Tensor, GpuError> {
         if !self.report.shader_f16 {
             return Err(GpuError::Invalid(format!("{label}: f16 tensors need a GPU with shader-f16, which this one lacks")));
         }
         let n = crate::memory::elements(shape).unwrap_or(usize::MAX);
-        let t = Tensor { buffer: self.raw_buffer(label, n, true)?, shape: shape.to_vec(), label: label.to_string(), half: true };
-        let mut bits: Vec<u16> = data.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
-        if bits.len() % 2 == 1 {
-            bits.push(0); // writes are whole 4-byte words
+        Ok(Tensor { buffer: self.raw_buffer(label, n, true)?, shape: shape.to_vec(), label: label.to_string(), half: true })
+    }
+
+    /// Writes `data` into `t` from element `at` on (queued), rounded to f16 when `t` is. For an
+    /// f16 tensor `at` must be even (writes are whole 4-byte words); an odd-length `data` then
+    /// also writes the zero after it, inside the buffer (whole 16 bytes).
+    pub fn write_at(&self, t: &Tensor, at: usize, data: &[f32]) {
+        debug_assert!(at + data.len() <= t.len().max(4));
+        if data.is_empty() {
+            return;
         }
-        if !bits.is_empty() {
-            self.queue.write_buffer(&t.buffer, 0, bytemuck::cast_slice(&bits));
+        if t.half {
+            debug_assert!(at.is_multiple_of(2));
+            let mut bits: Vec<u16> = data.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
+            if bits.len() % 2 == 1 {
+                bits.push(0);
+            }
+            self.queue.write_buffer(&t.buffer, 2 * at as u64, bytemuck::cast_slice(&bits));
+        } else {
+            self.queue.write_buffer(&t.buffer, 4 * at as u64, bytemuck::cast_slice(data));
         }
-        Ok(t)
     }
 
     /// A tensor holding `data` (f32).

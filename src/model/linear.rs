@@ -5,6 +5,8 @@
 //! with W stored as the checkpoint stores it: [in, out] for GPT-2's Conv1D, [out, in] for an
 //! nn.Linear (the Llama family). A is [r, in], B [out, r] either way (PEFT's layout).
 
+use std::ops::Range;
+
 use super::lora::LoraModule;
 use super::weights::upload_tensor;
 use super::{HostTensor, Linear, WeightSource};
@@ -53,11 +55,36 @@ impl Param {
         Ok(Param { name: name.to_string(), value, grad })
     }
 
+    /// Rows `rows` of the [_, cols] tensor `name` of `w` as a parameter (f16 when `half`) labelled
+    /// `label`, read and uploaded a piece of rows at a time ([`PIECE_BYTES`] of f32), so the host
+    /// holds one piece, not the table, when `w` reads from files.
+    #[allow(clippy::too_many_arguments)]
+    fn upload_rows(gpu: &Gpu, w: &dyn WeightSource, name: &str, label: &str, rows: Range<usize>, cols: usize, trainable: bool, half: bool) -> Result<Param, GpuError> {
+        let shape = [rows.len(), cols];
+        let class = if trainable { MemoryClass::Trainable } else { MemoryClass::Weights };
+        let value = gpu.in_class(class, || if half { gpu.zeros_half(label, &shape) } else { gpu.zeros(label, &shape) })?;
+        // an even number of rows a piece, so f16 pieces start on whole 4-byte words
+        let step = ((PIECE_BYTES / (4 * cols.max(1))).max(2) / 2) * 2;
+        for p0 in (0..rows.len()).step_by(step) {
+            let p1 = (p0 + step).min(rows.len());
+            let data = w.rows(name, rows.start + p0..rows.start + p1).map_err(|e| GpuError::Invalid(e.to_string()))?;
+            gpu.write_at(&value, p0 * cols, &data);
+        }
+        let grad = match trainable {
+            true => Some(gpu.in_class(MemoryClass::Gradients, || gpu.zeros(&format!("grad {label}"), &shape))?),
+            false => None,
+        };
+        Ok(Param { name: name.to_string(), value, grad })
+    }
+
     /// The same tensor without a gradient (the buffers are shared, nothing is copied).
     pub fn frozen(&self) -> Param {
         Param { name: self.name.clone(), value: self.value.shared(), grad: None }
     }
 }
+
+/// Bytes of f32 a table is read in when it is uploaded ([`Param::upload_rows`]).
+const PIECE_BYTES: usize = 4 << 20;
 
 /// Whether a base weight matrix is stored in f16: frozen, on a GPU set to ([`Gpu::half_weights`]).
 fn stores_half(gpu: &Gpu, trainable: bool) -> bool {
@@ -89,15 +116,11 @@ impl RowParam {
         };
         let half = stores_half(gpu, trainable);
         let per = gpu.rows_per_binding(name, rows, cols, if half { 2 } else { 4 })?;
-        if per >= rows {
-            return Ok(RowParam { name: name.to_string(), shape, parts: vec![Param::matrix(gpu, name, &*upload_tensor(w, name)?, trainable)?] });
-        }
         let mut parts = Vec::with_capacity(rows.div_ceil(per));
-        for r0 in (0..rows).step_by(per) {
+        for r0 in (0..rows.max(1)).step_by(per) {
             let r1 = (r0 + per).min(rows);
-            let label = format!("{name} rows {r0}..{r1}");
-            let data = w.rows(name, r0..r1).map_err(|e| GpuError::Invalid(e.to_string()))?;
-            parts.push(Param::upload(gpu, name, &label, &[r1 - r0, cols], &data, trainable, half)?);
+            let label = if per >= rows { name.to_string() } else { format!("{name} rows {r0}..{r1}") };
+            parts.push(Param::upload_rows(gpu, w, name, &label, r0..r1, cols, trainable, half)?);
         }
         Ok(RowParam { name: name.to_string(), shape, parts })
     }
