@@ -299,7 +299,7 @@ impl Gpu {
         let on = match choice {
             BaseWeights::F32 => false,
             // A CPU adapter (lavapipe) keeps f32: its "GPU memory" is the host's, rarely the
-            // limit; converting costs it time (LoRA steps 0-30% slower measured on lavapipe);
+            // limit; converting can cost it time (LoRA steps up to 27% slower on lavapipe);
             // and f32 keeps a run's numbers those of PyTorch fp32. `F16` still saves the memory.
             BaseWeights::Auto => self.report.shader_f16 && self.report.device_type != "Cpu",
             BaseWeights::F16 if self.report.shader_f16 => true,
