@@ -800,7 +800,7 @@ async function main(): Promise<void> {
     const g = trainer.info.gpu;
     const store = trainer.info.features.checkpoints;
     $("gpu").textContent =
-      `webtune ${trainer.info.version} · GPU: ${g.name || "(unnamed)"} (${g.backend}), shader-f16 ${g.shaderF16 ? "yes" : "no"}, ` +
+      `webtune ${trainer.info.version} · GPU: ${g.name || "(unnamed)"} (${g.backend}), shader-f16 ${g.shaderF16 ? "yes" : "no"}${g.f16BaseWeights ? " (base weights kept in f16)" : ""}, ` +
       `max storage binding ${formatBytes(g.limits.maxStorageBufferBindingSize)} · runs saved in ${store === "opfs" ? "OPFS" : store}`;
     bundle = await findBundle();
     $("use-tiny").textContent = bundle.label;
