@@ -122,12 +122,10 @@ impl Gpu {
         Ok(t)
     }
 
-    /// Overwrites the start of `t` with `data` (queued; lands before the next submit runs).
+    /// Overwrites the start of `t` with `data` (queued; lands before the next submit runs; rounded
+    /// to f16 when `t` is, see [`write_at`](Self::write_at)).
     pub fn write(&self, t: &Tensor, data: &[f32]) {
-        debug_assert!(data.len() <= t.len().max(4) && !t.half);
-        if !data.is_empty() {
-            self.queue.write_buffer(&t.buffer, 0, bytemuck::cast_slice(data));
-        }
+        self.write_at(t, 0, data);
     }
 
     pub fn write_u32(&self, t: &Tensor, data: &[u32]) {

@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 use super::lora::LoraModule;
-use super::weights::upload_tensor;
+use super::weights::{source_error, upload_tensor};
 use super::{HostTensor, Linear, WeightSource};
 use crate::gpu::{Gpu, GpuError, MemoryClass, Program, Tensor};
 use crate::kernels::matmul::{matmul, Matmul};
@@ -43,16 +43,10 @@ impl Param {
 
     /// Uploads `data` as the value (f16 when `half`) under `label`, with an f32 gradient when trained.
     fn upload(gpu: &Gpu, name: &str, label: &str, shape: &[usize], data: &[f32], trainable: bool, half: bool) -> Result<Param, GpuError> {
-        let class = if trainable { MemoryClass::Trainable } else { MemoryClass::Weights };
-        let value = gpu.in_class(class, || match half {
-            true => gpu.upload_half(label, shape, data),
-            false => gpu.upload(label, shape, data),
-        })?;
-        let grad = match trainable {
-            true => Some(gpu.in_class(MemoryClass::Gradients, || gpu.zeros(&format!("grad {label}"), shape))?),
-            false => None,
-        };
-        Ok(Param { name: name.to_string(), value, grad })
+        Param::make(gpu, name, label, shape, trainable, half, |value| {
+            gpu.write_at(value, 0, data);
+            Ok(())
+        })
     }
 
     /// Rows `rows` of the [_, cols] tensor `name` of `w` as a parameter (f16 when `half`) labelled
@@ -60,18 +54,33 @@ impl Param {
     /// holds one piece, not the table, when `w` reads from files.
     #[allow(clippy::too_many_arguments)]
     fn upload_rows(gpu: &Gpu, w: &dyn WeightSource, name: &str, label: &str, rows: Range<usize>, cols: usize, trainable: bool, half: bool) -> Result<Param, GpuError> {
-        let shape = [rows.len(), cols];
+        Param::make(gpu, name, label, &[rows.len(), cols], trainable, half, |value| {
+            // an even number of rows a piece, so f16 pieces start on whole 4-byte words
+            let step = ((PIECE_BYTES / (4 * cols.max(1))).max(2) / 2) * 2;
+            for p0 in (0..rows.len()).step_by(step) {
+                let p1 = (p0 + step).min(rows.len());
+                let data = w.rows(name, rows.start + p0..rows.start + p1).map_err(source_error)?;
+                gpu.write_at(value, p0 * cols, &data);
+            }
+            Ok(())
+        })
+    }
+
+    /// A zero value (f16 when `half`) under `label`, filled by `fill`, and an f32 gradient when trained.
+    fn make(
+        gpu: &Gpu,
+        name: &str,
+        label: &str,
+        shape: &[usize],
+        trainable: bool,
+        half: bool,
+        fill: impl FnOnce(&Tensor) -> Result<(), GpuError>,
+    ) -> Result<Param, GpuError> {
         let class = if trainable { MemoryClass::Trainable } else { MemoryClass::Weights };
-        let value = gpu.in_class(class, || if half { gpu.zeros_half(label, &shape) } else { gpu.zeros(label, &shape) })?;
-        // an even number of rows a piece, so f16 pieces start on whole 4-byte words
-        let step = ((PIECE_BYTES / (4 * cols.max(1))).max(2) / 2) * 2;
-        for p0 in (0..rows.len()).step_by(step) {
-            let p1 = (p0 + step).min(rows.len());
-            let data = w.rows(name, rows.start + p0..rows.start + p1).map_err(|e| GpuError::Invalid(e.to_string()))?;
-            gpu.write_at(&value, p0 * cols, &data);
-        }
+        let value = gpu.in_class(class, || if half { gpu.zeros_half(label, shape) } else { gpu.zeros(label, shape) })?;
+        fill(&value)?;
         let grad = match trainable {
-            true => Some(gpu.in_class(MemoryClass::Gradients, || gpu.zeros(&format!("grad {label}"), &shape))?),
+            true => Some(gpu.in_class(MemoryClass::Gradients, || gpu.zeros(&format!("grad {label}"), shape))?),
             false => None,
         };
         Ok(Param { name: name.to_string(), value, grad })

@@ -106,7 +106,12 @@ fn row_range(shape: &[usize], name: &str, rows: &Range<usize>) -> Result<Range<u
 
 /// Tensor `name` of `w` for an upload (a file that cannot be read is a GPU-layer refusal).
 pub(crate) fn upload_tensor<'w>(w: &'w dyn WeightSource, name: &str) -> Result<Cow<'w, HostTensor>, crate::gpu::GpuError> {
-    w.tensor(name).map_err(|e| crate::gpu::GpuError::Invalid(e.to_string()))
+    w.tensor(name).map_err(source_error)
+}
+
+/// A weight source's error during an upload, as the GPU layer reports it (its message unchanged).
+pub(crate) fn source_error(e: ModelError) -> crate::gpu::GpuError {
+    crate::gpu::GpuError::Invalid(e.to_string())
 }
 
 impl WeightSource for Weights {
